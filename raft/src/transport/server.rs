@@ -1,0 +1,125 @@
+//! The server side of node-to-node gRPC: decodes requests and hands them to openraft or
+//! to `RaftNode`. Every service but Join requires a verified client certificate.
+
+use std::net::SocketAddr;
+
+use tokio::sync::watch;
+use tonic::transport::{Server, ServerTlsConfig};
+use tonic::{Request, Response, Status};
+
+use super::pb::{self, Blob, Empty, IssueReply, IssueRequest};
+use crate::node::{AddHead, RaftNode, KEY_CA, KEY_JOIN_SECRET};
+use crate::tls::ClusterCa;
+use crate::types::{codec, Command};
+
+/// Bind `listen` and serve until `shutdown` turns true. Returns once the port is bound.
+pub async fn spawn(
+    node: RaftNode,
+    listen: SocketAddr,
+    tls: ServerTlsConfig,
+    mut shutdown: watch::Receiver<bool>,
+) -> Result<(), Box<dyn std::error::Error + Send + Sync>> {
+    let listener = tokio::net::TcpListener::bind(listen).await?;
+    let incoming = tokio_stream::wrappers::TcpListenerStream::new(listener);
+    let router = Server::builder()
+        .tls_config(tls)?
+        .tcp_nodelay(true)
+        .add_service(pb::raft_server::RaftServer::new(Handler(node.clone())).max_decoding_message_size(256 << 20))
+        .add_service(pb::cluster_server::ClusterServer::new(Handler(node.clone())))
+        .add_service(pb::join_server::JoinServer::new(Handler(node)));
+    tokio::spawn(async move {
+        let stop = async move {
+            let _ = shutdown.wait_for(|s| *s).await;
+        };
+        if let Err(e) = router.serve_with_incoming_shutdown(incoming, stop).await {
+            tracing::error!(error = %e, "gRPC server stopped");
+        }
+    });
+    Ok(())
+}
+
+struct Handler(RaftNode);
+
+/// The TLS layer verified any certificate the client sent against the cluster CA; here
+/// we insist that one was sent.
+fn require_peer_cert<T>(req: &Request<T>) -> Result<(), Status> {
+    match req.peer_certs() {
+        Some(certs) if !certs.is_empty() => Ok(()),
+        _ => Err(Status::unauthenticated("a cluster client certificate is required")),
+    }
+}
+
+fn decode<T: serde::de::DeserializeOwned>(req: Request<Blob>) -> Result<T, Status> {
+    require_peer_cert(&req)?;
+    codec::decode(&req.into_inner().data).map_err(|e| Status::invalid_argument(e.to_string()))
+}
+
+fn reply<T: serde::Serialize>(value: &T) -> Result<Response<Blob>, Status> {
+    Ok(Response::new(Blob { data: codec::encode(value) }))
+}
+
+#[tonic::async_trait]
+impl pb::raft_server::Raft for Handler {
+    async fn append_entries(&self, req: Request<Blob>) -> Result<Response<Blob>, Status> {
+        reply(&self.0.raft().append_entries(decode(req)?).await)
+    }
+
+    async fn vote(&self, req: Request<Blob>) -> Result<Response<Blob>, Status> {
+        reply(&self.0.raft().vote(decode(req)?).await)
+    }
+
+    async fn install_snapshot(&self, req: Request<Blob>) -> Result<Response<Blob>, Status> {
+        reply(&self.0.raft().install_snapshot(decode(req)?).await)
+    }
+}
+
+#[tonic::async_trait]
+impl pb::cluster_server::Cluster for Handler {
+    async fn propose(&self, req: Request<Blob>) -> Result<Response<Blob>, Status> {
+        let cmd: Command = decode(req)?;
+        reply(&self.0.propose_local(cmd).await)
+    }
+
+    async fn read_index(&self, req: Request<Empty>) -> Result<Response<Blob>, Status> {
+        require_peer_cert(&req)?;
+        reply(&self.0.read_index_local().await)
+    }
+
+    async fn add_head(&self, req: Request<Blob>) -> Result<Response<Blob>, Status> {
+        let add: AddHead = decode(req)?;
+        reply(&self.0.add_head_local(add).await)
+    }
+
+    async fn status(&self, req: Request<Empty>) -> Result<Response<Blob>, Status> {
+        require_peer_cert(&req)?;
+        reply(&self.0.status())
+    }
+}
+
+#[tonic::async_trait]
+impl pb::join_server::Join for Handler {
+    async fn issue(&self, req: Request<IssueRequest>) -> Result<Response<IssueReply>, Status> {
+        let req = req.into_inner();
+        let reader = self.0.reader();
+        let stored = |key: &str| {
+            reader
+                .get(key)
+                .map_err(|e| Status::internal(e.to_string()))?
+                .ok_or_else(|| Status::unavailable("this head has not received the cluster credentials yet"))
+        };
+        let secret = stored(KEY_JOIN_SECRET)?.value;
+        if !constant_time_eq(&secret, req.secret.as_bytes()) {
+            tracing::warn!(node = %req.node_name, "join refused: wrong secret");
+            return Err(Status::permission_denied("the join secret is not valid for this cluster"));
+        }
+        let ca: ClusterCa =
+            serde_json::from_slice(&stored(KEY_CA)?.value).map_err(|e| Status::internal(e.to_string()))?;
+        let cert_pem = ca.sign(&req.csr_pem).map_err(|e| Status::invalid_argument(e.to_string()))?;
+        tracing::info!(node = %req.node_name, "issued a node certificate");
+        Ok(Response::new(IssueReply { cert_pem, ca_pem: ca.cert_pem }))
+    }
+}
+
+fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
+    a.len() == b.len() && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
+}
