@@ -302,7 +302,13 @@ impl RaftNode {
     }
 
     async fn remote_add_head(&self, leader: &Member, req: &AddHead) -> Result<(), String> {
-        let channel = self.channels().get(&leader.raft_addr).map_err(|e| e.to_string())?;
+        self.add_head_via(&leader.raft_addr, req).await
+    }
+
+    /// Ask the head at `raft_addr` (any head: it forwards to the leader) to add a head.
+    /// Used by a joining head, which does not know the leader yet.
+    pub async fn add_head_via(&self, raft_addr: &str, req: &AddHead) -> Result<(), String> {
+        let channel = self.channels().get(raft_addr).map_err(|e| e.to_string())?;
         let mut client = pb::cluster_client::ClusterClient::new(channel);
         let reply = client.add_head(pb::Blob { data: codec::encode(req) }).await.map_err(|s| s.message().to_string())?;
         codec::decode::<Result<(), String>>(&reply.into_inner().data).map_err(|e| e.to_string())?

@@ -87,7 +87,7 @@ impl pb::cluster_server::Cluster for Handler {
 
     async fn add_head(&self, req: Request<Blob>) -> Result<Response<Blob>, Status> {
         let add: AddHead = decode(req)?;
-        reply(&self.0.add_head_local(add).await)
+        reply(&self.0.add_head(add).await)
     }
 
     async fn status(&self, req: Request<Empty>) -> Result<Response<Blob>, Status> {

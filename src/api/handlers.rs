@@ -1,0 +1,300 @@
+//! HTTP handlers for Kubernetes resource paths: parse the path, query and body, call the
+//! object store, render objects, lists, watch streams and `Status` errors.
+
+use std::collections::HashMap;
+use std::time::Duration;
+
+use axum::body::{Body, Bytes};
+use axum::extract::{Path, Query, State};
+use axum::http::{header, HeaderMap, Method, StatusCode};
+use axum::response::{IntoResponse, Response};
+use serde_json::{json, Value};
+
+use super::object::{self, FieldSelector, Selector, MAX_BODY_BYTES};
+use super::resources::{self, Resource};
+use super::status::ApiError;
+use super::store::{parse_rv, Consistency, Filter, WatchItem};
+use super::AppState;
+
+/// Where a request points.
+struct Target {
+    res: &'static Resource,
+    ns: Option<String>,
+    name: Option<String>,
+    status: bool,
+}
+
+fn parse_target(group: &str, rest: &str) -> Result<Target, ApiError> {
+    let seg: Vec<&str> = rest.split('/').filter(|s| !s.is_empty()).collect();
+    let (ns, seg) = if seg.len() >= 3 && seg[0] == "namespaces" && seg[2] != "status" {
+        (Some(seg[1].to_string()), &seg[2..])
+    } else {
+        (None, &seg[..])
+    };
+    let plural = seg.first().ok_or_else(|| ApiError::not_found("resource"))?;
+    let res = resources::by_plural(group, plural)
+        .ok_or_else(|| ApiError::new(404, "NotFound", format!("the server could not find the requested resource {plural:?}")))?;
+    if res.namespaced != ns.is_some() && seg.len() > 1 {
+        return Err(ApiError::not_found(format!("{} is {}", res.plural, if res.namespaced { "namespaced" } else { "cluster-scoped" })));
+    }
+    let status = match seg.get(2) {
+        None => false,
+        Some(&"status") if seg.len() == 3 => true,
+        Some(other) => return Err(ApiError::not_found(format!("subresource {other:?}"))),
+    };
+    Ok(Target { res, ns, name: seg.get(1).map(|s| s.to_string()), status })
+}
+
+pub async fn core(
+    State(st): State<AppState>,
+    Path(rest): Path<String>,
+    method: Method,
+    headers: HeaderMap,
+    Query(q): Query<HashMap<String, String>>,
+    body: Body,
+) -> Response {
+    dispatch(st, "", &rest, method, headers, q, body).await
+}
+
+pub async fn grouped(
+    State(st): State<AppState>,
+    Path((group, version, rest)): Path<(String, String, String)>,
+    method: Method,
+    headers: HeaderMap,
+    Query(q): Query<HashMap<String, String>>,
+    body: Body,
+) -> Response {
+    if version != "v1" {
+        return ApiError::not_found(format!("version {group}/{version}")).into_response();
+    }
+    dispatch(st, &group, &rest, method, headers, q, body).await
+}
+
+async fn dispatch(
+    st: AppState,
+    group: &str,
+    rest: &str,
+    method: Method,
+    headers: HeaderMap,
+    q: HashMap<String, String>,
+    body: Body,
+) -> Response {
+    let started = std::time::Instant::now();
+    let verb = match (&method, q.get("watch").map(String::as_str)) {
+        (&Method::GET, Some("true" | "1")) => "WATCH",
+        _ => method.as_str(),
+    }
+    .to_string();
+    let resp = match handle(&st, group, rest, method, &headers, &q, body).await {
+        Ok(r) => r,
+        Err(e) => e.into_response(),
+    };
+    st.metrics.observe_request(&verb, resp.status().as_u16(), started.elapsed());
+    resp
+}
+
+async fn handle(
+    st: &AppState,
+    group: &str,
+    rest: &str,
+    method: Method,
+    headers: &HeaderMap,
+    q: &HashMap<String, String>,
+    body: Body,
+) -> Result<Response, ApiError> {
+    let t = parse_target(group, rest)?;
+    let ns = t.ns.as_deref();
+    let store = &st.store;
+    let consistency = match q.get("resourceVersion").map(String::as_str) {
+        Some("0") => Consistency::Local,
+        _ => Consistency::Linearizable,
+    };
+    match (method, t.name.as_deref()) {
+        (Method::GET, None) if matches!(q.get("watch").map(String::as_str), Some("true" | "1")) => watch(st, &t, q).await,
+        (Method::GET, None) => {
+            let filter = filter(q)?;
+            let (items, revision) = store.list(t.res, ns, &filter, consistency).await?;
+            Ok(json_response(StatusCode::OK, &json!({
+                "kind": format!("{}List", t.res.kind),
+                "apiVersion": t.res.api_version(),
+                "metadata": {"resourceVersion": revision.to_string()},
+                "items": items,
+            })))
+        }
+        (Method::GET, Some(name)) => Ok(json_response(StatusCode::OK, &store.get(t.res, ns, name, consistency).await?)),
+        (Method::POST, None) => {
+            let obj = manifest(&t, read_body(headers, body).await?, None)?;
+            let obj = t.res.validate(obj).map_err(ApiError::invalid)?;
+            Ok(json_response(StatusCode::CREATED, &store.create(t.res, ns, obj).await?))
+        }
+        (Method::PUT, Some(name)) => {
+            let obj = manifest(&t, read_body(headers, body).await?, Some(name))?;
+            let expected = object::str_field(&obj, "resourceVersion").map(parse_rv).transpose()?;
+            Ok(json_response(StatusCode::OK, &store.update(t.res, ns, name, obj, expected, t.status).await?))
+        }
+        (Method::PATCH, Some(name)) => {
+            let ct = headers.get(header::CONTENT_TYPE).and_then(|v| v.to_str().ok()).unwrap_or("");
+            if ct.starts_with("application/json-patch+json") || ct.starts_with("application/apply-patch") {
+                return Err(ApiError::new(415, "UnsupportedMediaType", format!(
+                    "patch type {ct:?} is not supported; use application/merge-patch+json (strategic merge patches are applied as merge patches)"
+                )));
+            }
+            let patch = read_body(headers, body).await?;
+            Ok(json_response(StatusCode::OK, &store.patch(t.res, ns, name, patch, t.status).await?))
+        }
+        (Method::DELETE, Some(name)) => {
+            let opts = read_body(headers, body).await.unwrap_or(Value::Null);
+            let expected = opts.pointer("/preconditions/resourceVersion").and_then(Value::as_str).map(parse_rv).transpose()?;
+            Ok(json_response(StatusCode::OK, &store.delete(t.res, ns, name, expected).await?))
+        }
+        (m, _) => Err(ApiError::new(405, "MethodNotAllowed", format!("{m} is not supported on this path"))),
+    }
+}
+
+fn filter(q: &HashMap<String, String>) -> Result<Filter, ApiError> {
+    Ok(Filter {
+        labels: q.get("labelSelector").map(|s| Selector::parse(s)).transpose()?.unwrap_or_default(),
+        fields: q.get("fieldSelector").map(|s| FieldSelector::parse(s)).transpose()?.unwrap_or_default(),
+    })
+}
+
+/// Check a submitted object against the path: kind, apiVersion, name, namespace.
+fn manifest(t: &Target, mut obj: Value, name: Option<&str>) -> Result<Value, ApiError> {
+    if !obj.is_object() {
+        return Err(ApiError::bad_request("the request body must be a JSON or YAML object"));
+    }
+    for (field, want) in [("kind", t.res.kind.to_string()), ("apiVersion", t.res.api_version())] {
+        match obj.get(field).and_then(Value::as_str) {
+            None => obj[field] = want.into(),
+            Some(got) if got == want => {}
+            Some(got) => return Err(ApiError::bad_request(format!("{field} {got:?} does not match the path (expected {want:?})"))),
+        }
+    }
+    if let Some(name) = name {
+        if object::name_of(&obj) != Some(name) {
+            return Err(ApiError::bad_request(format!("metadata.name must be {name:?}, as in the request path")));
+        }
+    }
+    let body_ns = object::str_field(&obj, "namespace").map(str::to_string);
+    match (&t.ns, body_ns) {
+        (Some(path), Some(body)) if *path != body => {
+            return Err(ApiError::bad_request(format!("metadata.namespace {body:?} does not match the request path's {path:?}")))
+        }
+        (Some(path), _) => obj["metadata"]["namespace"] = path.clone().into(),
+        (None, _) => {
+            if let Some(m) = obj.get_mut("metadata").and_then(Value::as_object_mut) {
+                m.remove("namespace");
+            }
+        }
+    }
+    Ok(obj)
+}
+
+/// Read and parse a JSON or YAML body, enforcing the size limit.
+async fn read_body(headers: &HeaderMap, body: Body) -> Result<Value, ApiError> {
+    let bytes: Bytes = axum::body::to_bytes(body, MAX_BODY_BYTES)
+        .await
+        .map_err(|_| ApiError::too_large(format!("the request body is larger than {MAX_BODY_BYTES} bytes")))?;
+    if bytes.is_empty() {
+        return Err(ApiError::bad_request("the request body is empty"));
+    }
+    let ct = headers.get(header::CONTENT_TYPE).and_then(|v| v.to_str().ok()).unwrap_or("application/json");
+    if ct.contains("protobuf") || ct.contains("cbor") {
+        // client-go switches to JSON when a server answers 415 to these.
+        return Err(ApiError::new(415, "UnsupportedMediaType", format!("{ct} is not supported; send JSON or YAML")));
+    }
+    if ct.contains("yaml") {
+        serde_norway::from_slice(&bytes).map_err(|e| ApiError::bad_request(format!("malformed YAML: {e}")))
+    } else {
+        serde_json::from_slice(&bytes).map_err(|e| ApiError::bad_request(format!("malformed JSON: {e}")))
+    }
+}
+
+pub fn json_response(code: StatusCode, v: &Value) -> Response {
+    (code, [(header::CONTENT_TYPE, "application/json")], serde_json::to_vec(v).unwrap_or_default()).into_response()
+}
+
+async fn watch(st: &AppState, t: &Target, q: &HashMap<String, String>) -> Result<Response, ApiError> {
+    let from = match q.get("resourceVersion").map(String::as_str) {
+        None | Some("") | Some("0") => None,
+        Some(rv) => Some(parse_rv(rv)?),
+    };
+    let bookmarks = q.get("allowWatchBookmarks").is_some_and(|v| v == "true");
+    let timeout = q.get("timeoutSeconds").and_then(|s| s.parse().ok()).map(Duration::from_secs);
+    let mut rx = st.store.watch(t.res, t.ns.clone(), filter(q)?, from, bookmarks).await?;
+    let api_version = t.res.api_version();
+    let kind = t.res.kind;
+    let stream = async_stream(move |tx| async move {
+        let deadline = timeout.map(|d| tokio::time::Instant::now() + d);
+        loop {
+            let item = match deadline {
+                Some(d) => match tokio::time::timeout_at(d, rx.recv()).await {
+                    Ok(i) => i,
+                    Err(_) => return,
+                },
+                None => rx.recv().await,
+            };
+            let Some(item) = item else { return };
+            let line = match item {
+                WatchItem::Event { kind, object } => json!({"type": kind, "object": object}),
+                WatchItem::Bookmark(rev) => json!({"type": "BOOKMARK", "object": {
+                    "kind": kind, "apiVersion": api_version, "metadata": {"resourceVersion": rev.to_string()}}}),
+                WatchItem::Error(e) => json!({"type": "ERROR", "object": e.to_status()}),
+            };
+            let mut bytes = serde_json::to_vec(&line).unwrap_or_default();
+            bytes.push(b'\n');
+            if tx.send(Ok::<_, std::io::Error>(Bytes::from(bytes))).await.is_err() {
+                return;
+            }
+        }
+    });
+    Ok(Response::builder()
+        .status(StatusCode::OK)
+        .header(header::CONTENT_TYPE, "application/json")
+        .body(Body::from_stream(stream))
+        .expect("static response parts are valid"))
+}
+
+/// A body stream fed by a task; the task ends when the client goes away.
+fn async_stream<F, Fut>(f: F) -> tokio_stream::wrappers::ReceiverStream<Result<Bytes, std::io::Error>>
+where
+    F: FnOnce(tokio::sync::mpsc::Sender<Result<Bytes, std::io::Error>>) -> Fut,
+    Fut: std::future::Future<Output = ()> + Send + 'static,
+{
+    let (tx, rx) = tokio::sync::mpsc::channel(64);
+    tokio::spawn(f(tx));
+    tokio_stream::wrappers::ReceiverStream::new(rx)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn paths() {
+        let t = parse_target("", "namespaces/default/pods/web").unwrap();
+        assert_eq!((t.res.plural, t.ns.as_deref(), t.name.as_deref(), t.status), ("pods", Some("default"), Some("web"), false));
+        let t = parse_target("", "namespaces/default").unwrap();
+        assert_eq!((t.res.plural, t.ns, t.name.as_deref()), ("namespaces", None, Some("default")));
+        let t = parse_target("", "namespaces/kube-system/status").unwrap();
+        assert!(t.status && t.res.plural == "namespaces");
+        let t = parse_target("", "pods").unwrap();
+        assert_eq!((t.ns, t.name), (None, None));
+        let t = parse_target("apps", "namespaces/x/deployments/d/status").unwrap();
+        assert!(t.status);
+        assert_eq!(parse_target("", "widgets").unwrap_err().code, 404);
+        assert_eq!(parse_target("", "pods/web").unwrap_err().code, 404);
+        assert_eq!(parse_target("", "namespaces/x/pods/a/exec2").unwrap_err().code, 404);
+    }
+
+    #[test]
+    fn manifest_checks_kind_and_namespace() {
+        let t = parse_target("", "namespaces/a/configmaps").unwrap();
+        let bad_kind = json!({"apiVersion": "v1", "kind": "Secret", "metadata": {"name": "x"}});
+        assert_eq!(manifest(&t, bad_kind, None).unwrap_err().code, 400);
+        let other_ns = json!({"metadata": {"name": "x", "namespace": "b"}});
+        assert_eq!(manifest(&t, other_ns, None).unwrap_err().code, 400);
+        let ok = manifest(&t, json!({"metadata": {"name": "x"}}), None).unwrap();
+        assert_eq!((ok["metadata"]["namespace"].as_str(), ok["kind"].as_str()), (Some("a"), Some("ConfigMap")));
+    }
+}

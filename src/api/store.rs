@@ -1,0 +1,328 @@
+//! The object store: Kubernetes object semantics (create, get, list, update, patch,
+//! delete, watch) over the replicated key-value store. Decisions come from `object`
+//! (pure); this layer reads, proposes compare-and-set transactions, and streams history.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use orch_raft::{Command, Condition, EventKind, HistoryError, KeyValue, Op, Outcome, RaftNode, Txn};
+use serde_json::Value;
+use tokio::sync::mpsc;
+
+use super::object::{self, FieldSelector, Selector};
+use super::resources::{self, Resource};
+use super::status::ApiError;
+use crate::clock::Clock;
+use crate::metrics::Metrics;
+
+/// How fresh a read must be.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Consistency {
+    /// Confirmed with a quorum through the leader's read index (the default).
+    Linearizable,
+    /// Whatever this node has applied (`resourceVersion=0`, as in Kubernetes: "any version").
+    Local,
+}
+
+#[derive(Clone)]
+pub struct ObjectStore {
+    node: RaftNode,
+    clock: Arc<dyn Clock>,
+    metrics: Arc<Metrics>,
+}
+
+/// Which objects a list or watch wants.
+#[derive(Clone, Default)]
+pub struct Filter {
+    pub labels: Selector,
+    pub fields: FieldSelector,
+}
+
+impl Filter {
+    fn matches(&self, obj: &Value) -> bool {
+        self.labels.matches_object(obj) && self.fields.matches(obj)
+    }
+}
+
+/// One item of a watch stream.
+#[derive(Debug)]
+pub enum WatchItem {
+    Event { kind: &'static str, object: Value },
+    Bookmark(u64),
+    Error(ApiError),
+}
+
+fn decode(kv: &KeyValue) -> Result<Value, ApiError> {
+    serde_json::from_slice(&kv.value).map_err(|e| ApiError::internal(format!("stored object {} is corrupt: {e}", kv.key)))
+}
+
+fn what(res: &Resource, ns: Option<&str>, name: &str) -> String {
+    match (res.namespaced, ns) {
+        (true, Some(ns)) => format!("{} {ns}/{name}", res.plural),
+        _ => format!("{} {name}", res.plural),
+    }
+}
+
+impl ObjectStore {
+    pub fn new(node: RaftNode, clock: Arc<dyn Clock>, metrics: Arc<Metrics>) -> Self {
+        ObjectStore { node, clock, metrics }
+    }
+
+    pub fn node(&self) -> &RaftNode {
+        &self.node
+    }
+
+    async fn barrier(&self, c: Consistency) -> Result<(), ApiError> {
+        if c == Consistency::Linearizable {
+            self.node.read_barrier().await?;
+        }
+        Ok(())
+    }
+
+    async fn propose(&self, txn: Txn) -> Result<(u64, Outcome), ApiError> {
+        let started = std::time::Instant::now();
+        let r = self.node.propose(Command { request_id: None, fence_term: None, txn }).await;
+        self.metrics.proposal_seconds.observe(started.elapsed().as_secs_f64());
+        let r = r?;
+        Ok((r.revision, r.outcome))
+    }
+
+    fn current(&self, key: &str) -> Result<Option<(Value, u64)>, ApiError> {
+        match self.node.reader().get(key)? {
+            Some(kv) => Ok(Some((decode(&kv)?, kv.mod_revision))),
+            None => Ok(None),
+        }
+    }
+
+    pub async fn get(&self, res: &Resource, ns: Option<&str>, name: &str, c: Consistency) -> Result<Value, ApiError> {
+        self.barrier(c).await?;
+        match self.current(&res.key(ns, name))? {
+            Some((obj, rev)) => Ok(object::with_revision(obj, rev)),
+            None => Err(ApiError::not_found(what(res, ns, name))),
+        }
+    }
+
+    /// Matching objects and the revision the list is consistent at.
+    pub async fn list(&self, res: &Resource, ns: Option<&str>, filter: &Filter, c: Consistency) -> Result<(Vec<Value>, u64), ApiError> {
+        self.barrier(c).await?;
+        let (kvs, revision) = self.node.reader().range(&res.ns_prefix(ns))?;
+        let mut items = Vec::with_capacity(kvs.len());
+        for kv in &kvs {
+            let obj = decode(kv)?;
+            if filter.matches(&obj) {
+                items.push(object::with_revision(obj, kv.mod_revision));
+            }
+        }
+        Ok((items, revision))
+    }
+
+    pub async fn create(&self, res: &Resource, ns: Option<&str>, mut obj: Value) -> Result<Value, ApiError> {
+        let name = object::name_of(&obj).ok_or_else(|| ApiError::invalid("metadata.name is required"))?.to_string();
+        object::validate_name(&name, res.kind == "Namespace").map_err(ApiError::invalid)?;
+        let uid = uuid::Uuid::new_v4().to_string();
+        object::prepare_create(&mut obj, &uid, &self.clock.now_rfc3339());
+        let key = res.key(ns, &name);
+        let mut conditions = vec![Condition::ModRevision { key: key.clone(), revision: 0 }];
+        if let (true, Some(ns)) = (res.namespaced, ns) {
+            conditions.push(Condition::Exists { key: resources::namespace_key(ns) });
+        }
+        let value = serde_json::to_vec(&obj).map_err(|e| ApiError::internal(e.to_string()))?;
+        match self.propose(Txn { conditions, ops: vec![Op::Put { key, value }] }).await? {
+            (rev, Outcome::Applied { .. }) => Ok(object::with_revision(obj, rev)),
+            (_, Outcome::ConditionFailed { index: 0, .. }) => Err(ApiError::already_exists(what(res, ns, &name))),
+            (_, Outcome::ConditionFailed { .. }) => {
+                Err(ApiError::not_found(format!("namespace {}", ns.unwrap_or_default())))
+            }
+            (_, other) => Err(ApiError::internal(format!("unexpected outcome {other:?}"))),
+        }
+    }
+
+    /// Replace an object. With `expected` (the client's resourceVersion) a stale version is
+    /// a 409 Conflict; without it, the update applies to whatever is current (retrying
+    /// internal conflicts), as in Kubernetes. `status_only` replaces just `.status`.
+    pub async fn update(
+        &self,
+        res: &Resource,
+        ns: Option<&str>,
+        name: &str,
+        new: Value,
+        expected: Option<u64>,
+        status_only: bool,
+    ) -> Result<Value, ApiError> {
+        self.modify(res, ns, name, expected, |current| {
+            if status_only {
+                let mut merged = current.clone();
+                merged["status"] = new.get("status").cloned().unwrap_or(Value::Null);
+                Ok(merged)
+            } else {
+                Ok(new.clone())
+            }
+        })
+        .await
+    }
+
+    /// RFC 7386 merge patch, applied to the current object under compare-and-set.
+    pub async fn patch(&self, res: &Resource, ns: Option<&str>, name: &str, patch: Value, status_only: bool) -> Result<Value, ApiError> {
+        let expected = object::str_field(&patch, "resourceVersion").map(parse_rv).transpose()?;
+        self.modify(res, ns, name, expected, |current| {
+            let mut merged = current.clone();
+            object::merge_patch(&mut merged, &patch);
+            if status_only {
+                let mut only = current.clone();
+                only["status"] = merged.get("status").cloned().unwrap_or(Value::Null);
+                return Ok(only);
+            }
+            Ok(merged)
+        })
+        .await
+    }
+
+    async fn modify(
+        &self,
+        res: &Resource,
+        ns: Option<&str>,
+        name: &str,
+        expected: Option<u64>,
+        change: impl Fn(&Value) -> Result<Value, ApiError>,
+    ) -> Result<Value, ApiError> {
+        let key = res.key(ns, name);
+        for _attempt in 0..8 {
+            self.barrier(Consistency::Linearizable).await?;
+            let (current, rev) = self.current(&key)?.ok_or_else(|| ApiError::not_found(what(res, ns, name)))?;
+            if let Some(want) = expected {
+                if want != rev {
+                    return Err(stale(res, ns, name));
+                }
+            }
+            let mut next = res.validate(change(&current)?).map_err(ApiError::invalid)?;
+            if object::name_of(&next) != Some(name) {
+                return Err(ApiError::bad_request(format!("metadata.name must be {name:?}, as in the request path")));
+            }
+            object::prepare_update(&mut next, &current);
+            let value = serde_json::to_vec(&next).map_err(|e| ApiError::internal(e.to_string()))?;
+            let txn = Txn { conditions: vec![Condition::ModRevision { key: key.clone(), revision: rev }], ops: vec![Op::Put { key: key.clone(), value }] };
+            match self.propose(txn).await? {
+                (new_rev, Outcome::Applied { .. }) => return Ok(object::with_revision(next, new_rev)),
+                (_, Outcome::ConditionFailed { current: 0, .. }) => return Err(ApiError::not_found(what(res, ns, name))),
+                (_, Outcome::ConditionFailed { .. }) if expected.is_some() => return Err(stale(res, ns, name)),
+                (_, Outcome::ConditionFailed { .. }) => continue,
+                (_, other) => return Err(ApiError::internal(format!("unexpected outcome {other:?}"))),
+            }
+        }
+        Err(ApiError::conflict(format!("{} is changing too fast; try again", what(res, ns, name))))
+    }
+
+    /// Delete an object, optionally only at `expected` resourceVersion; returns its last state.
+    pub async fn delete(&self, res: &Resource, ns: Option<&str>, name: &str, expected: Option<u64>) -> Result<Value, ApiError> {
+        let key = res.key(ns, name);
+        let conditions = match expected {
+            Some(rev) => vec![Condition::ModRevision { key: key.clone(), revision: rev }],
+            None => vec![Condition::Exists { key: key.clone() }],
+        };
+        match self.propose(Txn { conditions, ops: vec![Op::Delete { key }] }).await? {
+            (rev, Outcome::Applied { prev }) => match prev.into_iter().next().flatten() {
+                Some(kv) => Ok(object::with_revision(decode(&kv)?, rev)),
+                None => Err(ApiError::not_found(what(res, ns, name))),
+            },
+            (_, Outcome::ConditionFailed { current: 0, .. }) => Err(ApiError::not_found(what(res, ns, name))),
+            (_, Outcome::ConditionFailed { .. }) => Err(stale(res, ns, name)),
+            (_, other) => Err(ApiError::internal(format!("unexpected outcome {other:?}"))),
+        }
+    }
+
+    /// Stream changes to objects of `res` in `ns` after revision `from`, in revision order,
+    /// with no gaps. `from = None` starts with the current objects as ADDED events.
+    pub async fn watch(
+        &self,
+        res: &'static Resource,
+        ns: Option<String>,
+        filter: Filter,
+        from: Option<u64>,
+        bookmarks: bool,
+    ) -> Result<mpsc::Receiver<WatchItem>, ApiError> {
+        let (tx, rx) = mpsc::channel(256);
+        let mut after = match from {
+            Some(rev) => {
+                if let Err(HistoryError::Compacted { requested, oldest }) = self.node.reader().history(rev, 0) {
+                    return Err(ApiError::gone(format!("too old resource version: {requested} (oldest retained: {oldest})")));
+                }
+                rev
+            }
+            None => {
+                let (items, rev) = self.list(res, ns.as_deref(), &filter, Consistency::Linearizable).await?;
+                for object in items {
+                    let _ = tx.send(WatchItem::Event { kind: "ADDED", object }).await;
+                }
+                rev
+            }
+        };
+        let reader = self.node.reader().clone();
+        let prefix = res.ns_prefix(ns.as_deref());
+        tokio::spawn(async move {
+            let mut changes = reader.subscribe();
+            let mut last_bookmark = tokio::time::Instant::now();
+            loop {
+                let revision = reader.revision();
+                let events = match reader.history(after, 256) {
+                    Ok(events) => events,
+                    Err(HistoryError::Compacted { requested, oldest }) => {
+                        let msg = format!("too old resource version: {requested} (oldest retained: {oldest})");
+                        let _ = tx.send(WatchItem::Error(ApiError::gone(msg))).await;
+                        return;
+                    }
+                    Err(HistoryError::Storage(e)) => {
+                        let _ = tx.send(WatchItem::Error(ApiError::internal(e))).await;
+                        return;
+                    }
+                };
+                if events.is_empty() {
+                    // Nothing after `after` up to `revision` (read before the scan).
+                    after = after.max(revision);
+                    if bookmarks && last_bookmark.elapsed() >= Duration::from_secs(5) {
+                        last_bookmark = tokio::time::Instant::now();
+                        if tx.send(WatchItem::Bookmark(after)).await.is_err() {
+                            return;
+                        }
+                    }
+                    tokio::select! {
+                        changed = changes.changed() => if changed.is_err() { return },
+                        _ = tokio::time::sleep(Duration::from_secs(1)) => {},
+                        _ = tx.closed() => return,
+                    }
+                    continue;
+                }
+                for ev in events {
+                    after = ev.revision;
+                    if !ev.key.starts_with(&prefix) {
+                        continue;
+                    }
+                    let Ok(obj) = serde_json::from_slice::<Value>(&ev.value) else { continue };
+                    if !filter.matches(&obj) {
+                        continue;
+                    }
+                    let kind = match ev.kind {
+                        EventKind::Put { created: true } => "ADDED",
+                        EventKind::Put { created: false } => "MODIFIED",
+                        EventKind::Delete => "DELETED",
+                    };
+                    let object = object::with_revision(obj, ev.revision);
+                    if tx.send(WatchItem::Event { kind, object }).await.is_err() {
+                        return;
+                    }
+                }
+            }
+        });
+        Ok(rx)
+    }
+}
+
+fn stale(res: &Resource, ns: Option<&str>, name: &str) -> ApiError {
+    ApiError::conflict(format!(
+        "Operation cannot be fulfilled on {}: the object has been modified; please apply your changes to the latest version and try again",
+        what(res, ns, name)
+    ))
+}
+
+pub fn parse_rv(s: &str) -> Result<u64, ApiError> {
+    s.parse().map_err(|_| ApiError::bad_request(format!("invalid resourceVersion {s:?}: expected a number")))
+}

@@ -1,0 +1,232 @@
+//! orchd's configuration: command-line flags, an optional YAML config file (flags win),
+//! and the node state persisted in the data dir, so a restart needs only `--data-dir`.
+
+use std::net::{IpAddr, SocketAddr};
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use anyhow::{bail, Context};
+use clap::{Parser, ValueEnum};
+use serde::{Deserialize, Serialize};
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Role {
+    /// Head-eligible: a Raft voter that serves the API from its own replica.
+    Head,
+    /// Runs workloads; not a Raft member. Its API forwards to the heads.
+    Worker,
+}
+
+/// orchd: the orch daemon, one on every node.
+#[derive(Parser, Debug, Default, Clone, Deserialize)]
+#[command(version, about)]
+#[serde(rename_all = "kebab-case", default)]
+pub struct Flags {
+    /// YAML file with any of these settings (keys as the long flag names); flags win.
+    #[arg(long, env = "ORCHD_CONFIG")]
+    #[serde(skip)]
+    pub config: Option<PathBuf>,
+    /// Node name (default: the host name).
+    #[arg(long)]
+    pub name: Option<String>,
+    /// Where the Raft log, state machine, certificates and node state live.
+    #[arg(long)]
+    pub data_dir: Option<PathBuf>,
+    /// The address other nodes and clients reach this node at.
+    #[arg(long)]
+    pub advertise: Option<IpAddr>,
+    /// The address to bind (default: the advertise address).
+    #[arg(long)]
+    pub bind: Option<IpAddr>,
+    /// HTTP API port.
+    #[arg(long)]
+    pub api_port: Option<u16>,
+    /// Node-to-node gRPC (mutual TLS) port.
+    #[arg(long)]
+    pub raft_port: Option<u16>,
+    #[arg(long, value_enum)]
+    pub role: Option<Role>,
+    /// Create a new cluster with this node as its first head.
+    #[arg(long)]
+    #[serde(default)]
+    pub init: bool,
+    /// Join the cluster whose head serves the API at ADDR (host:port).
+    #[arg(long, value_name = "ADDR")]
+    pub join: Option<String>,
+    /// The join token printed by the first head (`ORCH1::<ca-hash>::<secret>`).
+    #[arg(long, env = "ORCH_TOKEN", hide_env_values = true)]
+    pub token: Option<String>,
+    /// Raft heartbeat interval in milliseconds.
+    #[arg(long)]
+    pub heartbeat_ms: Option<u64>,
+    /// Raft election timeout range in milliseconds, as MIN-MAX.
+    #[arg(long)]
+    pub election_timeout_ms: Option<String>,
+    /// Take a snapshot after this many log entries.
+    #[arg(long)]
+    pub snapshot_after: Option<u64>,
+    /// Node heartbeat (Node status) interval in seconds.
+    #[arg(long)]
+    pub node_heartbeat_s: Option<u64>,
+    /// UNSAFE, for fault-injection experiments only: acknowledge writes without fsync.
+    #[arg(long, hide = true)]
+    #[serde(default)]
+    pub unsafe_no_fsync: bool,
+}
+
+/// Settings after merging flags, file and defaults.
+#[derive(Debug, Clone)]
+pub struct Settings {
+    pub name: String,
+    pub data_dir: PathBuf,
+    pub advertise: IpAddr,
+    pub bind: IpAddr,
+    pub api_port: u16,
+    pub raft_port: u16,
+    pub role: Role,
+    pub init: bool,
+    pub join: Option<String>,
+    pub token: Option<String>,
+    pub heartbeat: Duration,
+    pub election_timeout: (Duration, Duration),
+    pub snapshot_after: u64,
+    pub node_heartbeat: Duration,
+    pub fsync: bool,
+}
+
+impl Settings {
+    pub fn api_addr(&self) -> String {
+        SocketAddr::new(self.advertise, self.api_port).to_string()
+    }
+
+    pub fn raft_addr(&self) -> String {
+        SocketAddr::new(self.advertise, self.raft_port).to_string()
+    }
+}
+
+impl Flags {
+    /// Merge `self` over the config file (if any) over defaults.
+    pub fn resolve(self) -> anyhow::Result<Settings> {
+        let file: Flags = match &self.config {
+            Some(path) => {
+                let text = std::fs::read_to_string(path).with_context(|| format!("reading {}", path.display()))?;
+                serde_norway::from_str(&text).with_context(|| format!("parsing {}", path.display()))?
+            }
+            None => Flags::default(),
+        };
+        let name = self.name.or(file.name).or_else(|| std::fs::read_to_string("/etc/hostname").ok().map(|s| s.trim().to_string()));
+        let name = name.filter(|n| !n.is_empty()).context("--name is required (no host name found)")?;
+        let advertise = self.advertise.or(file.advertise).unwrap_or(IpAddr::from([127, 0, 0, 1]));
+        let election = self.election_timeout_ms.or(file.election_timeout_ms).unwrap_or_else(|| "400-800".into());
+        let (lo, hi) = election.split_once('-').context("--election-timeout-ms must be MIN-MAX")?;
+        let (lo, hi): (u64, u64) = (lo.trim().parse()?, hi.trim().parse()?);
+        if lo >= hi {
+            bail!("--election-timeout-ms: MIN must be below MAX");
+        }
+        let heartbeat = self.heartbeat_ms.or(file.heartbeat_ms).unwrap_or(100);
+        if heartbeat * 2 > lo {
+            bail!("--heartbeat-ms ({heartbeat}) must be at most half the election timeout minimum ({lo})");
+        }
+        Ok(Settings {
+            name,
+            data_dir: self.data_dir.or(file.data_dir).unwrap_or_else(|| PathBuf::from("/var/lib/orch")),
+            advertise,
+            bind: self.bind.or(file.bind).unwrap_or(advertise),
+            api_port: self.api_port.or(file.api_port).unwrap_or(6443),
+            raft_port: self.raft_port.or(file.raft_port).unwrap_or(7443),
+            role: self.role.or(file.role).unwrap_or(Role::Head),
+            init: self.init || file.init,
+            join: self.join.or(file.join),
+            token: self.token.or(file.token),
+            heartbeat: Duration::from_millis(heartbeat),
+            election_timeout: (Duration::from_millis(lo), Duration::from_millis(hi)),
+            snapshot_after: self.snapshot_after.or(file.snapshot_after).unwrap_or(10_000),
+            node_heartbeat: Duration::from_secs(self.node_heartbeat_s.or(file.node_heartbeat_s).unwrap_or(10)),
+            fsync: !(self.unsafe_no_fsync || file.unsafe_no_fsync),
+        })
+    }
+}
+
+/// What a node remembers about itself across restarts.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+pub struct NodeState {
+    pub name: String,
+    pub id: u64,
+    pub role: Role,
+    pub cluster_id: String,
+    pub api_addr: String,
+    pub raft_addr: String,
+    /// API addresses of heads to reach (workers use them; heads as join seeds).
+    pub seeds: Vec<String>,
+    /// A head that joined is added to the Raft group once; false until that succeeded.
+    pub member: bool,
+}
+
+impl NodeState {
+    fn path(data_dir: &Path) -> PathBuf {
+        data_dir.join("node.json")
+    }
+
+    pub fn load(data_dir: &Path) -> anyhow::Result<Option<NodeState>> {
+        match std::fs::read(Self::path(data_dir)) {
+            Ok(bytes) => Ok(Some(serde_json::from_slice(&bytes).context("node.json is corrupt")?)),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
+            Err(e) => Err(e).context("reading node.json"),
+        }
+    }
+
+    pub fn save(&self, data_dir: &Path) -> anyhow::Result<()> {
+        write_private(&Self::path(data_dir), &serde_json::to_vec_pretty(self)?)
+    }
+}
+
+/// Raft node id from the node name: stable, so a node keeps its id across restarts and
+/// a name cannot join twice under two ids.
+pub fn node_id(name: &str) -> u64 {
+    use sha2::{Digest, Sha256};
+    let digest = Sha256::digest(name.as_bytes());
+    u64::from_be_bytes(digest[..8].try_into().expect("8 bytes")) >> 1
+}
+
+/// Write a file readable only by its owner, atomically (write, fsync, rename).
+pub fn write_private(path: &Path, bytes: &[u8]) -> anyhow::Result<()> {
+    use std::io::Write;
+    use std::os::unix::fs::OpenOptionsExt;
+    let tmp = path.with_extension("tmp");
+    let mut f = std::fs::OpenOptions::new().create(true).write(true).truncate(true).mode(0o600).open(&tmp)?;
+    f.write_all(bytes)?;
+    f.sync_all()?;
+    std::fs::rename(&tmp, path)?;
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn flags_override_file_and_defaults_apply() {
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("orchd.yaml");
+        std::fs::write(&file, "name: from-file\napi-port: 7000\nrole: worker\n").unwrap();
+        let flags = Flags { config: Some(file), api_port: Some(8000), ..Default::default() };
+        let s = flags.resolve().unwrap();
+        assert_eq!((s.name.as_str(), s.api_port, s.role, s.raft_port), ("from-file", 8000, Role::Worker, 7443));
+        assert!(s.fsync);
+    }
+
+    #[test]
+    fn bad_timing_is_refused() {
+        let f = Flags { name: Some("n".into()), election_timeout_ms: Some("500-400".into()), ..Default::default() };
+        assert!(f.resolve().is_err());
+        let f = Flags { name: Some("n".into()), heartbeat_ms: Some(300), ..Default::default() };
+        assert!(f.resolve().unwrap_err().to_string().contains("half"));
+    }
+
+    #[test]
+    fn node_ids_are_stable_and_distinct() {
+        assert_eq!(node_id("a"), node_id("a"));
+        assert_ne!(node_id("a"), node_id("b"));
+    }
+}

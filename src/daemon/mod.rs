@@ -1,0 +1,171 @@
+//! orchd's runtime: decide from the data dir and flags whether to create a cluster, join
+//! one or restart, then run the head role (Raft member + API) or the worker role (API
+//! proxy), plus node heartbeats, until SIGTERM/SIGINT.
+
+pub mod config;
+pub mod heartbeat;
+pub mod join;
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::{bail, Context};
+use orch_raft::{AddHead, Member, NodeConfig, RaftNode, RaftTuning, StoreOptions};
+use serde_json::json;
+
+use self::config::{NodeState, Role, Settings};
+use crate::api::{self, store::ObjectStore, AppState};
+use crate::clock::{Clock, SystemClock};
+use crate::metrics::Metrics;
+
+/// Namespaces every cluster starts with.
+pub const INITIAL_NAMESPACES: &[&str] = &["default", "kube-system"];
+
+pub async fn run(s: Settings) -> anyhow::Result<()> {
+    let _ = rustls::crypto::ring::default_provider().install_default();
+    std::fs::create_dir_all(&s.data_dir).with_context(|| format!("creating {}", s.data_dir.display()))?;
+    let state = match NodeState::load(&s.data_dir)? {
+        Some(state) => {
+            if s.init || s.join.is_some() {
+                tracing::info!("the data dir already holds node {:?}; ignoring --init/--join", state.name);
+            }
+            if state.name != s.name {
+                tracing::warn!(configured = %s.name, stored = %state.name, "the data dir belongs to another name; using the stored one");
+            }
+            state
+        }
+        None if s.init && s.join.is_some() => bail!("--init and --join exclude each other"),
+        None if s.init => {
+            if s.role != Role::Head {
+                bail!("only a head can create a cluster (--init with --role worker)");
+            }
+            join::create_cluster(&s)?
+        }
+        None => match s.join.clone() {
+            Some(seed) => join::join(&s, &seed).await?,
+            None => bail!(
+                "{} holds no node state: pass --init to create a cluster, or --join ADDR --token TOKEN to join one",
+                s.data_dir.display()
+            ),
+        },
+    };
+    tracing::info!(name = %state.name, id = state.id, role = ?state.role, api = %state.api_addr, raft = %state.raft_addr, "starting");
+    match state.role {
+        Role::Head => run_head(s, state).await,
+        Role::Worker => run_worker(s, state).await,
+    }
+}
+
+async fn run_head(s: Settings, mut state: NodeState) -> anyhow::Result<()> {
+    let tls = join::load_tls(&s.data_dir)?;
+    let member = Member { name: state.name.clone(), raft_addr: state.raft_addr.clone(), api_addr: state.api_addr.clone() };
+    let node = RaftNode::start(NodeConfig {
+        id: state.id,
+        member: member.clone(),
+        data_dir: s.data_dir.clone(),
+        listen: SocketAddr::new(s.bind, s.raft_port),
+        store: StoreOptions { fsync: s.fsync, ..Default::default() },
+        tuning: RaftTuning {
+            heartbeat: s.heartbeat,
+            election_timeout: s.election_timeout,
+            snapshot_after: s.snapshot_after,
+            ..Default::default()
+        },
+        tls,
+    })
+    .await?;
+    if !s.fsync {
+        tracing::error!("UNSAFE: --unsafe-no-fsync is set; acknowledged writes can be lost on a crash");
+    }
+    let clock: Arc<dyn Clock> = Arc::new(SystemClock);
+    let metrics = Arc::new(Metrics::default());
+    let store = ObjectStore::new(node.clone(), clock.clone(), metrics.clone());
+    let app = AppState { store: store.clone(), metrics, heartbeat_grace: s.node_heartbeat * 3 };
+    let listener = tokio::net::TcpListener::bind(SocketAddr::new(s.bind, s.api_port))
+        .await
+        .with_context(|| format!("binding the API port {}", s.api_port))?;
+
+    if !state.member {
+        if state.seeds == [state.api_addr.clone()] {
+            let founding = join::load_founding(&s.data_dir)?;
+            node.initialize(member.clone(), serde_json::to_vec(&founding.ca)?, &founding.secret).await?;
+            create_initial_namespaces(&store).await?;
+            let token_path = s.data_dir.join(join::TOKEN_FILE);
+            tracing::info!(token_file = %token_path.display(), "cluster created; join other nodes with the token in the token file");
+        } else {
+            add_self(&node, &state, member.clone()).await?;
+        }
+        state.member = true;
+        state.save(&s.data_dir)?;
+    }
+
+    let api_base = format!("http://{}", state.api_addr);
+    tokio::spawn(heartbeat::run(api_base, identity(&state, &s), s.node_heartbeat, clock));
+    let server = axum::serve(listener, api::router(app)).with_graceful_shutdown(shutdown_signal());
+    tracing::info!(api = %state.api_addr, "serving the API");
+    server.await?;
+    node.shutdown().await;
+    Ok(())
+}
+
+/// Ask the cluster (through any known head) to add this head as a learner, then a voter.
+async fn add_self(node: &RaftNode, state: &NodeState, member: Member) -> anyhow::Result<()> {
+    let req = AddHead { id: state.id, member };
+    let mut last = String::new();
+    for attempt in 0..60 {
+        for addr in join::head_raft_addrs(&state.seeds).await {
+            match node.add_head_via(&addr, &req).await {
+                Ok(()) => {
+                    tracing::info!("joined the Raft group as a voter");
+                    return Ok(());
+                }
+                Err(e) => last = e,
+            }
+        }
+        tracing::warn!(attempt, error = %last, "could not join the Raft group yet");
+        tokio::time::sleep(Duration::from_secs(1)).await;
+    }
+    bail!("could not join the Raft group: {last}")
+}
+
+async fn create_initial_namespaces(store: &ObjectStore) -> anyhow::Result<()> {
+    let namespaces = api::resources::lookup("namespaces").expect("namespaces are registered");
+    for ns in INITIAL_NAMESPACES {
+        let obj = json!({"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": ns}});
+        match store.create(namespaces, None, obj).await {
+            Ok(_) => {}
+            Err(e) if e.code == 409 => {}
+            Err(e) => bail!("creating namespace {ns}: {e}"),
+        }
+    }
+    Ok(())
+}
+
+fn identity(state: &NodeState, s: &Settings) -> heartbeat::Identity {
+    heartbeat::Identity { name: state.name.clone(), role: state.role, address: s.advertise.to_string(), api_addr: state.api_addr.clone() }
+}
+
+async fn run_worker(s: Settings, state: NodeState) -> anyhow::Result<()> {
+    let _tls = join::load_tls(&s.data_dir)?;
+    let proxy = crate::proxy::Proxy::new(state.seeds.clone());
+    tokio::spawn(proxy.clone().refresh_forever());
+    let listener = tokio::net::TcpListener::bind(SocketAddr::new(s.bind, s.api_port))
+        .await
+        .with_context(|| format!("binding the API port {}", s.api_port))?;
+    let api_base = format!("http://{}", state.api_addr);
+    tokio::spawn(heartbeat::run(api_base, identity(&state, &s), s.node_heartbeat, Arc::new(SystemClock)));
+    tracing::info!(api = %state.api_addr, heads = ?state.seeds, "serving the API (forwarding to heads)");
+    axum::serve(listener, crate::proxy::router(proxy)).with_graceful_shutdown(shutdown_signal()).await?;
+    Ok(())
+}
+
+async fn shutdown_signal() {
+    use tokio::signal::unix::{signal, SignalKind};
+    let mut term = signal(SignalKind::terminate()).expect("installing a SIGTERM handler");
+    tokio::select! {
+        _ = term.recv() => {},
+        _ = tokio::signal::ctrl_c() => {},
+    }
+    tracing::info!("shutting down");
+}

@@ -1,0 +1,11 @@
+//! orch: a container orchestrator with a Kubernetes-shaped API and no external store.
+//! This crate holds the daemon (`orchd`), the API, and the CLI (`orchctl`); the replicated
+//! store is the `orch-raft` crate. See docs/ARCHITECTURE.md for the map.
+
+pub mod api;
+pub mod client;
+pub mod clock;
+pub mod ctl;
+pub mod daemon;
+pub mod metrics;
+pub mod proxy;
