@@ -1,1 +1,381 @@
-//! orchctl
+//! orchctl: the command-line client. Parses commands (clap), talks to any node's API,
+//! prints with `print`. Works against heads and workers alike.
+
+pub mod config;
+pub mod manifest;
+pub mod print;
+
+use anyhow::{bail, Context};
+use clap::{Parser, Subcommand};
+use hyper::Method;
+use serde_json::{json, Value};
+
+use self::print::Output;
+use crate::api::{object, resources};
+use crate::client::{base_url, ApiClient, HttpError};
+
+/// orchctl: manage an orch cluster through any of its nodes.
+#[derive(Parser, Debug)]
+#[command(version, about)]
+pub struct Cli {
+    /// API address of any node (host:port or http://host:port). Default: the context's, else 127.0.0.1:6443.
+    #[arg(long, short = 's', global = true)]
+    pub server: Option<String>,
+    /// Context from the client config file ($ORCHCONFIG or ~/.orch/config.yaml).
+    #[arg(long, global = true)]
+    pub context: Option<String>,
+    /// Namespace (default: the context's, else "default").
+    #[arg(long, short = 'n', global = true)]
+    pub namespace: Option<String>,
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Subcommand, Debug)]
+pub enum Command {
+    /// Create or update objects from files, directories or stdin (-).
+    Apply {
+        #[arg(short = 'f', long = "filename", required = true)]
+        files: Vec<String>,
+    },
+    /// List objects of a kind, or show one.
+    Get {
+        kind: String,
+        name: Option<String>,
+        #[arg(short = 'A', long)]
+        all_namespaces: bool,
+        #[arg(short = 'l', long)]
+        selector: Option<String>,
+        #[arg(short = 'o', long, value_enum, default_value = "table")]
+        output: Output,
+    },
+    /// Delete objects by kind and name, or those in files.
+    Delete {
+        kind: Option<String>,
+        names: Vec<String>,
+        #[arg(short = 'f', long = "filename")]
+        files: Vec<String>,
+    },
+    /// Show an object in detail, with its recent events.
+    Describe { kind: String, name: String },
+    /// Cluster-level commands.
+    Cluster {
+        #[command(subcommand)]
+        command: ClusterCommand,
+    },
+    /// Edit the client config file.
+    Config {
+        #[command(subcommand)]
+        command: ConfigCommand,
+    },
+}
+
+#[derive(Subcommand, Debug)]
+pub enum ClusterCommand {
+    /// Every Raft member (role, voter/learner, leader, term, commit/applied index, reachable) and worker.
+    Status {
+        #[arg(short = 'o', long, value_enum, default_value = "table")]
+        output: Output,
+    },
+}
+
+#[derive(Subcommand, Debug)]
+pub enum ConfigCommand {
+    /// Add or change a context.
+    SetContext {
+        name: String,
+        #[arg(long)]
+        server: String,
+        #[arg(long)]
+        namespace: Option<String>,
+    },
+    UseContext { name: String },
+    View,
+}
+
+struct Ctx {
+    client: ApiClient,
+    base: String,
+    namespace: String,
+    explicit_ns: bool,
+}
+
+impl Ctx {
+    fn url(&self, res: &resources::Resource, ns: Option<&str>, name: Option<&str>) -> String {
+        let root = if res.group.is_empty() { format!("{}/api/v1", self.base) } else { format!("{}/apis/{}/v1", self.base, res.group) };
+        let mut url = match (res.namespaced, ns) {
+            (true, Some(ns)) => format!("{root}/namespaces/{ns}/{}", res.plural),
+            _ => format!("{root}/{}", res.plural),
+        };
+        if let Some(name) = name {
+            url.push('/');
+            url.push_str(name);
+        }
+        url
+    }
+}
+
+fn kind_of(name: &str) -> anyhow::Result<&'static resources::Resource> {
+    resources::lookup(name).with_context(|| format!("the server doesn't have a resource type {name:?}"))
+}
+
+pub async fn run(cli: Cli) -> anyhow::Result<()> {
+    let cfg = config::ClientConfig::load()?;
+    if let Command::Config { command } = &cli.command {
+        return config_command(cfg, command);
+    }
+    let context = cfg.context(cli.context.as_deref())?;
+    let server = config::resolve_server(cli.server.as_deref(), context);
+    let namespace = cli.namespace.clone().or_else(|| context.and_then(|c| c.namespace.clone())).unwrap_or_else(|| "default".into());
+    let ctx = Ctx { client: ApiClient::default(), base: base_url(&server), namespace, explicit_ns: cli.namespace.is_some() };
+    match cli.command {
+        Command::Apply { files } => apply(&ctx, &files).await,
+        Command::Get { kind, name, all_namespaces, selector, output } => get(&ctx, &kind, name, all_namespaces, selector, output).await,
+        Command::Delete { kind, names, files } => delete(&ctx, kind, names, files).await,
+        Command::Describe { kind, name } => describe(&ctx, &kind, &name).await,
+        Command::Cluster { command: ClusterCommand::Status { output } } => cluster_status(&ctx, output).await,
+        Command::Config { .. } => unreachable!("handled above"),
+    }
+}
+
+fn config_command(mut cfg: config::ClientConfig, cmd: &ConfigCommand) -> anyhow::Result<()> {
+    match cmd {
+        ConfigCommand::SetContext { name, server, namespace } => {
+            cfg.contexts.insert(name.clone(), config::ContextEntry { server: server.clone(), namespace: namespace.clone() });
+            if cfg.current_context.is_none() {
+                cfg.current_context = Some(name.clone());
+            }
+            cfg.save()?;
+            println!("context {name:?} set");
+        }
+        ConfigCommand::UseContext { name } => {
+            if !cfg.contexts.contains_key(name) {
+                bail!("no context named {name:?}");
+            }
+            cfg.current_context = Some(name.clone());
+            cfg.save()?;
+            println!("switched to context {name:?}");
+        }
+        ConfigCommand::View => print!("{}", serde_norway::to_string(&cfg)?),
+    }
+    Ok(())
+}
+
+/// Namespace for an object from a manifest: its own, else -n / the context's.
+fn object_ns(ctx: &Ctx, res: &resources::Resource, obj: &Value) -> anyhow::Result<Option<String>> {
+    if !res.namespaced {
+        return Ok(None);
+    }
+    match object::str_field(obj, "namespace") {
+        Some(ns) if ctx.explicit_ns && ns != ctx.namespace => {
+            bail!("the namespace from the manifest ({ns}) does not match -n {}", ctx.namespace)
+        }
+        Some(ns) => Ok(Some(ns.to_string())),
+        None => Ok(Some(ctx.namespace.clone())),
+    }
+}
+
+fn manifest_target(obj: &Value) -> anyhow::Result<(&'static resources::Resource, String)> {
+    let api_version = obj["apiVersion"].as_str().unwrap_or_default();
+    let kind = obj["kind"].as_str().context("a manifest object has no kind")?;
+    let res = resources::by_kind(api_version, kind).with_context(|| format!("no kind {kind:?} in version {api_version:?}"))?;
+    let name = object::name_of(obj).with_context(|| format!("a {kind} has no metadata.name"))?.to_string();
+    Ok((res, name))
+}
+
+/// Create-or-update: create if absent; otherwise merge the manifest into the live object
+/// (a JSON merge patch, so fields the manifest does not mention, like status, are kept).
+async fn apply(ctx: &Ctx, files: &[String]) -> anyhow::Result<()> {
+    let mut objects = Vec::new();
+    for f in files {
+        objects.extend(manifest::load(f)?);
+    }
+    // Validate every document before changing anything.
+    let targets: Vec<_> = objects.iter().map(manifest_target).collect::<anyhow::Result<_>>()?;
+    let mut failed = 0;
+    for (obj, (res, name)) in objects.iter().zip(targets) {
+        let ns = object_ns(ctx, res, obj)?;
+        let label = format!("{}/{name}", resource_label(res));
+        let url = ctx.url(res, ns.as_deref(), Some(&name));
+        let outcome = match ctx.client.json(Method::GET, &url, None).await {
+            Err(e) if e.downcast_ref::<HttpError>().is_some_and(|h| h.code == 404) => {
+                let mut body = obj.clone();
+                if let Some(ns) = &ns {
+                    body["metadata"]["namespace"] = ns.clone().into();
+                }
+                ctx.client.json(Method::POST, &ctx.url(res, ns.as_deref(), None), Some(&body)).await.map(|_| "created")
+            }
+            Err(e) => Err(e),
+            Ok(live) => {
+                let mut merged = live.clone();
+                object::merge_patch(&mut merged, obj);
+                if merged == live {
+                    Ok("unchanged")
+                } else {
+                    ctx.client.json_as(Method::PATCH, &url, Some(obj), "application/merge-patch+json").await.map(|_| "configured")
+                }
+            }
+        };
+        match outcome {
+            Ok(word) => println!("{label} {word}"),
+            Err(e) => {
+                failed += 1;
+                eprintln!("error: {label}: {e}");
+            }
+        }
+    }
+    if failed > 0 {
+        bail!("{failed} object(s) failed");
+    }
+    Ok(())
+}
+
+fn resource_label(res: &resources::Resource) -> String {
+    if res.group.is_empty() {
+        res.kind.to_ascii_lowercase()
+    } else {
+        format!("{}.{}", res.kind.to_ascii_lowercase(), res.group)
+    }
+}
+
+async fn get(ctx: &Ctx, kind: &str, name: Option<String>, all: bool, selector: Option<String>, output: Output) -> anyhow::Result<()> {
+    let res = kind_of(kind)?;
+    let ns = if all { None } else { Some(ctx.namespace.as_str()) };
+    let now = chrono::Utc::now();
+    let (items, single) = match &name {
+        Some(n) => (vec![ctx.client.json(Method::GET, &ctx.url(res, ns, Some(n)), None).await?], true),
+        None => {
+            let mut url = ctx.url(res, ns, None);
+            if let Some(sel) = &selector {
+                url = format!("{url}?labelSelector={}", urlencode(sel));
+            }
+            let list = ctx.client.json(Method::GET, &url, None).await?;
+            (list["items"].as_array().cloned().unwrap_or_default(), false)
+        }
+    };
+    let doc = if single { items[0].clone() } else { json!({"apiVersion": "v1", "kind": "List", "items": items}) };
+    match output {
+        Output::Yaml => print!("{}", print::yaml(&doc)),
+        Output::Json => print!("{}", print::json(&doc)),
+        Output::Table | Output::Wide if items.is_empty() => {
+            let scope = if res.namespaced && !all { format!(" in {} namespace", ctx.namespace) } else { String::new() };
+            eprintln!("No resources found{scope}.");
+        }
+        Output::Table | Output::Wide => {
+            print!("{}", print::table(res.kind, &items, output == Output::Wide, all && res.namespaced, now))
+        }
+    }
+    Ok(())
+}
+
+fn urlencode(s: &str) -> String {
+    s.bytes()
+        .map(|b| match b {
+            b'a'..=b'z' | b'A'..=b'Z' | b'0'..=b'9' | b'-' | b'_' | b'.' | b'~' => (b as char).to_string(),
+            _ => format!("%{b:02X}"),
+        })
+        .collect()
+}
+
+async fn delete(ctx: &Ctx, kind: Option<String>, names: Vec<String>, files: Vec<String>) -> anyhow::Result<()> {
+    let mut targets = Vec::new();
+    for f in &files {
+        for obj in manifest::load(f)? {
+            let (res, name) = manifest_target(&obj)?;
+            targets.push((res, object_ns(ctx, res, &obj)?, name));
+        }
+    }
+    if let Some(kind) = kind {
+        let res = kind_of(&kind)?;
+        if names.is_empty() {
+            bail!("name the {} to delete", res.plural);
+        }
+        for n in names {
+            targets.push((res, res.namespaced.then(|| ctx.namespace.clone()), n));
+        }
+    }
+    if targets.is_empty() {
+        bail!("nothing to delete: give KIND NAME... or -f FILE");
+    }
+    let mut failed = 0;
+    for (res, ns, name) in targets {
+        let label = format!("{} \"{name}\"", resource_label(res));
+        match ctx.client.json(Method::DELETE, &ctx.url(res, ns.as_deref(), Some(&name)), None).await {
+            Ok(_) => println!("{label} deleted"),
+            Err(e) => {
+                failed += 1;
+                eprintln!("error: {label}: {e}");
+            }
+        }
+    }
+    if failed > 0 {
+        bail!("{failed} deletion(s) failed");
+    }
+    Ok(())
+}
+
+async fn describe(ctx: &Ctx, kind: &str, name: &str) -> anyhow::Result<()> {
+    let res = kind_of(kind)?;
+    let ns = res.namespaced.then_some(ctx.namespace.as_str());
+    let obj = ctx.client.json(Method::GET, &ctx.url(res, ns, Some(name)), None).await?;
+    print!("{}", print::yaml(&obj));
+    let events = resources::lookup("events").expect("events are registered");
+    let url = format!(
+        "{}?fieldSelector={}",
+        ctx.url(events, Some(ns.unwrap_or("default")), None),
+        urlencode(&format!("involvedObject.name={name},involvedObject.kind={}", res.kind))
+    );
+    let list = ctx.client.json(Method::GET, &url, None).await?;
+    let items = list["items"].as_array().cloned().unwrap_or_default();
+    println!("Events:");
+    if items.is_empty() {
+        println!("  <none>");
+    } else {
+        for line in print::table("Event", &items, false, false, chrono::Utc::now()).lines() {
+            println!("  {line}");
+        }
+    }
+    Ok(())
+}
+
+async fn cluster_status(ctx: &Ctx, output: Output) -> anyhow::Result<()> {
+    let status = ctx.client.json(Method::GET, &format!("{}/orch/v1/cluster/status", ctx.base), None).await?;
+    match output {
+        Output::Yaml => print!("{}", print::yaml(&status)),
+        Output::Json => print!("{}", print::json(&status)),
+        Output::Table | Output::Wide => print!("{}", status_table(&status)),
+    }
+    Ok(())
+}
+
+/// The `cluster status` table: heads first (by name), then workers.
+pub fn status_table(status: &Value) -> String {
+    let mut rows = vec![["NAME", "ROLE", "SUFFRAGE", "LEADER", "TERM", "COMMIT", "APPLIED", "REACHABLE", "ADDRESS"].map(String::from).to_vec()];
+    let str_of = |v: &Value| match v {
+        Value::Null => "-".to_string(),
+        Value::String(s) => s.clone(),
+        other => other.to_string(),
+    };
+    let mut heads = status["members"].as_array().cloned().unwrap_or_default();
+    heads.sort_by(|a, b| a["name"].as_str().cmp(&b["name"].as_str()));
+    for m in heads {
+        rows.push(vec![
+            str_of(&m["name"]),
+            "head".into(),
+            str_of(&m["suffrage"]),
+            if m["leader"] == true { "*".into() } else { String::new() },
+            str_of(&m["term"]),
+            str_of(&m["commitIndex"]),
+            str_of(&m["appliedIndex"]),
+            str_of(&m["reachable"]),
+            str_of(&m["apiAddress"]),
+        ]);
+    }
+    for w in status["workers"].as_array().cloned().unwrap_or_default() {
+        rows.push(vec![str_of(&w["name"]), "worker".into(), "-".into(), String::new(), "-".into(), "-".into(), "-".into(), str_of(&w["reachable"]), str_of(&w["apiAddress"])]);
+    }
+    let widths: Vec<usize> = (0..rows[0].len()).map(|i| rows.iter().map(|r| r[i].len()).max().unwrap_or(0)).collect();
+    rows.iter()
+        .map(|r| r.iter().enumerate().map(|(i, c)| format!("{c:<w$}", w = widths[i])).collect::<Vec<_>>().join("   ").trim_end().to_string() + "\n")
+        .collect()
+}
