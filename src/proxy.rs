@@ -12,7 +12,6 @@ use axum::routing::get;
 use axum::Router;
 use hyper::Method;
 
-use crate::api::object::MAX_BODY_BYTES;
 use crate::api::status::ApiError;
 use crate::client::{base_url, ApiClient};
 
@@ -58,8 +57,9 @@ pub fn router(proxy: Proxy) -> Router {
 
 async fn forward(State(p): State<Proxy>, req: Request) -> Response {
     let (parts, body) = req.into_parts();
-    let Ok(bytes) = axum::body::to_bytes(body, MAX_BODY_BYTES).await else {
-        return ApiError::too_large(format!("the request body is larger than {MAX_BODY_BYTES} bytes")).into_response();
+    let bytes = match crate::api::handlers::read_limited(body).await {
+        Ok(b) => b,
+        Err(e) => return e.into_response(),
     };
     let path = parts.uri.path_and_query().map(|p| p.as_str()).unwrap_or("/");
     let ct = parts.headers.get(hyper::header::CONTENT_TYPE).and_then(|v| v.to_str().ok());

@@ -1,1 +1,9 @@
-//! cluster tests
+//! cluster-tests: real orch clusters for tests and chaos runs. `net` makes the test hosts
+//! (network namespaces on a bridge), `cluster` runs `orchd` processes on them, and
+//! `watch` reads watch streams. Everything here does I/O; it needs root.
+
+pub mod cluster;
+pub mod net;
+pub mod watch;
+
+pub use cluster::{poll, Cluster, Role};

@@ -17,6 +17,7 @@ use super::store::{parse_rv, Consistency, Filter, WatchItem};
 use super::AppState;
 
 /// Where a request points.
+#[derive(Debug)]
 struct Target {
     res: &'static Resource,
     ns: Option<String>,
@@ -192,9 +193,7 @@ fn manifest(t: &Target, mut obj: Value, name: Option<&str>) -> Result<Value, Api
 
 /// Read and parse a JSON or YAML body, enforcing the size limit.
 async fn read_body(headers: &HeaderMap, body: Body) -> Result<Value, ApiError> {
-    let bytes: Bytes = axum::body::to_bytes(body, MAX_BODY_BYTES)
-        .await
-        .map_err(|_| ApiError::too_large(format!("the request body is larger than {MAX_BODY_BYTES} bytes")))?;
+    let bytes = read_limited(body).await?;
     if bytes.is_empty() {
         return Err(ApiError::bad_request("the request body is empty"));
     }
@@ -208,6 +207,33 @@ async fn read_body(headers: &HeaderMap, body: Body) -> Result<Value, ApiError> {
     } else {
         serde_json::from_slice(&bytes).map_err(|e| ApiError::bad_request(format!("malformed JSON: {e}")))
     }
+}
+
+/// Read at most `MAX_BODY_BYTES`. Past that, keep reading (and discarding) up to a hard
+/// cap before answering 413, so the client, still uploading, receives the answer instead
+/// of a reset connection.
+pub async fn read_limited(body: Body) -> Result<Bytes, ApiError> {
+    use http_body_util::BodyExt;
+    const DISCARD_CAP: usize = 64 << 20;
+    let too_large = || ApiError::too_large(format!("the request body is larger than {MAX_BODY_BYTES} bytes"));
+    let mut body = body;
+    let mut buf = bytes::BytesMut::new();
+    let mut total = 0usize;
+    while let Some(frame) = body.frame().await {
+        let frame = frame.map_err(|e| ApiError::bad_request(format!("reading the request body: {e}")))?;
+        let Ok(data) = frame.into_data() else { continue };
+        total += data.len();
+        if total > DISCARD_CAP {
+            return Err(too_large());
+        }
+        if total <= MAX_BODY_BYTES {
+            buf.extend_from_slice(&data);
+        }
+    }
+    if total > MAX_BODY_BYTES {
+        return Err(too_large());
+    }
+    Ok(buf.freeze())
 }
 
 pub fn json_response(code: StatusCode, v: &Value) -> Response {

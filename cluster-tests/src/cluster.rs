@@ -1,0 +1,304 @@
+//! A real orch cluster for tests: N heads and M workers, each an `orchd` process in its
+//! own network namespace with its own data dir. Nodes can be killed (SIGKILL), stopped
+//! (SIGTERM), paused (SIGSTOP/SIGCONT) and restarted from their data dir. Dropping the
+//! cluster kills its processes (by PID) and removes its namespaces and links.
+
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use anyhow::{bail, Context};
+use orch::client::ApiClient;
+use serde_json::Value;
+
+use crate::net::TestNet;
+
+pub const API_PORT: u16 = 6443;
+pub const RAFT_PORT: u16 = 7443;
+
+/// Where the `orchd` and `orchctl` binaries are: `$ORCH_BIN_DIR`, else the workspace's
+/// target/debug (built by `cargo build --bins`, which `.ci/run` does first).
+pub fn bin_dir() -> PathBuf {
+    if let Some(dir) = std::env::var_os("ORCH_BIN_DIR") {
+        return PathBuf::from(dir);
+    }
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("../target/debug")
+}
+
+fn bin(name: &str) -> anyhow::Result<PathBuf> {
+    let path = bin_dir().join(name);
+    if !path.exists() {
+        bail!("{} not found: run `cargo build --bins` first (or set ORCH_BIN_DIR)", path.display());
+    }
+    Ok(path)
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Role {
+    Head,
+    Worker,
+}
+
+pub struct Node {
+    pub name: String,
+    pub role: Role,
+    pub ip: std::net::Ipv4Addr,
+    pub data_dir: PathBuf,
+    process: Option<Child>,
+}
+
+impl Node {
+    pub fn api(&self) -> String {
+        format!("{}:{API_PORT}", self.ip)
+    }
+
+    pub fn pid(&self) -> Option<u32> {
+        self.process.as_ref().map(Child::id)
+    }
+
+    pub fn is_running(&self) -> bool {
+        self.process.is_some()
+    }
+}
+
+pub struct Cluster {
+    // Dropped in order: processes first (Drop impl), then the network, then the dirs.
+    pub nodes: Vec<Node>,
+    net: TestNet,
+    dir: tempfile::TempDir,
+    pub token: String,
+    /// Extra orchd flags for every node (e.g. faster heartbeats).
+    extra: Vec<String>,
+    pub client: ApiClient,
+}
+
+impl Cluster {
+    /// Start `heads` heads (the first creates the cluster) and `workers` workers, and wait
+    /// until every head is a voter and every node serves the API.
+    pub async fn start(heads: usize, workers: usize) -> anyhow::Result<Cluster> {
+        Self::start_with(heads, workers, &[]).await
+    }
+
+    pub async fn start_with(heads: usize, workers: usize, extra: &[&str]) -> anyhow::Result<Cluster> {
+        let mut c = Cluster {
+            nodes: Vec::new(),
+            net: TestNet::new()?,
+            dir: tempfile::Builder::new().prefix("orch-cluster-").tempdir()?,
+            token: String::new(),
+            extra: extra.iter().map(|s| s.to_string()).collect(),
+            client: ApiClient::new(Duration::from_secs(10)),
+        };
+        for i in 0..heads + workers {
+            let role = if i < heads { Role::Head } else { Role::Worker };
+            let ip = c.net.add_host(i)?;
+            let name = match role {
+                Role::Head => format!("head-{i}"),
+                Role::Worker => format!("worker-{}", i - heads),
+            };
+            let data_dir = c.dir.path().join(&name);
+            c.nodes.push(Node { name, role, ip, data_dir, process: None });
+        }
+        c.spawn(0, &["--init"])?;
+        c.wait_ready(0).await?;
+        c.token = std::fs::read_to_string(c.nodes[0].data_dir.join("token"))?.trim().to_string();
+        for i in 1..c.nodes.len() {
+            let seed = c.nodes[0].api();
+            let role = if c.nodes[i].role == Role::Head { "head" } else { "worker" };
+            let token = c.token.clone();
+            c.spawn(i, &["--join", &seed, "--token", &token, "--role", role])?;
+            c.wait_ready(i).await?;
+        }
+        c.wait_voters(heads).await?;
+        Ok(c)
+    }
+
+    fn spawn(&mut self, i: usize, args: &[&str]) -> anyhow::Result<()> {
+        let node = &self.nodes[i];
+        std::fs::create_dir_all(&node.data_dir)?;
+        let log = std::fs::OpenOptions::new().create(true).append(true).open(node.data_dir.with_extension("log"))?;
+        let ip = node.ip.to_string();
+        let mut cmd = Command::new("ip");
+        cmd.args(["netns", "exec", &self.net.netns(i)])
+            .arg(bin("orchd")?)
+            .args(["--name", &node.name, "--advertise", &ip, "--data-dir"])
+            .arg(&node.data_dir)
+            .args(["--api-port", &API_PORT.to_string(), "--raft-port", &RAFT_PORT.to_string(), "--node-heartbeat-s", "2"])
+            .args(&self.extra)
+            .args(args)
+            .env("ORCH_LOG", "info,openraft=warn")
+            .env_remove("RUST_BACKTRACE")
+            .stdin(Stdio::null())
+            .stdout(log.try_clone()?)
+            .stderr(log);
+        // `ip netns exec` execs orchd, so this PID is orchd's own.
+        let child = cmd.spawn().context("starting orchd")?;
+        self.nodes[i].process = Some(child);
+        Ok(())
+    }
+
+    /// Start a stopped or killed node's process again from its data dir (no join flags
+    /// needed), without waiting for it: heads restarted together need each other.
+    pub fn start_process(&mut self, i: usize) -> anyhow::Result<()> {
+        if self.nodes[i].is_running() {
+            bail!("{} is still running", self.nodes[i].name);
+        }
+        self.spawn(i, &[])
+    }
+
+    /// Start a stopped or killed node again and wait until it serves.
+    pub async fn restart(&mut self, i: usize) -> anyhow::Result<()> {
+        self.start_process(i)?;
+        self.wait_ready(i).await
+    }
+
+    /// SIGKILL: no chance to flush or say goodbye.
+    pub fn kill(&mut self, i: usize) {
+        if let Some(mut p) = self.nodes[i].process.take() {
+            let _ = p.kill();
+            let _ = p.wait();
+        }
+    }
+
+    /// SIGTERM and wait for a clean exit (SIGKILL after 10 s).
+    pub fn stop(&mut self, i: usize) {
+        if let Some(mut p) = self.nodes[i].process.take() {
+            signal(p.id(), "TERM");
+            let deadline = Instant::now() + Duration::from_secs(10);
+            while Instant::now() < deadline {
+                if let Ok(Some(_)) = p.try_wait() {
+                    return;
+                }
+                std::thread::sleep(Duration::from_millis(20));
+            }
+            let _ = p.kill();
+            let _ = p.wait();
+        }
+    }
+
+    pub fn pause(&self, i: usize) {
+        if let Some(pid) = self.nodes[i].pid() {
+            signal(pid, "STOP");
+        }
+    }
+
+    pub fn resume(&self, i: usize) {
+        if let Some(pid) = self.nodes[i].pid() {
+            signal(pid, "CONT");
+        }
+    }
+
+    pub fn api(&self, i: usize) -> String {
+        self.nodes[i].api()
+    }
+
+    pub fn url(&self, i: usize, path: &str) -> String {
+        format!("http://{}{path}", self.api(i))
+    }
+
+    /// Poll until node `i` answers /healthz (and, for heads, /readyz: a quorum read works).
+    pub async fn wait_ready(&self, i: usize) -> anyhow::Result<()> {
+        let path = if self.nodes[i].role == Role::Head { "/readyz" } else { "/healthz" };
+        let url = self.url(i, path);
+        let quick = ApiClient::new(Duration::from_secs(2));
+        poll(Duration::from_secs(60), &format!("{} ready", self.nodes[i].name), || async {
+            Ok(quick.text(&url).await.is_ok())
+        })
+        .await
+        .with_context(|| format!("log:\n{}", self.log_tail(i)))
+    }
+
+    async fn wait_voters(&self, heads: usize) -> anyhow::Result<()> {
+        poll(Duration::from_secs(60), &format!("{heads} voters"), || async {
+            let voters = self.status(0).await.map(|s| {
+                s["members"].as_array().map_or(0, |m| m.iter().filter(|m| m["suffrage"] == "voter" && m["reachable"] == true).count())
+            });
+            Ok(voters.unwrap_or(0) == heads)
+        })
+        .await
+    }
+
+    /// `/orch/v1/cluster/status` as node `i` reports it.
+    pub async fn status(&self, i: usize) -> anyhow::Result<Value> {
+        self.client.json(hyper::Method::GET, &self.url(i, "/orch/v1/cluster/status"), None).await
+    }
+
+    /// Index of the running head that currently leads (as the heads report it).
+    pub async fn leader(&self) -> Option<usize> {
+        for (i, n) in self.nodes.iter().enumerate() {
+            if n.role != Role::Head || !n.is_running() {
+                continue;
+            }
+            if let Ok(status) = self.status(i).await {
+                let leader_name = status["members"]
+                    .as_array()?
+                    .iter()
+                    .find(|m| m["leader"] == true && m["reachable"] == true)
+                    .and_then(|m| m["name"].as_str().map(str::to_string));
+                if let Some(name) = leader_name {
+                    return self.nodes.iter().position(|n| n.name == name && n.is_running());
+                }
+            }
+        }
+        None
+    }
+
+    /// Run orchctl against node `i`; returns (success, stdout, stderr).
+    pub fn orchctl(&self, i: usize, args: &[&str]) -> anyhow::Result<(bool, String, String)> {
+        let out = Command::new(bin("orchctl")?)
+            .args(["--server", &self.api(i)])
+            .args(args)
+            .env("ORCHCONFIG", self.dir.path().join("orchctl.yaml"))
+            .output()?;
+        Ok((out.status.success(), String::from_utf8_lossy(&out.stdout).into(), String::from_utf8_lossy(&out.stderr).into()))
+    }
+
+    pub fn log_tail(&self, i: usize) -> String {
+        let text = std::fs::read_to_string(self.nodes[i].data_dir.with_extension("log")).unwrap_or_default();
+        let lines: Vec<&str> = text.lines().collect();
+        lines[lines.len().saturating_sub(30)..].join("\n")
+    }
+
+    pub fn work_dir(&self) -> &Path {
+        self.dir.path()
+    }
+}
+
+impl Drop for Cluster {
+    fn drop(&mut self) {
+        // Test output is shown only for failing tests: leave the nodes' last words there.
+        for i in 0..self.nodes.len() {
+            eprintln!("----- {} log tail -----\n{}", self.nodes[i].name, self.log_tail(i));
+        }
+        for i in 0..self.nodes.len() {
+            // A paused process must be resumed to die promptly on SIGKILL's wait.
+            self.resume(i);
+            self.kill(i);
+        }
+    }
+}
+
+fn signal(pid: u32, sig: &str) {
+    let _ = Command::new("kill").args([&format!("-{sig}"), &pid.to_string()]).status();
+}
+
+/// Poll `check` every 50 ms until it returns true, or fail after `limit`.
+pub async fn poll<F, Fut>(limit: Duration, what: &str, mut check: F) -> anyhow::Result<()>
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = anyhow::Result<bool>>,
+{
+    let deadline = Instant::now() + limit;
+    let mut last_err = None;
+    while Instant::now() < deadline {
+        match check().await {
+            Ok(true) => return Ok(()),
+            Ok(false) => {}
+            Err(e) => last_err = Some(e),
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    match last_err {
+        Some(e) => bail!("timed out after {limit:?} waiting for {what}: {e:#}"),
+        None => bail!("timed out after {limit:?} waiting for {what}"),
+    }
+}
