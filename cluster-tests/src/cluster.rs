@@ -70,6 +70,8 @@ pub struct Cluster {
     /// Extra orchd flags for every node (e.g. faster heartbeats).
     extra: Vec<String>,
     pub client: ApiClient,
+    /// Don't print the nodes' log tails on drop (tests print them; benchmarks need not).
+    pub quiet: bool,
 }
 
 impl Cluster {
@@ -87,6 +89,7 @@ impl Cluster {
             token: String::new(),
             extra: extra.iter().map(|s| s.to_string()).collect(),
             client: ApiClient::new(Duration::from_secs(10)),
+            quiet: false,
         };
         for i in 0..heads + workers {
             let role = if i < heads { Role::Head } else { Role::Worker };
@@ -266,7 +269,7 @@ impl Cluster {
 impl Drop for Cluster {
     fn drop(&mut self) {
         // Test output is shown only for failing tests: leave the nodes' last words there.
-        for i in 0..self.nodes.len() {
+        for i in (0..self.nodes.len()).filter(|_| !self.quiet) {
             eprintln!("----- {} log tail -----\n{}", self.nodes[i].name, self.log_tail(i));
         }
         for i in 0..self.nodes.len() {

@@ -2,6 +2,7 @@
 //! (network namespaces on a bridge), `cluster` runs `orchd` processes on them, and
 //! `watch` reads watch streams. Everything here does I/O; it needs root.
 
+pub mod bench;
 pub mod cluster;
 pub mod net;
 pub mod watch;

@@ -89,6 +89,9 @@ pub struct MemberStatus {
     pub applied_index: u64,
     /// On the leader: the highest index stored on a quorum. Elsewhere: the applied index.
     pub commit_index: u64,
+    /// Last log index covered by this member's snapshot, and the last index purged from its log.
+    pub snapshot_index: u64,
+    pub purged_index: u64,
     pub voters: BTreeMap<NodeId, Member>,
     pub learners: BTreeMap<NodeId, Member>,
 }
@@ -353,6 +356,8 @@ impl RaftNode {
             last_log_index: m.last_log_index.unwrap_or(0),
             applied_index: applied,
             commit_index,
+            snapshot_index: m.snapshot.map_or(0, |l| l.index),
+            purged_index: m.purged.map_or(0, |l| l.index),
             voters,
             learners,
         }

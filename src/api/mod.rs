@@ -107,6 +107,8 @@ async fn cluster_status(State(st): State<AppState>) -> Response {
             row["term"] = s.term.into();
             row["commitIndex"] = s.commit_index.into();
             row["appliedIndex"] = s.applied_index.into();
+            row["snapshotIndex"] = s.snapshot_index.into();
+            row["purgedIndex"] = s.purged_index.into();
         }
         members.push(row);
     }

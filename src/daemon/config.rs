@@ -66,6 +66,12 @@ pub struct Flags {
     /// Take a snapshot after this many log entries.
     #[arg(long)]
     pub snapshot_after: Option<u64>,
+    /// Log entries kept behind a snapshot (so lagging heads catch up by log, not snapshot).
+    #[arg(long)]
+    pub snapshot_keep_logs: Option<u64>,
+    /// Revisions of watch history kept; watches from older revisions get 410 Gone.
+    #[arg(long)]
+    pub watch_history: Option<u64>,
     /// Node heartbeat (Node status) interval in seconds.
     #[arg(long)]
     pub node_heartbeat_s: Option<u64>,
@@ -91,6 +97,8 @@ pub struct Settings {
     pub heartbeat: Duration,
     pub election_timeout: (Duration, Duration),
     pub snapshot_after: u64,
+    pub snapshot_keep_logs: u64,
+    pub watch_history: u64,
     pub node_heartbeat: Duration,
     pub fsync: bool,
 }
@@ -142,6 +150,8 @@ impl Flags {
             heartbeat: Duration::from_millis(heartbeat),
             election_timeout: (Duration::from_millis(lo), Duration::from_millis(hi)),
             snapshot_after: self.snapshot_after.or(file.snapshot_after).unwrap_or(10_000),
+            snapshot_keep_logs: self.snapshot_keep_logs.or(file.snapshot_keep_logs).unwrap_or(1_000),
+            watch_history: self.watch_history.or(file.watch_history).unwrap_or(100_000).max(1),
             node_heartbeat: Duration::from_secs(self.node_heartbeat_s.or(file.node_heartbeat_s).unwrap_or(10)),
             fsync: !(self.unsafe_no_fsync || file.unsafe_no_fsync),
         })

@@ -65,11 +65,12 @@ async fn run_head(s: Settings, mut state: NodeState) -> anyhow::Result<()> {
         member: member.clone(),
         data_dir: s.data_dir.clone(),
         listen: SocketAddr::new(s.bind, s.raft_port),
-        store: StoreOptions { fsync: s.fsync, ..Default::default() },
+        store: StoreOptions { fsync: s.fsync, history_revisions: s.watch_history },
         tuning: RaftTuning {
             heartbeat: s.heartbeat,
             election_timeout: s.election_timeout,
             snapshot_after: s.snapshot_after,
+            keep_after_snapshot: s.snapshot_keep_logs,
             ..Default::default()
         },
         tls,

@@ -187,10 +187,12 @@ impl StateMachine {
         self.db.write_opt(batch, &opts).map_err(|e| io_err(ErrorSubject::StateMachine, e))
     }
 
-    /// Drop history and dedup entries older than the retention window (checked every 1024
-    /// revisions; depends only on the revision, so every replica trims alike).
+    /// Drop history and dedup entries older than the retention window (checked every
+    /// window/4 revisions, at most every 1024; depends only on the revision, so every
+    /// replica trims alike).
     fn trim_history(&self, batch: &mut WriteBatch, revision: u64) -> Result<(), StorageError> {
-        if revision % 1024 != 0 || revision <= self.options.history_revisions {
+        let every = (self.options.history_revisions / 4).clamp(1, 1024);
+        if revision % every != 0 || revision <= self.options.history_revisions {
             return Ok(());
         }
         let keep_from = revision - self.options.history_revisions;
