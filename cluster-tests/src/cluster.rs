@@ -194,6 +194,11 @@ impl Cluster {
         self.nodes[i].api()
     }
 
+    /// The network namespace node `i` runs in.
+    pub fn netns(&self, i: usize) -> String {
+        self.net.netns(i)
+    }
+
     pub fn url(&self, i: usize, path: &str) -> String {
         format!("http://{}{path}", self.api(i))
     }

@@ -3,6 +3,8 @@
 //! `watch` reads watch streams. Everything here does I/O; it needs root.
 
 pub mod bench;
+pub mod chaos;
+pub mod check;
 pub mod cluster;
 pub mod net;
 pub mod watch;

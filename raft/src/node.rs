@@ -40,8 +40,8 @@ pub struct RaftTuning {
 impl Default for RaftTuning {
     fn default() -> Self {
         RaftTuning {
-            heartbeat: Duration::from_millis(100),
-            election_timeout: (Duration::from_millis(400), Duration::from_millis(800)),
+            heartbeat: Duration::from_millis(50),
+            election_timeout: (Duration::from_millis(250), Duration::from_millis(500)),
             snapshot_after: 10_000,
             keep_after_snapshot: 1_000,
             request_timeout: Duration::from_secs(5),

@@ -126,13 +126,13 @@ impl Flags {
         let name = self.name.or(file.name).or_else(|| std::fs::read_to_string("/etc/hostname").ok().map(|s| s.trim().to_string()));
         let name = name.filter(|n| !n.is_empty()).context("--name is required (no host name found)")?;
         let advertise = self.advertise.or(file.advertise).unwrap_or(IpAddr::from([127, 0, 0, 1]));
-        let election = self.election_timeout_ms.or(file.election_timeout_ms).unwrap_or_else(|| "400-800".into());
+        let election = self.election_timeout_ms.or(file.election_timeout_ms).unwrap_or_else(|| "250-500".into());
         let (lo, hi) = election.split_once('-').context("--election-timeout-ms must be MIN-MAX")?;
         let (lo, hi): (u64, u64) = (lo.trim().parse()?, hi.trim().parse()?);
         if lo >= hi {
             bail!("--election-timeout-ms: MIN must be below MAX");
         }
-        let heartbeat = self.heartbeat_ms.or(file.heartbeat_ms).unwrap_or(100);
+        let heartbeat = self.heartbeat_ms.or(file.heartbeat_ms).unwrap_or(50);
         if heartbeat * 2 > lo {
             bail!("--heartbeat-ms ({heartbeat}) must be at most half the election timeout minimum ({lo})");
         }
