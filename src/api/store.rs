@@ -29,6 +29,8 @@ pub struct ObjectStore {
     node: RaftNode,
     clock: Arc<dyn Clock>,
     metrics: Arc<Metrics>,
+    /// Fault injection only: treat every read as a local read.
+    unsafe_local_reads: bool,
 }
 
 /// Which objects a list or watch wants.
@@ -65,7 +67,13 @@ fn what(res: &Resource, ns: Option<&str>, name: &str) -> String {
 
 impl ObjectStore {
     pub fn new(node: RaftNode, clock: Arc<dyn Clock>, metrics: Arc<Metrics>) -> Self {
-        ObjectStore { node, clock, metrics }
+        ObjectStore { node, clock, metrics, unsafe_local_reads: false }
+    }
+
+    /// Break linearizability on purpose (`--unsafe-stale-reads`), so the chaos checker
+    /// can be shown to notice.
+    pub fn skip_read_barrier(&mut self) {
+        self.unsafe_local_reads = true;
     }
 
     pub fn node(&self) -> &RaftNode {
@@ -73,7 +81,7 @@ impl ObjectStore {
     }
 
     async fn barrier(&self, c: Consistency) -> Result<(), ApiError> {
-        if c == Consistency::Linearizable {
+        if c == Consistency::Linearizable && !self.unsafe_local_reads {
             self.node.read_barrier().await?;
         }
         Ok(())

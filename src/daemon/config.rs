@@ -79,6 +79,11 @@ pub struct Flags {
     #[arg(long, hide = true)]
     #[serde(default)]
     pub unsafe_no_fsync: bool,
+    /// UNSAFE, for fault-injection experiments only: serve reads from the local replica
+    /// without a read index (a partitioned ex-leader then serves stale data).
+    #[arg(long, hide = true)]
+    #[serde(default)]
+    pub unsafe_stale_reads: bool,
 }
 
 /// Settings after merging flags, file and defaults.
@@ -101,6 +106,7 @@ pub struct Settings {
     pub watch_history: u64,
     pub node_heartbeat: Duration,
     pub fsync: bool,
+    pub stale_reads: bool,
 }
 
 impl Settings {
@@ -154,6 +160,7 @@ impl Flags {
             watch_history: self.watch_history.or(file.watch_history).unwrap_or(100_000).max(1),
             node_heartbeat: Duration::from_secs(self.node_heartbeat_s.or(file.node_heartbeat_s).unwrap_or(10)),
             fsync: !(self.unsafe_no_fsync || file.unsafe_no_fsync),
+            stale_reads: self.unsafe_stale_reads || file.unsafe_stale_reads,
         })
     }
 }

@@ -81,7 +81,11 @@ async fn run_head(s: Settings, mut state: NodeState) -> anyhow::Result<()> {
     }
     let clock: Arc<dyn Clock> = Arc::new(SystemClock);
     let metrics = Arc::new(Metrics::default());
-    let store = ObjectStore::new(node.clone(), clock.clone(), metrics.clone());
+    let mut store = ObjectStore::new(node.clone(), clock.clone(), metrics.clone());
+    if s.stale_reads {
+        tracing::error!("UNSAFE: --unsafe-stale-reads is set; reads are not linearizable");
+        store.skip_read_barrier();
+    }
     let app = AppState { store: store.clone(), metrics, heartbeat_grace: s.node_heartbeat * 3 };
     let listener = tokio::net::TcpListener::bind(SocketAddr::new(s.bind, s.api_port))
         .await
