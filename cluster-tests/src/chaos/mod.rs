@@ -5,6 +5,7 @@
 
 pub mod nemesis;
 pub mod report;
+pub mod timeline;
 pub mod workload;
 
 use std::collections::BTreeMap;
@@ -81,6 +82,9 @@ pub struct Outcome {
     pub watch_events: usize,
     pub minority_acks: Vec<String>,
     pub faults: Vec<Fault>,
+    /// Every operation, for the timeline picture.
+    #[serde(skip)]
+    pub samples: Vec<timeline::Sample>,
 }
 
 impl Outcome {
@@ -237,6 +241,12 @@ fn analyze(records: Vec<Record>, logs: Vec<WatchLog>, committed: &[Change], mut 
     let mut by_key: BTreeMap<String, Vec<linear::Op>> = BTreeMap::new();
     let mut acks = Vec::new();
     for r in &records {
+        o.samples.push(timeline::Sample {
+            start_ms: r.op.start as f64 / 1e6,
+            latency_ms: r.op.end.map(|e| (e - r.op.start) as f64 / 1e6),
+            write: r.op.call != linear::Call::Read,
+            ok: !matches!(r.op.ret, Ret::AlreadyExists | Ret::Conflict | Ret::NotFound | Ret::Unknown),
+        });
         match &r.op.ret {
             Ret::Unknown => o.unknown += 1,
             Ret::AlreadyExists | Ret::Conflict | Ret::NotFound => o.failed += 1,

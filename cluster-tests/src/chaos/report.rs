@@ -76,6 +76,10 @@ pub fn write(dir: &Path, name: &str, cfg: &Config, o: &Outcome) -> anyhow::Resul
     std::fs::create_dir_all(dir)?;
     let (json, md) = summary(cfg, o);
     std::fs::write(dir.join(format!("{name}.json")), serde_json::to_string_pretty(&json)? + "\n")?;
+    let title = format!("orch chaos run, seed {}: {} heads, op latency vs faults", cfg.seed, cfg.heads);
+    let picture = super::timeline::svg(&title, &o.samples, &o.faults, o.seconds);
+    super::timeline::write_png(&picture, &dir.join(format!("{name}.png")))?;
+    let md = md + &format!("\n![timeline]({name}.png)\n");
     std::fs::write(dir.join(format!("{name}.md")), &md)?;
     Ok(md)
 }
