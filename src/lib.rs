@@ -7,5 +7,6 @@ pub mod client;
 pub mod clock;
 pub mod ctl;
 pub mod daemon;
+pub mod kubelet;
 pub mod metrics;
 pub mod proxy;

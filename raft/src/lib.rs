@@ -8,6 +8,7 @@ pub mod store;
 pub mod tls;
 pub mod transport;
 pub mod types;
+pub mod watchdog;
 
 pub use node::{AddHead, MemberStatus, NodeConfig, ProposeError, RaftNode, RaftTuning};
 pub use store::{HistoryError, StateReader, StoreOptions};

@@ -142,9 +142,11 @@ impl RaftNode {
             .map_err(|e| StartError::Raft(e.to_string()))?;
         let (shutdown, shutdown_rx) = watch::channel(false);
         let node = RaftNode { inner: Arc::new(Inner { id: cfg.id, raft, reader, channels, tuning: cfg.tuning, shutdown }) };
-        server::spawn(node.clone(), cfg.listen, cfg.tls.server_config(), shutdown_rx)
+        server::spawn(node.clone(), cfg.listen, cfg.tls.server_config(), shutdown_rx.clone())
             .await
             .map_err(|e| StartError::Raft(format!("serving gRPC on {}: {e}", cfg.listen)))?;
+        // openraft's leader lease is the maximum election timeout.
+        tokio::spawn(crate::watchdog::run(node.clone(), node.inner.tuning.election_timeout.1, shutdown_rx));
         Ok(node)
     }
 

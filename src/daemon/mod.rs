@@ -107,7 +107,7 @@ async fn run_head(s: Settings, mut state: NodeState) -> anyhow::Result<()> {
 
     let api_base = format!("http://{}", state.api_addr);
     tokio::spawn(heartbeat::run(api_base, identity(&state, &s), s.node_heartbeat, clock));
-    let server = axum::serve(listener, api::router(app)).with_graceful_shutdown(shutdown_signal());
+    let server = axum::serve(no_delay(listener), api::router(app)).with_graceful_shutdown(shutdown_signal());
     tracing::info!(api = %state.api_addr, "serving the API");
     server.await?;
     node.shutdown().await;
@@ -161,8 +161,20 @@ async fn run_worker(s: Settings, state: NodeState) -> anyhow::Result<()> {
     let api_base = format!("http://{}", state.api_addr);
     tokio::spawn(heartbeat::run(api_base, identity(&state, &s), s.node_heartbeat, Arc::new(SystemClock)));
     tracing::info!(api = %state.api_addr, heads = ?state.seeds, "serving the API (forwarding to heads)");
-    axum::serve(listener, crate::proxy::router(proxy)).with_graceful_shutdown(shutdown_signal()).await?;
+    axum::serve(no_delay(listener), crate::proxy::router(proxy)).with_graceful_shutdown(shutdown_signal()).await?;
     Ok(())
+}
+
+/// API connections carry small request/response exchanges: without TCP_NODELAY, Nagle's
+/// algorithm and delayed ACKs add ~40 ms to some of them (measured: sequential write p99
+/// 46 ms with a 2 ms p50).
+fn no_delay(listener: tokio::net::TcpListener) -> impl axum::serve::Listener<Addr = SocketAddr> {
+    use axum::serve::ListenerExt;
+    listener.tap_io(|tcp| {
+        if let Err(e) = tcp.set_nodelay(true) {
+            tracing::debug!(error = %e, "setting TCP_NODELAY");
+        }
+    })
 }
 
 async fn shutdown_signal() {

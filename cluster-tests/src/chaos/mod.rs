@@ -51,6 +51,7 @@ pub const LONG_ROTATION: &[FaultKind] = &[
     FaultKind::Bridge,
     FaultKind::KillLeader,
     FaultKind::KillRandom,
+    FaultKind::Flap,
 ];
 
 #[derive(Debug, Clone, Serialize)]
@@ -187,6 +188,19 @@ async fn inject(c: &mut Cluster, heads: usize, kind: FaultKind, rng: &mut StdRng
             // Longer than the election timeout (at most 800 ms).
             tokio::time::sleep(Duration::from_millis(rng.random_range(1200..2000))).await;
             c.resume(victim);
+        }
+        FaultKind::Flap => {
+            let victim = rng.random_range(0..heads);
+            fault.targets.push(c.nodes[victim].name.clone());
+            let others: Vec<usize> = (0..heads).filter(|i| *i != victim).collect();
+            for _ in 0..rng.random_range(4..8) {
+                nemesis::partition(c, heads, &[vec![victim], others.clone()])?;
+                tokio::time::sleep(Duration::from_millis(rng.random_range(150..600))).await;
+                for i in 0..heads {
+                    nemesis::heal(c, i)?;
+                }
+                tokio::time::sleep(Duration::from_millis(rng.random_range(150..600))).await;
+            }
         }
         _ => {
             let groups = nemesis::groups_for(kind, heads, leader, rng);

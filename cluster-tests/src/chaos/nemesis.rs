@@ -25,11 +25,13 @@ pub enum FaultKind {
     SplitMajority,
     /// One node sees both halves; the halves do not see each other.
     Bridge,
+    /// A random head is cut off and reconnected several times in quick succession.
+    Flap,
 }
 
 impl FaultKind {
     pub fn is_partition(self) -> bool {
-        matches!(self, FaultKind::IsolateLeader | FaultKind::SplitMajority | FaultKind::Bridge)
+        matches!(self, FaultKind::IsolateLeader | FaultKind::SplitMajority | FaultKind::Bridge | FaultKind::Flap)
     }
 }
 

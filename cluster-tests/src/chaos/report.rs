@@ -31,12 +31,13 @@ pub fn summary(cfg: &Config, o: &Outcome) -> (serde_json::Value, String) {
     let partitions = count(&|k| k.is_partition());
     let isolated = count(&|k| k == FaultKind::IsolateLeader);
     let pauses = count(&|k| k == FaultKind::Pause);
+    let flaps = count(&|k| k == FaultKind::Flap);
     let json = json!({
         "config": cfg,
         "seconds": o.seconds,
         "operations": o.operations, "ok": o.ok, "failed": o.failed, "unknown": o.unknown,
         "operations_per_second": o.operations as f64 / o.seconds.max(1e-9),
-        "faults": {"leader_kills": kills, "partitions": partitions, "isolated_leader": isolated, "pauses": pauses, "all": o.faults},
+        "faults": {"leader_kills": kills, "partitions": partitions, "isolated_leader": isolated, "pauses": pauses, "flapping": flaps, "all": o.faults},
         "failover_ms": failover.map(|(a, b, c)| json!({"p50": a, "p99": b, "max": c})),
         "new_leader_ms": new_leader.map(|(a, b, c)| json!({"p50": a, "p99": b, "max": c})),
         "watch_events": o.watch_events,
@@ -55,7 +56,7 @@ pub fn summary(cfg: &Config, o: &Outcome) -> (serde_json::Value, String) {
          | figure | value |\n|---|---|\n\
          | operations (ok / failed / unknown) | {ops} ({ok} / {failed} / {unknown}) |\n\
          | operations/s | {opss:.0} |\n\
-         | leader kills / partitions (isolated leader) / pauses | {kills} / {partitions} ({isolated}) / {pauses} |\n\
+         | leader kills / partitions (isolated leader, flapping) / pauses | {kills} / {partitions} ({isolated}, {flaps}) / {pauses} |\n\
          | failover, SIGKILL → first acknowledged write, p50 / p99 / max ms | {failover} |\n\
          | SIGKILL → new leader reported, p50 / p99 / max ms | {new_leader} |\n\
          | watch events checked | {watch} |\n\

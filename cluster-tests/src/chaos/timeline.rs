@@ -33,6 +33,7 @@ fn colour(kind: FaultKind) -> &'static str {
         FaultKind::IsolateLeader => "#4c78a8",
         FaultKind::SplitMajority => "#72b7b2",
         FaultKind::Bridge => "#54a24b",
+        FaultKind::Flap => "#9d755d",
     }
 }
 
@@ -99,7 +100,7 @@ pub fn svg(title: &str, samples: &[Sample], faults: &[Fault], seconds: f64) -> S
     item(&mut s, "#1f77b4", "read ok", false);
     item(&mut s, "#999999", "refused (409/404)", false);
     item(&mut s, "#d62728", "unknown outcome (tick at top)", false);
-    for kind in [FaultKind::KillLeader, FaultKind::KillRandom, FaultKind::Pause, FaultKind::IsolateLeader, FaultKind::SplitMajority, FaultKind::Bridge] {
+    for kind in [FaultKind::KillLeader, FaultKind::KillRandom, FaultKind::Pause, FaultKind::IsolateLeader, FaultKind::SplitMajority, FaultKind::Bridge, FaultKind::Flap] {
         item(&mut s, colour(kind), &format!("{kind:?}"), true);
     }
     s.push_str("</svg>");

@@ -1,0 +1,343 @@
+//! `ContainerRuntime` over containerd's gRPC API (containerd-client), in a containerd
+//! namespace of orch's own. containerd 1.6 has no Transfer service, so images are
+//! imported the long way: blobs into the content store, an image record, then each layer
+//! applied onto an overlayfs snapshot named by its chain id.
+
+use std::collections::HashMap;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use containerd_client::services::v1::snapshots::{CommitSnapshotRequest, PrepareSnapshotRequest, RemoveSnapshotRequest, StatSnapshotRequest};
+use containerd_client::services::v1::{
+    container::Runtime, ApplyRequest, Container, CreateContainerRequest, CreateImageRequest, CreateNamespaceRequest,
+    CreateTaskRequest, DeleteContainerRequest, DeleteTaskRequest, GetContainerRequest, GetImageRequest, GetRequest,
+    Image, InfoRequest, KillRequest, ListContainersRequest, Namespace, StartRequest, WriteAction, WriteContentRequest,
+};
+use containerd_client::types::Descriptor;
+use containerd_client::Client;
+use containerd_client::tonic::{Code, Request, Status};
+
+use super::image::{chain_ids, parse_archive};
+use super::oci;
+use super::runtime::{ContainerConfig, ContainerInfo, ContainerRuntime, ContainerState, RuntimeError};
+
+/// The containerd namespace orch's containers and images live in.
+pub const NAMESPACE: &str = "orch";
+const SNAPSHOTTER: &str = "overlayfs";
+const RUNTIME: &str = "io.containerd.runc.v2";
+const SPEC_TYPE: &str = "types.containerd.io/opencontainers/runtime-spec/1/Spec";
+
+pub struct ContainerdRuntime {
+    client: Client,
+}
+
+fn req<T>(msg: T) -> Request<T> {
+    let mut r = Request::new(msg);
+    r.metadata_mut().insert("containerd-namespace", NAMESPACE.parse().expect("a valid header value"));
+    r
+}
+
+fn rt(e: Status) -> RuntimeError {
+    RuntimeError::Runtime(format!("{:?}: {}", e.code(), e.message()))
+}
+
+fn descriptor(d: &super::image::Descriptor) -> Descriptor {
+    Descriptor { media_type: d.media_type.clone(), digest: d.digest.clone(), size: d.size, annotations: Default::default() }
+}
+
+impl ContainerdRuntime {
+    /// Connect to containerd's socket and make sure orch's namespace exists.
+    pub async fn connect(socket: &Path) -> Result<Self, RuntimeError> {
+        let client = tokio::time::timeout(Duration::from_secs(10), Client::from_path(socket))
+            .await
+            .map_err(|_| RuntimeError::Runtime(format!("timed out connecting to containerd at {}", socket.display())))?
+            .map_err(|e| RuntimeError::Runtime(format!("connecting to containerd at {}: {e}", socket.display())))?;
+        let ns = Namespace { name: NAMESPACE.into(), labels: Default::default() };
+        match client.namespaces().create(Request::new(CreateNamespaceRequest { namespace: Some(ns) })).await {
+            Ok(_) => {}
+            Err(e) if e.code() == Code::AlreadyExists => {}
+            Err(e) => return Err(rt(e)),
+        }
+        Ok(ContainerdRuntime { client })
+    }
+
+    async fn has_blob(&self, digest: &str) -> Result<bool, RuntimeError> {
+        match self.client.content().info(req(InfoRequest { digest: digest.into() })).await {
+            Ok(_) => Ok(true),
+            Err(e) if e.code() == Code::NotFound => Ok(false),
+            Err(e) => Err(rt(e)),
+        }
+    }
+
+    /// Write one blob into the content store (WRITE then COMMIT on one stream).
+    async fn write_blob(&self, digest: &str, data: &[u8], labels: HashMap<String, String>) -> Result<(), RuntimeError> {
+        if self.has_blob(digest).await? {
+            return Ok(());
+        }
+        let reference = format!("orch-import-{digest}");
+        let total = data.len() as i64;
+        let mut msgs = Vec::new();
+        for (i, chunk) in data.chunks(1 << 20).enumerate() {
+            msgs.push(WriteContentRequest {
+                action: WriteAction::Write as i32,
+                r#ref: reference.clone(),
+                total,
+                expected: digest.into(),
+                offset: (i << 20) as i64,
+                data: chunk.to_vec(),
+                labels: Default::default(),
+            });
+        }
+        msgs.push(WriteContentRequest {
+            action: WriteAction::Commit as i32,
+            r#ref: reference,
+            total,
+            expected: digest.into(),
+            offset: total,
+            data: vec![],
+            labels,
+        });
+        let mut responses = self.client.content().write(req(tokio_stream::iter(msgs))).await.map_err(rt)?.into_inner();
+        loop {
+            match responses.message().await {
+                Ok(Some(_)) => {}
+                Ok(None) => return Ok(()),
+                Err(e) if e.code() == Code::AlreadyExists => return Ok(()),
+                Err(e) => return Err(rt(e)),
+            }
+        }
+    }
+
+    async fn snapshot_exists(&self, key: &str) -> Result<bool, RuntimeError> {
+        let r = StatSnapshotRequest { snapshotter: SNAPSHOTTER.into(), key: key.into() };
+        match self.client.snapshots().stat(req(r)).await {
+            Ok(_) => Ok(true),
+            Err(e) if e.code() == Code::NotFound => Ok(false),
+            Err(e) => Err(rt(e)),
+        }
+    }
+
+    /// Apply the image's layers onto snapshots named by chain id; returns the top one.
+    async fn unpack(&self, layers: &[super::image::Descriptor], diff_ids: &[String]) -> Result<String, RuntimeError> {
+        let chain = chain_ids(diff_ids);
+        let mut parent = String::new();
+        for (layer, id) in layers.iter().zip(&chain) {
+            if !self.snapshot_exists(id).await? {
+                let key = format!("orch-extract-{}-{id}", rand::random::<u32>());
+                let prepared = self
+                    .client
+                    .snapshots()
+                    .prepare(req(PrepareSnapshotRequest { snapshotter: SNAPSHOTTER.into(), key: key.clone(), parent: parent.clone(), labels: Default::default() }))
+                    .await
+                    .map_err(rt)?
+                    .into_inner();
+                let applied = self
+                    .client
+                    .diff()
+                    .apply(req(ApplyRequest { diff: Some(descriptor(layer)), mounts: prepared.mounts, payloads: Default::default(), sync_fs: false }))
+                    .await;
+                if let Err(e) = applied {
+                    let _ = self.client.snapshots().remove(req(RemoveSnapshotRequest { snapshotter: SNAPSHOTTER.into(), key })).await;
+                    return Err(rt(e));
+                }
+                let commit = CommitSnapshotRequest { snapshotter: SNAPSHOTTER.into(), name: id.clone(), key, labels: Default::default() };
+                match self.client.snapshots().commit(req(commit)).await {
+                    Ok(_) => {}
+                    Err(e) if e.code() == Code::AlreadyExists => {}
+                    Err(e) => return Err(rt(e)),
+                }
+            }
+            parent = id.clone();
+        }
+        Ok(parent)
+    }
+
+    /// The top snapshot (chain id) of an image already in the store.
+    async fn image_top_snapshot(&self, name: &str) -> Result<String, RuntimeError> {
+        let image = match self.client.images().get(req(GetImageRequest { name: name.into() })).await {
+            Ok(r) => r.into_inner().image.ok_or_else(|| RuntimeError::ImageNotFound(name.into()))?,
+            Err(e) if e.code() == Code::NotFound => return Err(RuntimeError::ImageNotFound(name.into())),
+            Err(e) => return Err(rt(e)),
+        };
+        let target = image.target.ok_or_else(|| RuntimeError::ImageNotFound(name.into()))?;
+        let manifest: serde_json::Value = serde_json::from_slice(&self.read_blob(&target.digest).await?)
+            .map_err(|e| RuntimeError::Runtime(format!("manifest of {name}: {e}")))?;
+        let config_digest = manifest["config"]["digest"].as_str().unwrap_or_default().to_string();
+        let config: serde_json::Value = serde_json::from_slice(&self.read_blob(&config_digest).await?)
+            .map_err(|e| RuntimeError::Runtime(format!("config of {name}: {e}")))?;
+        let diff_ids: Vec<String> =
+            config["rootfs"]["diff_ids"].as_array().cloned().unwrap_or_default().iter().filter_map(|d| d.as_str().map(String::from)).collect();
+        chain_ids(&diff_ids).pop().ok_or_else(|| RuntimeError::Runtime(format!("{name} has no layers")))
+    }
+
+    async fn read_blob(&self, digest: &str) -> Result<Vec<u8>, RuntimeError> {
+        use containerd_client::services::v1::ReadContentRequest;
+        let mut stream = self
+            .client
+            .content()
+            .read(req(ReadContentRequest { digest: digest.into(), offset: 0, size: 0 }))
+            .await
+            .map_err(rt)?
+            .into_inner();
+        let mut out = Vec::new();
+        while let Some(chunk) = stream.message().await.map_err(rt)? {
+            out.extend_from_slice(&chunk.data);
+        }
+        Ok(out)
+    }
+
+    async fn task_state(&self, id: &str) -> Result<ContainerState, RuntimeError> {
+        match self.client.tasks().get(req(GetRequest { container_id: id.into(), exec_id: String::new() })).await {
+            Ok(r) => {
+                let p = r.into_inner().process.unwrap_or_default();
+                Ok(match p.status {
+                    1 => ContainerState::Created,
+                    2 | 4 | 5 => ContainerState::Running { pid: p.pid },
+                    3 => ContainerState::Exited { code: p.exit_status },
+                    _ => ContainerState::Unknown,
+                })
+            }
+            Err(e) if e.code() == Code::NotFound => Ok(ContainerState::Created),
+            Err(e) => Err(rt(e)),
+        }
+    }
+}
+
+fn log_uri(path: &Path) -> String {
+    format!("file://{}", path.display())
+}
+
+impl ContainerRuntime for ContainerdRuntime {
+    async fn import_image(&self, archive: &[u8]) -> Result<Vec<String>, RuntimeError> {
+        let parsed = parse_archive(archive)?;
+        let mut names = Vec::new();
+        for img in &parsed.images {
+            let top = chain_ids(&img.diff_ids).last().cloned().unwrap_or_default();
+            for layer in &img.layers {
+                self.write_blob(&layer.digest, &parsed.blobs[&layer.digest], HashMap::new()).await?;
+            }
+            // Garbage-collection references, so containerd keeps what the image needs.
+            let config_labels = HashMap::from([(format!("containerd.io/gc.ref.snapshot.{SNAPSHOTTER}"), top.clone())]);
+            self.write_blob(&img.config.digest, &parsed.blobs[&img.config.digest], config_labels).await?;
+            let mut manifest_labels = HashMap::from([("containerd.io/gc.ref.content.config".to_string(), img.config.digest.clone())]);
+            for (i, layer) in img.layers.iter().enumerate() {
+                manifest_labels.insert(format!("containerd.io/gc.ref.content.l.{i}"), layer.digest.clone());
+            }
+            self.write_blob(&img.target.digest, &parsed.blobs[&img.target.digest], manifest_labels).await?;
+            self.unpack(&img.layers, &img.diff_ids).await?;
+            let image = Image { name: img.name.clone(), labels: Default::default(), target: Some(descriptor(&img.target)), created_at: None, updated_at: None };
+            let created = self.client.images().create(req(CreateImageRequest { image: Some(image.clone()), source_date_epoch: None })).await;
+            match created {
+                Ok(_) => {}
+                Err(e) if e.code() == Code::AlreadyExists => {
+                    use containerd_client::services::v1::UpdateImageRequest;
+                    self.client.images().update(req(UpdateImageRequest { image: Some(image), update_mask: None, source_date_epoch: None })).await.map_err(rt)?;
+                }
+                Err(e) => return Err(rt(e)),
+            }
+            names.push(img.name.clone());
+        }
+        Ok(names)
+    }
+
+    async fn has_image(&self, name: &str) -> Result<bool, RuntimeError> {
+        match self.image_top_snapshot(name).await {
+            Ok(top) => self.snapshot_exists(&top).await,
+            Err(RuntimeError::ImageNotFound(_)) => Ok(false),
+            Err(e) => Err(e),
+        }
+    }
+
+    async fn run(&self, c: &ContainerConfig) -> Result<(), RuntimeError> {
+        let top = self.image_top_snapshot(&c.image).await?;
+        if let Some(dir) = c.log_path.parent() {
+            std::fs::create_dir_all(dir).map_err(|e| RuntimeError::Runtime(format!("log dir: {e}")))?;
+        }
+        let spec = serde_json::to_vec(&oci::spec(c)).map_err(|e| RuntimeError::Runtime(e.to_string()))?;
+        let container = Container {
+            id: c.id.clone(),
+            labels: c.labels.clone().into_iter().collect(),
+            image: c.image.clone(),
+            runtime: Some(Runtime { name: RUNTIME.into(), options: None }),
+            spec: Some(prost_types::Any { type_url: SPEC_TYPE.into(), value: spec }),
+            snapshotter: SNAPSHOTTER.into(),
+            snapshot_key: c.id.clone(),
+            ..Default::default()
+        };
+        let mounts = self
+            .client
+            .snapshots()
+            .prepare(req(PrepareSnapshotRequest { snapshotter: SNAPSHOTTER.into(), key: c.id.clone(), parent: top, labels: Default::default() }))
+            .await
+            .map_err(rt)?
+            .into_inner()
+            .mounts;
+        self.client.containers().create(req(CreateContainerRequest { container: Some(container) })).await.map_err(rt)?;
+        let task = CreateTaskRequest {
+            container_id: c.id.clone(),
+            rootfs: mounts,
+            stdout: log_uri(&c.log_path),
+            stderr: log_uri(&c.log_path),
+            ..Default::default()
+        };
+        self.client.tasks().create(req(task)).await.map_err(rt)?;
+        self.client.tasks().start(req(StartRequest { container_id: c.id.clone(), exec_id: String::new() })).await.map_err(rt)?;
+        Ok(())
+    }
+
+    async fn info(&self, id: &str) -> Result<ContainerInfo, RuntimeError> {
+        let container = match self.client.containers().get(req(GetContainerRequest { id: id.into() })).await {
+            Ok(r) => r.into_inner().container.ok_or_else(|| RuntimeError::NotFound(id.into()))?,
+            Err(e) if e.code() == Code::NotFound => return Err(RuntimeError::NotFound(id.into())),
+            Err(e) => return Err(rt(e)),
+        };
+        Ok(ContainerInfo {
+            id: container.id,
+            image: container.image,
+            state: self.task_state(id).await?,
+            labels: container.labels.into_iter().collect(),
+        })
+    }
+
+    async fn list(&self) -> Result<Vec<ContainerInfo>, RuntimeError> {
+        let all = self.client.containers().list(req(ListContainersRequest { filters: vec![] })).await.map_err(rt)?.into_inner().containers;
+        let mut out = Vec::with_capacity(all.len());
+        for c in all {
+            let state = self.task_state(&c.id).await?;
+            out.push(ContainerInfo { id: c.id, image: c.image, state, labels: c.labels.into_iter().collect() });
+        }
+        Ok(out)
+    }
+
+    async fn signal(&self, id: &str, signal: u32) -> Result<(), RuntimeError> {
+        match self.client.tasks().kill(req(KillRequest { container_id: id.into(), exec_id: String::new(), signal, all: true })).await {
+            Ok(_) => Ok(()),
+            Err(e) if e.code() == Code::NotFound => Err(RuntimeError::NotFound(id.into())),
+            Err(e) => Err(rt(e)),
+        }
+    }
+
+    async fn remove(&self, id: &str) -> Result<(), RuntimeError> {
+        match self.client.tasks().delete(req(DeleteTaskRequest { container_id: id.into() })).await {
+            Ok(_) => {}
+            Err(e) if e.code() == Code::NotFound => {}
+            Err(e) => return Err(rt(e)),
+        }
+        match self.client.containers().delete(req(DeleteContainerRequest { id: id.into() })).await {
+            Ok(_) => {}
+            Err(e) if e.code() == Code::NotFound => return Err(RuntimeError::NotFound(id.into())),
+            Err(e) => return Err(rt(e)),
+        }
+        let snap = RemoveSnapshotRequest { snapshotter: SNAPSHOTTER.into(), key: id.into() };
+        match self.client.snapshots().remove(req(snap)).await {
+            Ok(_) => Ok(()),
+            Err(e) if e.code() == Code::NotFound => Ok(()),
+            Err(e) => Err(rt(e)),
+        }
+    }
+}
+
+/// Where a containerd for orch listens by default.
+pub fn default_socket() -> PathBuf {
+    PathBuf::from("/run/containerd/containerd.sock")
+}

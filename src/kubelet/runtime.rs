@@ -1,0 +1,161 @@
+//! The container runtime as the kubelet sees it: a small trait (`ContainerRuntime`) with
+//! the real implementation in `containerd.rs` and a typed fake here that records calls
+//! and can be told to fail.
+
+use std::collections::BTreeMap;
+use std::path::PathBuf;
+use std::sync::Mutex;
+
+/// What to run: one container of a pod.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct ContainerConfig {
+    /// Unique runtime id (e.g. `<pod uid>-<container name>`).
+    pub id: String,
+    pub image: String,
+    /// The full command line (entrypoint + args, already resolved).
+    pub args: Vec<String>,
+    pub env: Vec<(String, String)>,
+    pub working_dir: Option<String>,
+    pub hostname: String,
+    /// Join this network namespace (a path such as /var/run/netns/X); None: a new one.
+    pub netns: Option<PathBuf>,
+    /// Bind mounts: (host path, container path, read-only).
+    pub mounts: Vec<(PathBuf, String, bool)>,
+    /// Memory limit in bytes.
+    pub memory_limit: Option<i64>,
+    /// CPU limit in millicores (quota) and request in millicores (shares).
+    pub cpu_limit_millis: Option<i64>,
+    pub cpu_request_millis: Option<i64>,
+    /// cgroup path for the container (e.g. /orch/<pod uid>/<name>).
+    pub cgroup: String,
+    /// Where stdout and stderr go (a file the kubelet rotates and serves logs from).
+    pub log_path: PathBuf,
+    /// Labels kept on the container record (pod uid, container name, restart count...).
+    pub labels: BTreeMap<String, String>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ContainerState {
+    Created,
+    Running { pid: u32 },
+    Exited { code: u32 },
+    Unknown,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ContainerInfo {
+    pub id: String,
+    pub image: String,
+    pub state: ContainerState,
+    pub labels: BTreeMap<String, String>,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum RuntimeError {
+    #[error("image {0} is not present on this node")]
+    ImageNotFound(String),
+    #[error("container {0} not found")]
+    NotFound(String),
+    #[error("invalid image archive: {0}")]
+    BadArchive(String),
+    #[error("runtime: {0}")]
+    Runtime(String),
+}
+
+/// The operations the kubelet needs from a container runtime.
+#[allow(async_fn_in_trait)]
+pub trait ContainerRuntime: Send + Sync {
+    /// Load every image in an OCI image-layout archive (tar); returns their names.
+    async fn import_image(&self, archive: &[u8]) -> Result<Vec<String>, RuntimeError>;
+    async fn has_image(&self, name: &str) -> Result<bool, RuntimeError>;
+    /// Create and start a container.
+    async fn run(&self, config: &ContainerConfig) -> Result<(), RuntimeError>;
+    async fn info(&self, id: &str) -> Result<ContainerInfo, RuntimeError>;
+    async fn list(&self) -> Result<Vec<ContainerInfo>, RuntimeError>;
+    /// Send `signal` to the container's processes.
+    async fn signal(&self, id: &str, signal: u32) -> Result<(), RuntimeError>;
+    /// Remove a stopped (or never started) container with its task and snapshot.
+    async fn remove(&self, id: &str) -> Result<(), RuntimeError>;
+}
+
+/// A recorded call to the fake runtime.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Call {
+    Import(usize),
+    Run(String),
+    Signal(String, u32),
+    Remove(String),
+}
+
+/// Test double: keeps containers in memory, records calls, fails on demand.
+#[derive(Default)]
+pub struct FakeRuntime {
+    pub images: Mutex<Vec<String>>,
+    pub containers: Mutex<BTreeMap<String, ContainerInfo>>,
+    pub calls: Mutex<Vec<Call>>,
+    /// When set, `run` fails with this message.
+    pub fail_run: Mutex<Option<String>>,
+}
+
+impl FakeRuntime {
+    /// Make container `id` exit with `code` (as if its process ended).
+    pub fn exit(&self, id: &str, code: u32) {
+        if let Some(c) = self.containers.lock().expect("fake lock").get_mut(id) {
+            c.state = ContainerState::Exited { code };
+        }
+    }
+}
+
+impl ContainerRuntime for FakeRuntime {
+    async fn import_image(&self, archive: &[u8]) -> Result<Vec<String>, RuntimeError> {
+        self.calls.lock().expect("fake lock").push(Call::Import(archive.len()));
+        let names = crate::kubelet::image::parse_archive(archive)?.images.into_iter().map(|i| i.name).collect::<Vec<_>>();
+        self.images.lock().expect("fake lock").extend(names.clone());
+        Ok(names)
+    }
+
+    async fn has_image(&self, name: &str) -> Result<bool, RuntimeError> {
+        Ok(self.images.lock().expect("fake lock").iter().any(|i| i == name))
+    }
+
+    async fn run(&self, config: &ContainerConfig) -> Result<(), RuntimeError> {
+        self.calls.lock().expect("fake lock").push(Call::Run(config.id.clone()));
+        if let Some(msg) = self.fail_run.lock().expect("fake lock").clone() {
+            return Err(RuntimeError::Runtime(msg));
+        }
+        if !self.has_image(&config.image).await? {
+            return Err(RuntimeError::ImageNotFound(config.image.clone()));
+        }
+        let info = ContainerInfo {
+            id: config.id.clone(),
+            image: config.image.clone(),
+            state: ContainerState::Running { pid: 1 },
+            labels: config.labels.clone(),
+        };
+        self.containers.lock().expect("fake lock").insert(config.id.clone(), info);
+        Ok(())
+    }
+
+    async fn info(&self, id: &str) -> Result<ContainerInfo, RuntimeError> {
+        self.containers.lock().expect("fake lock").get(id).cloned().ok_or_else(|| RuntimeError::NotFound(id.into()))
+    }
+
+    async fn list(&self) -> Result<Vec<ContainerInfo>, RuntimeError> {
+        Ok(self.containers.lock().expect("fake lock").values().cloned().collect())
+    }
+
+    async fn signal(&self, id: &str, signal: u32) -> Result<(), RuntimeError> {
+        self.calls.lock().expect("fake lock").push(Call::Signal(id.into(), signal));
+        let mut all = self.containers.lock().expect("fake lock");
+        let c = all.get_mut(id).ok_or_else(|| RuntimeError::NotFound(id.into()))?;
+        if matches!(signal, 9 | 15) {
+            c.state = ContainerState::Exited { code: 128 + signal };
+        }
+        Ok(())
+    }
+
+    async fn remove(&self, id: &str) -> Result<(), RuntimeError> {
+        self.calls.lock().expect("fake lock").push(Call::Remove(id.into()));
+        self.containers.lock().expect("fake lock").remove(id).map(|_| ()).ok_or_else(|| RuntimeError::NotFound(id.into()))
+    }
+}
