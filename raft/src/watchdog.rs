@@ -40,10 +40,6 @@ pub fn decide(w: Watch, leader: Option<NodeId>, refused: bool, term: u64, now: I
 
 pub(crate) async fn run(node: RaftNode, lease: Duration, mut shutdown: watch::Receiver<bool>) {
     let mut w = Watch::default();
-    // The last leader seen, kept while no leader is known: after a failed election the
-    // term moves on and openraft forgets the leader, but the crashed process is still the
-    // reason, and standing again (once per term) beats the shorter-log back-off.
-    let mut last_leader: Option<(NodeId, String)> = None;
     loop {
         tokio::select! {
             _ = tokio::time::sleep(Duration::from_millis(100)) => {}
@@ -52,17 +48,11 @@ pub(crate) async fn run(node: RaftNode, lease: Duration, mut shutdown: watch::Re
         let m = node.raft().metrics().borrow().clone();
         let membership = m.membership_config.membership();
         let is_voter = membership.voter_ids().any(|v| v == m.id);
-        if m.state == ServerState::Leader || !is_voter {
-            last_leader = None;
-        } else if let Some(l) = m.current_leader.filter(|l| *l != m.id) {
-            last_leader = membership.get_node(&l).map(|n| (l, n.raft_addr.clone()));
-        }
-        let follower_like = matches!(m.state, ServerState::Follower | ServerState::Candidate);
-        let Some((leader, addr)) = last_leader.clone().filter(|_| follower_like) else {
+        let leader = m.current_leader.filter(|l| *l != m.id && m.state == ServerState::Follower && is_voter);
+        let Some(addr) = leader.and_then(|l| membership.get_node(&l)).map(|n| n.raft_addr.clone()) else {
             w = decide(w, None, false, m.current_term, Instant::now(), lease).0;
             continue;
         };
-        let leader = Some(leader);
         let probe = tokio::time::timeout(Duration::from_millis(100), tokio::net::TcpStream::connect(&addr)).await;
         let refused = matches!(probe, Ok(Err(ref e)) if e.kind() == std::io::ErrorKind::ConnectionRefused);
         let (next, elect) = decide(w, leader, refused, m.current_term, Instant::now(), lease);
@@ -70,7 +60,7 @@ pub(crate) async fn run(node: RaftNode, lease: Duration, mut shutdown: watch::Re
         if elect {
             // A little jitter, so survivors do not all stand in the same instant.
             tokio::time::sleep(Duration::from_millis(rand::random_range(0..60))).await;
-            tracing::info!(leader = ?leader, term = m.current_term, "the last leader's port refuses connections; calling an election");
+            tracing::info!(leader = ?leader, term = m.current_term, "the leader's port refuses connections; calling an election");
             if let Err(e) = node.raft().trigger().elect().await {
                 tracing::warn!(error = %e, "triggering an election");
             }
