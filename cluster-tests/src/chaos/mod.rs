@@ -33,6 +33,8 @@ pub struct Config {
     pub watchers: usize,
     pub seed: u64,
     /// The faults, in order; the run ends when they are done or `duration` has passed.
+    /// Not in the report (the long run's is a 100,000-entry rotation): `faults` lists what ran.
+    #[serde(skip)]
     pub schedule: Vec<FaultKind>,
     pub duration: Duration,
     /// Extra orchd flags (fault-injection experiments).
