@@ -7,6 +7,7 @@ pub mod chaos;
 pub mod check;
 pub mod cluster;
 pub mod net;
+pub mod objects;
 pub mod watch;
 
 pub use cluster::{poll, Cluster, Role};

@@ -7,35 +7,18 @@ use std::time::{Duration, Instant};
 
 use anyhow::Context;
 use cluster_tests::watch::{self, Seen};
+use cluster_tests::objects::{create_cm, list_cms, CM};
 use cluster_tests::{poll, Cluster};
 use hyper::Method;
 use orch::client::HttpError;
 use serde_json::{json, Value};
 
-const CM: &str = "/api/v1/namespaces/default/configmaps";
 
 fn code_of(e: &anyhow::Error) -> Option<u16> {
     e.downcast_ref::<HttpError>().map(|h| h.code)
 }
 
-/// Create a ConfigMap through node `i`; its resourceVersion when acknowledged.
-async fn create_cm(c: &Cluster, i: usize, name: &str) -> anyhow::Result<u64> {
-    let body = json!({"apiVersion": "v1", "kind": "ConfigMap", "metadata": {"name": name}, "data": {"v": name}});
-    let obj = c.client.json(Method::POST, &c.url(i, CM), Some(&body)).await?;
-    Ok(obj["metadata"]["resourceVersion"].as_str().context("no rv")?.parse()?)
-}
 
-/// name → resourceVersion of every ConfigMap in default, as node `i` sees it.
-async fn list_cms(c: &Cluster, i: usize, local: bool) -> anyhow::Result<BTreeMap<String, u64>> {
-    let url = c.url(i, &format!("{CM}{}", if local { "?resourceVersion=0" } else { "" }));
-    let list = c.client.json(Method::GET, &url, None).await?;
-    let mut out = BTreeMap::new();
-    for item in list["items"].as_array().context("no items")? {
-        let name = item["metadata"]["name"].as_str().context("no name")?.to_string();
-        out.insert(name, item["metadata"]["resourceVersion"].as_str().context("no rv")?.parse()?);
-    }
-    Ok(out)
-}
 
 fn sorted_names_and_rvs(list_json: &str) -> Vec<(String, String)> {
     let v: Value = serde_json::from_str(list_json).expect("orchctl -o json prints JSON");

@@ -5,17 +5,12 @@ use std::collections::BTreeMap;
 use std::time::Duration;
 
 use anyhow::Context;
+use cluster_tests::objects::{create_cm, CM};
 use cluster_tests::{poll, Cluster};
 use hyper::Method;
-use serde_json::{json, Value};
+use serde_json::Value;
 
-const CM: &str = "/api/v1/namespaces/default/configmaps";
 
-async fn create_cm(c: &Cluster, i: usize, name: &str) -> anyhow::Result<u64> {
-    let body = json!({"apiVersion": "v1", "kind": "ConfigMap", "metadata": {"name": name}});
-    let obj = c.client.json(Method::POST, &c.url(i, CM), Some(&body)).await?;
-    Ok(obj["metadata"]["resourceVersion"].as_str().context("no rv")?.parse()?)
-}
 
 fn member<'a>(status: &'a Value, name: &str) -> anyhow::Result<&'a Value> {
     status["members"].as_array().context("no members")?.iter().find(|m| m["name"] == name).context("member missing")

@@ -12,7 +12,7 @@ use cluster_tests::{poll, Cluster};
 use hyper::Method;
 use serde_json::{json, Value};
 
-const CM: &str = "/api/v1/namespaces/default/configmaps";
+use cluster_tests::objects::CM;
 
 fn rv(v: &Value) -> anyhow::Result<u64> {
     Ok(v["metadata"]["resourceVersion"].as_str().context("rv")?.parse()?)
