@@ -192,7 +192,7 @@ async fn apply(ctx: &Ctx, files: &[String]) -> anyhow::Result<()> {
     }
     // Validate every document before changing anything.
     let targets: Vec<_> = objects.iter().map(manifest_target).collect::<anyhow::Result<_>>()?;
-    let mut failed = 0;
+    let mut tally = Tally::default();
     for (obj, (res, name)) in objects.iter().zip(targets) {
         let ns = object_ns(ctx, res, obj)?;
         let label = format!("{}/{name}", resource_label(res));
@@ -216,18 +216,34 @@ async fn apply(ctx: &Ctx, files: &[String]) -> anyhow::Result<()> {
                 }
             }
         };
+        tally.record(&label, outcome);
+    }
+    tally.finish("object(s) failed")
+}
+
+/// Per-object results of a multi-object command: print each, fail at the end if any failed.
+#[derive(Default)]
+struct Tally {
+    failed: usize,
+}
+
+impl Tally {
+    fn record(&mut self, label: &str, outcome: anyhow::Result<&str>) {
         match outcome {
             Ok(word) => println!("{label} {word}"),
             Err(e) => {
-                failed += 1;
+                self.failed += 1;
                 eprintln!("error: {label}: {e}");
             }
         }
     }
-    if failed > 0 {
-        bail!("{failed} object(s) failed");
+
+    fn finish(self, what: &str) -> anyhow::Result<()> {
+        if self.failed > 0 {
+            bail!("{} {what}", self.failed);
+        }
+        Ok(())
     }
-    Ok(())
 }
 
 fn resource_label(res: &resources::Resource) -> String {
@@ -297,21 +313,13 @@ async fn delete(ctx: &Ctx, kind: Option<String>, names: Vec<String>, files: Vec<
     if targets.is_empty() {
         bail!("nothing to delete: give KIND NAME... or -f FILE");
     }
-    let mut failed = 0;
+    let mut tally = Tally::default();
     for (res, ns, name) in targets {
         let label = format!("{} \"{name}\"", resource_label(res));
-        match ctx.client.json(Method::DELETE, &ctx.url(res, ns.as_deref(), Some(&name)), None).await {
-            Ok(_) => println!("{label} deleted"),
-            Err(e) => {
-                failed += 1;
-                eprintln!("error: {label}: {e}");
-            }
-        }
+        let result = ctx.client.json(Method::DELETE, &ctx.url(res, ns.as_deref(), Some(&name)), None).await;
+        tally.record(&label, result.map(|_| "deleted"));
     }
-    if failed > 0 {
-        bail!("{failed} deletion(s) failed");
-    }
-    Ok(())
+    tally.finish("deletion(s) failed")
 }
 
 async fn describe(ctx: &Ctx, kind: &str, name: &str) -> anyhow::Result<()> {

@@ -16,6 +16,14 @@ fn s<'a>(v: &'a Value, ptr: &str) -> &'a str {
     v.pointer(ptr).and_then(Value::as_str).unwrap_or("")
 }
 
+/// The string at `ptr`, or `empty` when it is missing or "".
+fn s_or(v: &Value, ptr: &str, empty: &str) -> String {
+    match s(v, ptr) {
+        "" => empty.to_string(),
+        found => found.to_string(),
+    }
+}
+
 fn n(v: &Value, ptr: &str) -> i64 {
     v.pointer(ptr).and_then(Value::as_i64).unwrap_or(0)
 }
@@ -66,10 +74,7 @@ fn cell(obj: &Value, col: &str, now: DateTime<Utc>) -> String {
             let total = obj.pointer("/spec/containers").and_then(Value::as_array).map_or(0, Vec::len);
             format!("{}/{}", cs.iter().filter(|c| c["ready"] == true).count(), total)
         }
-        "STATUS" if obj["kind"] == "Pod" => match s(obj, "/status/phase") {
-            "" => "Pending".into(),
-            p => p.into(),
-        },
+        "STATUS" if obj["kind"] == "Pod" => s_or(obj, "/status/phase", "Pending"),
         "RESTARTS" => obj
             .pointer("/status/containerStatuses")
             .and_then(Value::as_array)
@@ -100,19 +105,10 @@ fn cell(obj: &Value, col: &str, now: DateTime<Utc>) -> String {
                 base.into()
             }
         }
-        "ROLES" => match s(obj, "/metadata/labels/orch.dev~1role") {
-            "" => "<none>".into(),
-            r => r.into(),
-        },
+        "ROLES" => s_or(obj, "/metadata/labels/orch.dev~1role", "<none>"),
         "TYPE" if obj["kind"] == "Event" => s(obj, "/type").into(),
-        "TYPE" => match s(obj, "/spec/type") {
-            "" => "ClusterIP".into(),
-            t => t.into(),
-        },
-        "CLUSTER-IP" => match s(obj, "/spec/clusterIP") {
-            "" => "<pending>".into(),
-            ip => ip.into(),
-        },
+        "TYPE" => s_or(obj, "/spec/type", "ClusterIP"),
+        "CLUSTER-IP" => s_or(obj, "/spec/clusterIP", "<pending>"),
         "PORT(S)" => obj
             .pointer("/spec/ports")
             .and_then(Value::as_array)
@@ -131,14 +127,8 @@ fn cell(obj: &Value, col: &str, now: DateTime<Utc>) -> String {
         "REASON" => s(obj, "/reason").into(),
         "OBJECT" => format!("{}/{}", s(obj, "/involvedObject/kind").to_ascii_lowercase(), s(obj, "/involvedObject/name")),
         "MESSAGE" => s(obj, "/message").into(),
-        "IP" => match s(obj, "/status/podIP") {
-            "" => "<none>".into(),
-            ip => ip.into(),
-        },
-        "NODE" => match s(obj, "/spec/nodeName") {
-            "" => "<none>".into(),
-            node => node.into(),
-        },
+        "IP" => s_or(obj, "/status/podIP", "<none>"),
+        "NODE" => s_or(obj, "/spec/nodeName", "<none>"),
         "INTERNAL-IP" => obj
             .pointer("/status/addresses")
             .and_then(Value::as_array)
@@ -205,6 +195,16 @@ mod tests {
         assert_eq!(age("2026-01-01T23:00:00Z", now), "60m");
         assert_eq!(age("2025-12-30T00:00:00Z", now), "3d");
         assert_eq!(age("garbage", now), "<unknown>");
+    }
+
+    #[test]
+    fn empty_fields_show_placeholders() {
+        let svc = json!({"kind": "Service", "spec": {"clusterIP": ""}});
+        assert_eq!(cell(&svc, "TYPE", Utc::now()), "ClusterIP");
+        assert_eq!(cell(&svc, "CLUSTER-IP", Utc::now()), "<pending>");
+        let pod = json!({"kind": "Pod", "spec": {"nodeName": "n1"}});
+        assert_eq!((cell(&pod, "STATUS", Utc::now()), cell(&pod, "NODE", Utc::now()), cell(&pod, "IP", Utc::now())),
+            ("Pending".to_string(), "n1".to_string(), "<none>".to_string()));
     }
 
     #[test]
