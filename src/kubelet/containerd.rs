@@ -3,9 +3,9 @@
 //! imported the long way: blobs into the content store, an image record, then each layer
 //! applied onto an overlayfs snapshot named by its chain id.
 
-use std::collections::HashMap;
+use std::collections::{BTreeMap, HashMap};
 use std::path::{Path, PathBuf};
-use std::time::Duration;
+use std::time::{Duration, SystemTime};
 
 use containerd_client::services::v1::snapshots::{CommitSnapshotRequest, PrepareSnapshotRequest, RemoveSnapshotRequest, StatSnapshotRequest};
 use containerd_client::services::v1::{
@@ -186,21 +186,46 @@ impl ContainerdRuntime {
         Ok(out)
     }
 
-    async fn task_state(&self, id: &str) -> Result<ContainerState, RuntimeError> {
+    /// The task's state and, once it exited, when.
+    async fn task_state(&self, id: &str) -> Result<(ContainerState, Option<SystemTime>), RuntimeError> {
         match self.client.tasks().get(req(GetRequest { container_id: id.into(), exec_id: String::new() })).await {
             Ok(r) => {
                 let p = r.into_inner().process.unwrap_or_default();
                 Ok(match p.status {
-                    1 => ContainerState::Created,
-                    2 | 4 | 5 => ContainerState::Running { pid: p.pid },
-                    3 => ContainerState::Exited { code: p.exit_status },
-                    _ => ContainerState::Unknown,
+                    1 => (ContainerState::Created, None),
+                    2 | 4 | 5 => (ContainerState::Running { pid: p.pid }, None),
+                    3 => (ContainerState::Exited { code: p.exit_status }, p.exited_at.and_then(time)),
+                    _ => (ContainerState::Unknown, None),
                 })
             }
-            Err(e) if e.code() == Code::NotFound => Ok(ContainerState::Created),
+            Err(e) if e.code() == Code::NotFound => Ok((ContainerState::Created, None)),
             Err(e) => Err(rt(e)),
         }
     }
+
+    async fn describe(&self, c: Container) -> Result<ContainerInfo, RuntimeError> {
+        let (state, exited_at) = self.task_state(&c.id).await?;
+        let labels: BTreeMap<String, String> = c.labels.into_iter().collect();
+        let oom_killed = matches!(state, ContainerState::Exited { .. }) && labels.get(CGROUP_LABEL).is_some_and(|cg| oom_kills(cg) > 0);
+        Ok(ContainerInfo { id: c.id, image: c.image, state, labels, created_at: c.created_at.and_then(time), exited_at, oom_killed })
+    }
+}
+
+/// The label holding a container's cgroup path (to read its OOM count after it exits).
+pub const CGROUP_LABEL: &str = "orch.dev/cgroup";
+
+fn time(t: prost_types::Timestamp) -> Option<SystemTime> {
+    (t.seconds > 0).then(|| SystemTime::UNIX_EPOCH + Duration::new(t.seconds as u64, t.nanos.max(0) as u32))
+}
+
+/// OOM kills counted by a cgroup v1 memory controller (`oom_kill` in memory.oom_control);
+/// the cgroup lives until the task is deleted, so an exited container can still be asked.
+fn oom_kills(cgroup: &str) -> u64 {
+    let path = format!("/sys/fs/cgroup/memory/{}/memory.oom_control", cgroup.trim_start_matches('/'));
+    std::fs::read_to_string(path)
+        .ok()
+        .and_then(|s| s.lines().find_map(|l| l.strip_prefix("oom_kill ").and_then(|n| n.trim().parse().ok())))
+        .unwrap_or(0)
 }
 
 fn log_uri(path: &Path) -> String {
@@ -254,9 +279,11 @@ impl ContainerRuntime for ContainerdRuntime {
             std::fs::create_dir_all(dir).map_err(|e| RuntimeError::Runtime(format!("log dir: {e}")))?;
         }
         let spec = serde_json::to_vec(&oci::spec(c)).map_err(|e| RuntimeError::Runtime(e.to_string()))?;
+        let mut labels: HashMap<String, String> = c.labels.clone().into_iter().collect();
+        labels.insert(CGROUP_LABEL.into(), c.cgroup.clone());
         let container = Container {
             id: c.id.clone(),
-            labels: c.labels.clone().into_iter().collect(),
+            labels,
             image: c.image.clone(),
             runtime: Some(Runtime { name: RUNTIME.into(), options: None }),
             spec: Some(prost_types::Any { type_url: SPEC_TYPE.into(), value: spec }),
@@ -291,20 +318,14 @@ impl ContainerRuntime for ContainerdRuntime {
             Err(e) if e.code() == Code::NotFound => return Err(RuntimeError::NotFound(id.into())),
             Err(e) => return Err(rt(e)),
         };
-        Ok(ContainerInfo {
-            id: container.id,
-            image: container.image,
-            state: self.task_state(id).await?,
-            labels: container.labels.into_iter().collect(),
-        })
+        self.describe(container).await
     }
 
     async fn list(&self) -> Result<Vec<ContainerInfo>, RuntimeError> {
         let all = self.client.containers().list(req(ListContainersRequest { filters: vec![] })).await.map_err(rt)?.into_inner().containers;
         let mut out = Vec::with_capacity(all.len());
         for c in all {
-            let state = self.task_state(&c.id).await?;
-            out.push(ContainerInfo { id: c.id, image: c.image, state, labels: c.labels.into_iter().collect() });
+            out.push(self.describe(c).await?);
         }
         Ok(out)
     }

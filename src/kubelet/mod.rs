@@ -1,9 +1,14 @@
-//! The kubelet role (in progress, issue #4): running pods' containers on this node.
-//! So far: the `ContainerRuntime` trait and its fake (`runtime`), the containerd
-//! implementation (`containerd`), OCI image archives (`image`) and runtime specs (`oci`).
-//! Pod networking and the sync loop come next.
+//! The kubelet role (issue #4): running the pods bound to this node. The runtime trait and
+//! its containerd implementation (`runtime`, `containerd`, `image`, `oci`), pod networking
+//! (`netns`, `network`, `ipam`), the pure per-pod decisions (`plan`, `status`), volumes
+//! (`volumes`) and the loop that ties them to the API (`sync`).
 
 pub mod containerd;
 pub mod image;
+pub mod ipam;
+pub mod netns;
+pub mod network;
 pub mod oci;
+pub mod plan;
 pub mod runtime;
+pub mod status;

@@ -5,6 +5,7 @@
 use std::collections::BTreeMap;
 use std::path::PathBuf;
 use std::sync::Mutex;
+use std::time::SystemTime;
 
 /// What to run: one container of a pod.
 #[derive(Debug, Clone, PartialEq, Eq, Default)]
@@ -48,6 +49,10 @@ pub struct ContainerInfo {
     pub image: String,
     pub state: ContainerState,
     pub labels: BTreeMap<String, String>,
+    pub created_at: Option<SystemTime>,
+    pub exited_at: Option<SystemTime>,
+    /// The kernel's OOM killer ended it (its memory cgroup counted an OOM kill).
+    pub oom_killed: bool,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -102,6 +107,7 @@ impl FakeRuntime {
     pub fn exit(&self, id: &str, code: u32) {
         if let Some(c) = self.containers.lock().expect("fake lock").get_mut(id) {
             c.state = ContainerState::Exited { code };
+            c.exited_at = Some(SystemTime::now());
         }
     }
 }
@@ -131,6 +137,9 @@ impl ContainerRuntime for FakeRuntime {
             image: config.image.clone(),
             state: ContainerState::Running { pid: 1 },
             labels: config.labels.clone(),
+            created_at: Some(SystemTime::now()),
+            exited_at: None,
+            oom_killed: false,
         };
         self.containers.lock().expect("fake lock").insert(config.id.clone(), info);
         Ok(())
@@ -150,6 +159,7 @@ impl ContainerRuntime for FakeRuntime {
         let c = all.get_mut(id).ok_or_else(|| RuntimeError::NotFound(id.into()))?;
         if matches!(signal, 9 | 15) {
             c.state = ContainerState::Exited { code: 128 + signal };
+            c.exited_at = Some(SystemTime::now());
         }
         Ok(())
     }
