@@ -5,6 +5,7 @@
 pub mod api;
 pub mod client;
 pub mod clock;
+pub mod control;
 pub mod ctl;
 pub mod daemon;
 pub mod kubelet;

@@ -11,6 +11,7 @@ use anyhow::{bail, Context};
 use orch::client::ApiClient;
 use serde_json::Value;
 
+use crate::containerd::Containerd;
 use crate::net::TestNet;
 
 pub const API_PORT: u16 = 6443;
@@ -61,9 +62,20 @@ impl Node {
     }
 }
 
+/// How to start a cluster beyond its size.
+#[derive(Clone, Debug, Default)]
+pub struct Options {
+    /// Give every node a containerd of its own and run the kubelet role (else `--no-kubelet`).
+    pub containerd: bool,
+    /// Extra orchd flags for every node (e.g. faster heartbeats).
+    pub extra: Vec<String>,
+}
+
 pub struct Cluster {
     // Dropped in order: processes first (Drop impl), then the network, then the dirs.
     pub nodes: Vec<Node>,
+    /// Per node, its containerd (with `Options::containerd`).
+    pub containerds: Vec<Containerd>,
     net: TestNet,
     dir: tempfile::TempDir,
     pub token: String,
@@ -82,12 +94,17 @@ impl Cluster {
     }
 
     pub async fn start_with(heads: usize, workers: usize, extra: &[&str]) -> anyhow::Result<Cluster> {
+        Self::start_opts(heads, workers, Options { extra: extra.iter().map(|s| s.to_string()).collect(), ..Default::default() }).await
+    }
+
+    pub async fn start_opts(heads: usize, workers: usize, opts: Options) -> anyhow::Result<Cluster> {
         let mut c = Cluster {
             nodes: Vec::new(),
+            containerds: Vec::new(),
             net: TestNet::new()?,
             dir: tempfile::Builder::new().prefix("orch-cluster-").tempdir()?,
             token: String::new(),
-            extra: extra.iter().map(|s| s.to_string()).collect(),
+            extra: opts.extra.clone(),
             client: ApiClient::new(Duration::from_secs(10)),
             quiet: false,
         };
@@ -100,6 +117,14 @@ impl Cluster {
             };
             let data_dir = c.dir.path().join(&name);
             c.nodes.push(Node { name, role, ip, data_dir, process: None });
+        }
+        if opts.containerd {
+            for i in 0..c.nodes.len() {
+                let ctrd = Containerd::start(&c.dir.path().join(format!("{}-containerd", c.nodes[i].name)))?;
+                c.containerds.push(ctrd);
+            }
+        } else {
+            c.extra.push("--no-kubelet".into());
         }
         c.spawn(0, &["--init"])?;
         c.wait_ready(0).await?;
@@ -120,23 +145,46 @@ impl Cluster {
         std::fs::create_dir_all(&node.data_dir)?;
         let log = std::fs::OpenOptions::new().create(true).append(true).open(node.data_dir.with_extension("log"))?;
         let ip = node.ip.to_string();
-        let mut cmd = Command::new("ip");
-        cmd.args(["netns", "exec", &self.net.netns(i)])
+        // nsenter joins only the node's network namespace: orchd stays in the host's mount
+        // namespace, so the pod namespaces it pins are visible to containerd and runc.
+        let mut cmd = Command::new("nsenter");
+        cmd.arg(format!("--net=/run/netns/{}", self.net.netns(i)))
+            .arg("--")
             .arg(bin("orchd")?)
             .args(["--name", &node.name, "--advertise", &ip, "--data-dir"])
             .arg(&node.data_dir)
             .args(["--api-port", &API_PORT.to_string(), "--raft-port", &RAFT_PORT.to_string(), "--node-heartbeat-s", "2"])
             .args(&self.extra)
+            .args(self.kubelet_flags(i))
             .args(args)
             .env("ORCH_LOG", "info,openraft=warn")
             .env_remove("RUST_BACKTRACE")
             .stdin(Stdio::null())
             .stdout(log.try_clone()?)
             .stderr(log);
-        // `ip netns exec` execs orchd, so this PID is orchd's own.
+        // nsenter execs orchd, so this PID is orchd's own.
         let child = cmd.spawn().context("starting orchd")?;
         self.nodes[i].process = Some(child);
         Ok(())
+    }
+
+    /// Per-node kubelet settings: its containerd, run dir and cgroup parent.
+    fn kubelet_flags(&self, i: usize) -> Vec<String> {
+        let Some(ctrd) = self.containerds.get(i) else { return vec![] };
+        vec![
+            "--containerd-socket".into(),
+            ctrd.socket().display().to_string(),
+            "--run-dir".into(),
+            self.dir.path().join(format!("{}-run", self.nodes[i].name)).display().to_string(),
+            "--cgroup-parent".into(),
+            self.cgroup_parent(i),
+        ]
+    }
+
+    /// The cgroup all of node `i`'s pods live under (unique per cluster and node).
+    pub fn cgroup_parent(&self, i: usize) -> String {
+        let unique = self.dir.path().file_name().map(|f| f.to_string_lossy().into_owned()).unwrap_or_default();
+        format!("{unique}-{}", self.nodes[i].name)
     }
 
     /// Start a stopped or killed node's process again from its data dir (no join flags
@@ -281,6 +329,14 @@ impl Drop for Cluster {
             // A paused process must be resumed to die promptly on SIGKILL's wait.
             self.resume(i);
             self.kill(i);
+        }
+        for ctrd in &mut self.containerds {
+            ctrd.shutdown();
+        }
+        // Pinned pod namespaces and anything else mounted under the cluster's directory.
+        crate::containerd::unmount_under(self.dir.path());
+        for i in 0..self.containerds.len() {
+            crate::containerd::remove_cgroups(&self.cgroup_parent(i));
         }
     }
 }

@@ -6,6 +6,7 @@ pub mod bench;
 pub mod chaos;
 pub mod check;
 pub mod cluster;
+pub mod containerd;
 pub mod net;
 pub mod objects;
 pub mod watch;

@@ -365,6 +365,27 @@ impl RaftNode {
         }
     }
 
+    /// This member's leadership as it changes: `Some(term)` while it leads in `term`,
+    /// `None` otherwise. Leader-only work started on `Some(t)` must propose with
+    /// `fence_term: Some(t)`, so nothing it proposes commits once another leader took over.
+    pub fn leadership(&self) -> watch::Receiver<Option<u64>> {
+        let mut metrics = self.raft().metrics();
+        let leading = |m: &openraft::RaftMetrics<NodeId, Member>| {
+            (m.state == ServerState::Leader && m.current_leader == Some(m.id)).then_some(m.current_term)
+        };
+        let (tx, rx) = watch::channel(leading(&metrics.borrow()));
+        tokio::spawn(async move {
+            while metrics.changed().await.is_ok() {
+                let now = leading(&metrics.borrow_and_update());
+                tx.send_if_modified(|v| std::mem::replace(v, now) != now);
+                if tx.is_closed() {
+                    return;
+                }
+            }
+        });
+        rx
+    }
+
     /// Ask another member for its status (for `cluster status`).
     pub async fn peer_status(&self, member: &Member) -> Result<MemberStatus, String> {
         let channel = self.channels().get(&member.raft_addr).map_err(|e| e.to_string())?;

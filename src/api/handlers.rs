@@ -146,7 +146,11 @@ async fn handle(
         (Method::DELETE, Some(name)) => {
             let opts = read_body(headers, body).await.unwrap_or(Value::Null);
             let expected = opts.pointer("/preconditions/resourceVersion").and_then(Value::as_str).map(parse_rv).transpose()?;
-            Ok(json_response(StatusCode::OK, &store.delete(t.res, ns, name, expected).await?))
+            let grace = match q.get("gracePeriodSeconds") {
+                Some(g) => Some(g.parse::<i64>().map_err(|_| ApiError::bad_request(format!("gracePeriodSeconds {g:?} is not a number")))?),
+                None => opts.get("gracePeriodSeconds").and_then(Value::as_i64),
+            };
+            Ok(json_response(StatusCode::OK, &store.delete_gracefully(t.res, ns, name, expected, grace).await?))
         }
         (m, _) => Err(ApiError::new(405, "MethodNotAllowed", format!("{m} is not supported on this path"))),
     }

@@ -4,6 +4,7 @@
 pub mod discovery;
 pub mod handlers;
 pub mod object;
+pub mod quantity;
 pub mod resources;
 pub mod status;
 pub mod store;

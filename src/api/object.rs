@@ -51,6 +51,24 @@ pub fn str_field<'a>(obj: &'a Value, field: &str) -> Option<&'a str> {
     meta(obj)?.get(field)?.as_str()
 }
 
+/// A pod marked for graceful deletion, or None when it should be removed at once (not
+/// bound to a node, or a grace period of 0). A second deletion may shorten the grace.
+pub fn pod_deletion(pod: &Value, requested: Option<i64>, now: &str) -> Option<Value> {
+    if pod.pointer("/spec/nodeName").and_then(Value::as_str).is_none_or(str::is_empty) || requested == Some(0) {
+        return None;
+    }
+    let spec_grace = pod.pointer("/spec/terminationGracePeriodSeconds").and_then(Value::as_i64);
+    let mut grace = requested.or(spec_grace).unwrap_or(30).max(1);
+    let mut out = pod.clone();
+    let m = meta_mut(&mut out);
+    if let Some(old) = m.get("deletionGracePeriodSeconds").and_then(Value::as_i64) {
+        grace = grace.min(old);
+    }
+    m.entry("deletionTimestamp").or_insert_with(|| now.into());
+    m.insert("deletionGracePeriodSeconds".into(), grace.into());
+    Some(out)
+}
+
 /// Stamp a new object: uid, creationTimestamp, generation 1; drop resourceVersion.
 pub fn prepare_create(obj: &mut Value, uid: &str, now: &str) {
     let m = meta_mut(obj);
@@ -79,7 +97,7 @@ pub fn prepare_update(new: &mut Value, current: &Value) {
     let generation = old.get("generation").and_then(Value::as_i64).unwrap_or(1);
     let m = meta_mut(new);
     m.remove("resourceVersion");
-    for owned in ["uid", "creationTimestamp", "deletionTimestamp"] {
+    for owned in ["uid", "creationTimestamp", "deletionTimestamp", "deletionGracePeriodSeconds"] {
         match old.get(owned) {
             Some(v) => m.insert(owned.into(), v.clone()),
             None => m.remove(owned),

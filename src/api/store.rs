@@ -31,6 +31,9 @@ pub struct ObjectStore {
     metrics: Arc<Metrics>,
     /// Fault injection only: treat every read as a local read.
     unsafe_local_reads: bool,
+    /// Leader-only writers set the term they lead in: a write proposed after leadership
+    /// moved on is refused by the state machine (fencing).
+    fence: Option<u64>,
 }
 
 /// Which objects a list or watch wants.
@@ -67,7 +70,12 @@ fn what(res: &Resource, ns: Option<&str>, name: &str) -> String {
 
 impl ObjectStore {
     pub fn new(node: RaftNode, clock: Arc<dyn Clock>, metrics: Arc<Metrics>) -> Self {
-        ObjectStore { node, clock, metrics, unsafe_local_reads: false }
+        ObjectStore { node, clock, metrics, unsafe_local_reads: false, fence: None }
+    }
+
+    /// This store, with every write fenced to Raft term `term`.
+    pub fn fenced(&self, term: u64) -> ObjectStore {
+        ObjectStore { fence: Some(term), ..self.clone() }
     }
 
     /// Break linearizability on purpose (`--unsafe-stale-reads`), so the chaos checker
@@ -89,9 +97,14 @@ impl ObjectStore {
 
     async fn propose(&self, txn: Txn) -> Result<(u64, Outcome), ApiError> {
         let started = std::time::Instant::now();
-        let r = self.node.propose(Command { request_id: None, fence_term: None, txn }).await;
+        let r = self.node.propose(Command { request_id: None, fence_term: self.fence, txn }).await;
         self.metrics.proposal_seconds.observe(started.elapsed().as_secs_f64());
         let r = r?;
+        if let Outcome::Fenced { proposed_term, committed_term } = r.outcome {
+            return Err(ApiError::unavailable(format!(
+                "fenced: proposed as leader of term {proposed_term}, committed in term {committed_term}"
+            )));
+        }
         Ok((r.revision, r.outcome))
     }
 
@@ -193,6 +206,19 @@ impl ObjectStore {
         expected: Option<u64>,
         change: impl Fn(&Value) -> Result<Value, ApiError>,
     ) -> Result<Value, ApiError> {
+        self.modify_marking(res, ns, name, expected, change, false).await
+    }
+
+    /// `modify`; with `marks_deletion` the change may set the server-owned deletion fields.
+    async fn modify_marking(
+        &self,
+        res: &Resource,
+        ns: Option<&str>,
+        name: &str,
+        expected: Option<u64>,
+        change: impl Fn(&Value) -> Result<Value, ApiError>,
+        marks_deletion: bool,
+    ) -> Result<Value, ApiError> {
         let key = res.key(ns, name);
         for _attempt in 0..8 {
             self.barrier(Consistency::Linearizable).await?;
@@ -206,7 +232,18 @@ impl ObjectStore {
             if object::name_of(&next) != Some(name) {
                 return Err(ApiError::bad_request(format!("metadata.name must be {name:?}, as in the request path")));
             }
+            let marks: Vec<(String, Value)> = if marks_deletion {
+                ["deletionTimestamp", "deletionGracePeriodSeconds"]
+                    .iter()
+                    .filter_map(|f| next["metadata"].get(*f).map(|v| (f.to_string(), v.clone())))
+                    .collect()
+            } else {
+                vec![]
+            };
             object::prepare_update(&mut next, &current);
+            for (field, v) in marks {
+                next["metadata"][field] = v;
+            }
             let value = serde_json::to_vec(&next).map_err(|e| ApiError::internal(e.to_string()))?;
             let txn = Txn { conditions: vec![Condition::ModRevision { key: key.clone(), revision: rev }], ops: vec![Op::Put { key: key.clone(), value }] };
             match self.propose(txn).await? {
@@ -218,6 +255,29 @@ impl ObjectStore {
             }
         }
         Err(ApiError::conflict(format!("{} is changing too fast; try again", what(res, ns, name))))
+    }
+
+    /// DELETE as the API serves it: a pod bound to a node is only marked (deletionTimestamp,
+    /// deletionGracePeriodSeconds) so its kubelet can stop it gracefully and then remove it;
+    /// everything else, and a pod deleted with grace 0, is removed at once.
+    pub async fn delete_gracefully(
+        &self,
+        res: &Resource,
+        ns: Option<&str>,
+        name: &str,
+        expected: Option<u64>,
+        grace: Option<i64>,
+    ) -> Result<Value, ApiError> {
+        if res.kind == "Pod" {
+            if let Some((current, _)) = self.current(&res.key(ns, name))? {
+                let now = self.clock.now_rfc3339();
+                if object::pod_deletion(&current, grace, &now).is_some() {
+                    let mark = |cur: &Value| Ok(object::pod_deletion(cur, grace, &now).unwrap_or_else(|| cur.clone()));
+                    return self.modify_marking(res, ns, name, expected, mark, true).await;
+                }
+            }
+        }
+        self.delete(res, ns, name, expected).await
     }
 
     /// Delete an object, optionally only at `expected` resourceVersion; returns its last state.

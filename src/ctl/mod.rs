@@ -63,6 +63,11 @@ pub enum Command {
         #[command(subcommand)]
         command: ClusterCommand,
     },
+    /// Container images on the nodes.
+    Image {
+        #[command(subcommand)]
+        command: ImageCommand,
+    },
     /// Edit the client config file.
     Config {
         #[command(subcommand)]
@@ -76,6 +81,17 @@ pub enum ClusterCommand {
     Status {
         #[arg(short = 'o', long, value_enum, default_value = "table")]
         output: Output,
+    },
+}
+
+#[derive(Subcommand, Debug)]
+pub enum ImageCommand {
+    /// Load an OCI image archive (tar) into every node, or one (for air-gapped clusters).
+    Load {
+        file: std::path::PathBuf,
+        /// Only this node.
+        #[arg(long)]
+        node: Option<String>,
     },
 }
 
@@ -134,8 +150,37 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Delete { kind, names, files } => delete(&ctx, kind, names, files).await,
         Command::Describe { kind, name } => describe(&ctx, &kind, &name).await,
         Command::Cluster { command: ClusterCommand::Status { output } } => cluster_status(&ctx, output).await,
+        Command::Image { command: ImageCommand::Load { file, node } } => image_load(&ctx, &file, node).await,
         Command::Config { .. } => unreachable!("handled above"),
     }
+}
+
+async fn image_load(ctx: &Ctx, file: &std::path::Path, node: Option<String>) -> anyhow::Result<()> {
+    let archive = bytes::Bytes::from(std::fs::read(file).with_context(|| format!("reading {}", file.display()))?);
+    crate::kubelet::image::parse_archive(&archive).with_context(|| format!("{} is not an OCI image archive", file.display()))?;
+    let nodes = match node {
+        Some(n) => vec![n],
+        None => {
+            let list = ctx.client.json(Method::GET, &format!("{}/api/v1/nodes", ctx.base), None).await?;
+            list["items"].as_array().into_iter().flatten().filter_map(|n| n["metadata"]["name"].as_str().map(String::from)).collect()
+        }
+    };
+    let mut tally = Tally { failed: 0 };
+    for n in nodes {
+        let url = format!("{}/orch/v1/nodes/{n}/images", ctx.base);
+        let result = async {
+            let (status, body) = ctx.client.call(Method::POST, &url, Some("application/x-tar"), archive.clone()).await?;
+            let v: Value = serde_json::from_slice(&body).unwrap_or(Value::Null);
+            if !status.is_success() {
+                bail!("{}", v["message"].as_str().map(String::from).unwrap_or_else(|| format!("HTTP {status}")));
+            }
+            Ok(v["images"].as_array().into_iter().flatten().filter_map(Value::as_str).collect::<Vec<_>>().join(", "))
+        }
+        .await;
+        let word = result.map(|images| format!("loaded {images}"));
+        tally.record(&format!("node/{n}"), word.as_deref().map_err(|e| anyhow::anyhow!("{e}")));
+    }
+    tally.finish("nodes failed to load the image")
 }
 
 fn config_command(mut cfg: config::ClientConfig, cmd: &ConfigCommand) -> anyhow::Result<()> {

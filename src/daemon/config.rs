@@ -75,6 +75,28 @@ pub struct Flags {
     /// Node heartbeat (Node status) interval in seconds.
     #[arg(long)]
     pub node_heartbeat_s: Option<u64>,
+    /// Pod addresses of the whole cluster (the leader gives each node a slice).
+    #[arg(long)]
+    pub cluster_cidr: Option<String>,
+    /// Prefix length of each node's pod CIDR slice.
+    #[arg(long)]
+    pub node_cidr_prefix: Option<u8>,
+    /// Do not run pods on this node (no kubelet role).
+    #[arg(long)]
+    #[serde(default)]
+    pub no_kubelet: bool,
+    /// containerd's gRPC socket.
+    #[arg(long)]
+    pub containerd_socket: Option<PathBuf>,
+    /// Where pods' namespaces are pinned (a tmpfs).
+    #[arg(long)]
+    pub run_dir: Option<PathBuf>,
+    /// cgroup parent of all pods.
+    #[arg(long)]
+    pub cgroup_parent: Option<String>,
+    /// First container restart back-off in milliseconds (doubles per restart, up to 5 minutes).
+    #[arg(long)]
+    pub restart_backoff_ms: Option<u64>,
     /// UNSAFE, for fault-injection experiments only: acknowledge writes without fsync.
     #[arg(long, hide = true)]
     #[serde(default)]
@@ -107,6 +129,13 @@ pub struct Settings {
     pub node_heartbeat: Duration,
     pub fsync: bool,
     pub stale_reads: bool,
+    pub cluster_cidr: ipnet::Ipv4Net,
+    pub node_cidr_prefix: u8,
+    pub kubelet: bool,
+    pub containerd_socket: PathBuf,
+    pub run_dir: PathBuf,
+    pub cgroup_parent: String,
+    pub restart_backoff: Duration,
 }
 
 impl Settings {
@@ -142,7 +171,20 @@ impl Flags {
         if heartbeat * 2 > lo {
             bail!("--heartbeat-ms ({heartbeat}) must be at most half the election timeout minimum ({lo})");
         }
+        let cidr = self.cluster_cidr.or(file.cluster_cidr).unwrap_or_else(|| "10.244.0.0/16".into());
+        let cluster_cidr: ipnet::Ipv4Net = cidr.parse().with_context(|| format!("--cluster-cidr {cidr:?} is not an IPv4 CIDR"))?;
+        let node_cidr_prefix = self.node_cidr_prefix.or(file.node_cidr_prefix).unwrap_or(24);
+        if node_cidr_prefix < cluster_cidr.prefix_len() || node_cidr_prefix > 30 {
+            bail!("--node-cidr-prefix {node_cidr_prefix} must lie between the cluster CIDR's prefix ({}) and 30", cluster_cidr.prefix_len());
+        }
         Ok(Settings {
+            cluster_cidr: cluster_cidr.trunc(),
+            node_cidr_prefix,
+            kubelet: !(self.no_kubelet || file.no_kubelet),
+            containerd_socket: self.containerd_socket.or(file.containerd_socket).unwrap_or_else(crate::kubelet::containerd::default_socket),
+            run_dir: self.run_dir.or(file.run_dir).unwrap_or_else(|| PathBuf::from("/run/orch")),
+            cgroup_parent: self.cgroup_parent.or(file.cgroup_parent).unwrap_or_else(|| "orch".into()),
+            restart_backoff: Duration::from_millis(self.restart_backoff_ms.or(file.restart_backoff_ms).unwrap_or(10_000)),
             name,
             data_dir: self.data_dir.or(file.data_dir).unwrap_or_else(|| PathBuf::from("/var/lib/orch")),
             advertise,

@@ -5,6 +5,7 @@
 pub mod config;
 pub mod heartbeat;
 pub mod join;
+pub mod node_api;
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -107,7 +108,10 @@ async fn run_head(s: Settings, mut state: NodeState) -> anyhow::Result<()> {
 
     let api_base = format!("http://{}", state.api_addr);
     tokio::spawn(heartbeat::run(api_base, identity(&state, &s), s.node_heartbeat, clock));
-    let server = axum::serve(no_delay(listener), api::router(app)).with_graceful_shutdown(shutdown_signal());
+    tokio::spawn(crate::control::run(store.clone(), control_config(&s)));
+    start_kubelet(&s, &state);
+    let router = api::router(app).merge(node_api::router(node_api(&s, &state)));
+    let server = axum::serve(no_delay(listener), router).with_graceful_shutdown(shutdown_signal());
     tracing::info!(api = %state.api_addr, "serving the API");
     server.await?;
     node.shutdown().await;
@@ -160,9 +164,61 @@ async fn run_worker(s: Settings, state: NodeState) -> anyhow::Result<()> {
         .with_context(|| format!("binding the API port {}", s.api_port))?;
     let api_base = format!("http://{}", state.api_addr);
     tokio::spawn(heartbeat::run(api_base, identity(&state, &s), s.node_heartbeat, Arc::new(SystemClock)));
+    start_kubelet(&s, &state);
     tracing::info!(api = %state.api_addr, heads = ?state.seeds, "serving the API (forwarding to heads)");
-    axum::serve(no_delay(listener), crate::proxy::router(proxy)).with_graceful_shutdown(shutdown_signal()).await?;
+    let router = crate::proxy::router(proxy).merge(node_api::router(node_api(&s, &state)));
+    axum::serve(no_delay(listener), router).with_graceful_shutdown(shutdown_signal()).await?;
     Ok(())
+}
+
+fn node_api(s: &Settings, state: &NodeState) -> node_api::NodeApi {
+    node_api::NodeApi::new(&state.name, &format!("http://{}", state.api_addr), s.containerd_socket.clone())
+}
+
+fn control_config(s: &Settings) -> crate::control::ControlConfig {
+    crate::control::ControlConfig { cluster_cidr: s.cluster_cidr, node_cidr_prefix: s.node_cidr_prefix, resync: Duration::from_secs(10) }
+}
+
+/// The kubelet role: connect to containerd (retrying until it is there), then run pods.
+fn start_kubelet(s: &Settings, state: &NodeState) {
+    use crate::kubelet::{containerd::ContainerdRuntime, network::NetlinkNetwork, plan::Backoff, sync};
+    if !s.kubelet {
+        tracing::info!("--no-kubelet: this node runs no pods");
+        return;
+    }
+    let cfg = sync::KubeletConfig {
+        node_name: state.name.clone(),
+        node_ip: s.advertise.to_string(),
+        api_base: format!("http://{}", state.api_addr),
+        data_dir: s.data_dir.join("kubelet"),
+        run_dir: s.run_dir.clone(),
+        cgroup_parent: s.cgroup_parent.clone(),
+        cluster_cidr: s.cluster_cidr,
+        backoff: Backoff { base: s.restart_backoff, ..Backoff::default() },
+        resync: Duration::from_secs(2),
+    };
+    let socket = s.containerd_socket.clone();
+    tokio::spawn(async move {
+        let mut delay = Duration::from_secs(1);
+        let runtime = loop {
+            match ContainerdRuntime::connect(&socket).await {
+                Ok(r) => break r,
+                Err(e) => tracing::warn!(error = %e, "kubelet: containerd is not reachable yet"),
+            }
+            tokio::time::sleep(delay).await;
+            delay = (delay * 2).min(Duration::from_secs(30));
+        };
+        let kubelet = NetlinkNetwork::new(&cfg.run_dir)
+            .map_err(anyhow::Error::from)
+            .and_then(|net| sync::Kubelet::new(cfg, runtime, net).map_err(anyhow::Error::from));
+        match kubelet {
+            Ok(k) => {
+                tracing::info!(socket = %socket.display(), "kubelet running");
+                k.run().await
+            }
+            Err(e) => tracing::error!(error = %e, "kubelet could not start"),
+        }
+    });
 }
 
 /// API connections carry small request/response exchanges: without TCP_NODELAY, Nagle's

@@ -19,7 +19,7 @@ use containerd_client::tonic::{Code, Request, Status};
 
 use super::image::{chain_ids, parse_archive};
 use super::oci;
-use super::runtime::{ContainerConfig, ContainerInfo, ContainerRuntime, ContainerState, RuntimeError};
+use super::runtime::{ContainerConfig, ContainerInfo, ImageConfig, ContainerRuntime, ContainerState, RuntimeError};
 
 /// The containerd namespace orch's containers and images live in.
 pub const NAMESPACE: &str = "orch";
@@ -53,7 +53,7 @@ impl ContainerdRuntime {
             .map_err(|_| RuntimeError::Runtime(format!("timed out connecting to containerd at {}", socket.display())))?
             .map_err(|e| RuntimeError::Runtime(format!("connecting to containerd at {}: {e}", socket.display())))?;
         let ns = Namespace { name: NAMESPACE.into(), labels: Default::default() };
-        match client.namespaces().create(Request::new(CreateNamespaceRequest { namespace: Some(ns) })).await {
+        match client.namespaces().create(req(CreateNamespaceRequest { namespace: Some(ns) })).await {
             Ok(_) => {}
             Err(e) if e.code() == Code::AlreadyExists => {}
             Err(e) => return Err(rt(e)),
@@ -152,8 +152,8 @@ impl ContainerdRuntime {
         Ok(parent)
     }
 
-    /// The top snapshot (chain id) of an image already in the store.
-    async fn image_top_snapshot(&self, name: &str) -> Result<String, RuntimeError> {
+    /// The config document (OCI image config) of an image already in the store.
+    async fn image_config_json(&self, name: &str) -> Result<serde_json::Value, RuntimeError> {
         let image = match self.client.images().get(req(GetImageRequest { name: name.into() })).await {
             Ok(r) => r.into_inner().image.ok_or_else(|| RuntimeError::ImageNotFound(name.into()))?,
             Err(e) if e.code() == Code::NotFound => return Err(RuntimeError::ImageNotFound(name.into())),
@@ -163,8 +163,12 @@ impl ContainerdRuntime {
         let manifest: serde_json::Value = serde_json::from_slice(&self.read_blob(&target.digest).await?)
             .map_err(|e| RuntimeError::Runtime(format!("manifest of {name}: {e}")))?;
         let config_digest = manifest["config"]["digest"].as_str().unwrap_or_default().to_string();
-        let config: serde_json::Value = serde_json::from_slice(&self.read_blob(&config_digest).await?)
-            .map_err(|e| RuntimeError::Runtime(format!("config of {name}: {e}")))?;
+        serde_json::from_slice(&self.read_blob(&config_digest).await?).map_err(|e| RuntimeError::Runtime(format!("config of {name}: {e}")))
+    }
+
+    /// The top snapshot (chain id) of an image already in the store.
+    async fn image_top_snapshot(&self, name: &str) -> Result<String, RuntimeError> {
+        let config = self.image_config_json(name).await?;
         let diff_ids: Vec<String> =
             config["rootfs"]["diff_ids"].as_array().cloned().unwrap_or_default().iter().filter_map(|d| d.as_str().map(String::from)).collect();
         chain_ids(&diff_ids).pop().ok_or_else(|| RuntimeError::Runtime(format!("{name} has no layers")))
@@ -271,6 +275,10 @@ impl ContainerRuntime for ContainerdRuntime {
             Err(RuntimeError::ImageNotFound(_)) => Ok(false),
             Err(e) => Err(e),
         }
+    }
+
+    async fn image_config(&self, name: &str) -> Result<ImageConfig, RuntimeError> {
+        Ok(ImageConfig::from_oci(&self.image_config_json(name).await?))
     }
 
     async fn run(&self, c: &ContainerConfig) -> Result<(), RuntimeError> {

@@ -5,6 +5,7 @@
 
 pub mod containerd;
 pub mod image;
+pub mod inputs;
 pub mod ipam;
 pub mod netns;
 pub mod network;
@@ -12,3 +13,4 @@ pub mod oci;
 pub mod plan;
 pub mod runtime;
 pub mod status;
+pub mod sync;

@@ -242,7 +242,11 @@ impl PodNetwork for NetlinkNetwork {
         self.handle.link().set(LinkUnspec::new_with_index(host_index).controller(bridge).up().build()).execute().await?;
 
         // Inside the pod: eth0 with the pod IP, lo up, default route via the bridge.
-        let (pod, conn) = netns::in_netns(&paths.netns, connect)?;
+        let runtime = tokio::runtime::Handle::current();
+        let (pod, conn) = netns::in_netns(&paths.netns, move || {
+            let _entered = runtime.enter();
+            connect()
+        })?;
         let inside = async {
             let index = link_index(&pod, &peer).await?.ok_or_else(|| NetError::Netlink(format!("{peer} not in the pod")))?;
             pod.link().set(LinkUnspec::new_with_index(index).name("eth0".to_string()).build()).execute().await?;

@@ -52,7 +52,11 @@ pub fn spec(c: &ContainerConfig) -> Value {
         options.push(if *ro { "ro" } else { "rw" });
         mounts.push(json!({"destination": dest, "type": "bind", "source": host, "options": options}));
     }
-    let mut namespaces = vec![json!({"type": "pid"}), json!({"type": "ipc"}), json!({"type": "uts"}), json!({"type": "mount"})];
+    let mut namespaces = vec![json!({"type": "pid"}), json!({"type": "uts"}), json!({"type": "mount"})];
+    namespaces.push(match &c.ipcns {
+        Some(path) => json!({"type": "ipc", "path": path}),
+        None => json!({"type": "ipc"}),
+    });
     namespaces.push(match &c.netns {
         Some(path) => json!({"type": "network", "path": path}),
         None => json!({"type": "network"}),

@@ -20,6 +20,8 @@ pub struct ContainerConfig {
     pub hostname: String,
     /// Join this network namespace (a path such as /var/run/netns/X); None: a new one.
     pub netns: Option<PathBuf>,
+    /// Join this IPC namespace (the pod's, shared by its containers); None: a new one.
+    pub ipcns: Option<PathBuf>,
     /// Bind mounts: (host path, container path, read-only).
     pub mounts: Vec<(PathBuf, String, bool)>,
     /// Memory limit in bytes.
@@ -55,6 +57,42 @@ pub struct ContainerInfo {
     pub oom_killed: bool,
 }
 
+/// What an image says to run by default (its OCI config's `config` section).
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct ImageConfig {
+    pub entrypoint: Vec<String>,
+    pub cmd: Vec<String>,
+    pub env: Vec<(String, String)>,
+    pub working_dir: Option<String>,
+}
+
+impl ImageConfig {
+    pub fn from_oci(config: &serde_json::Value) -> Self {
+        let strings = |v: &serde_json::Value| -> Vec<String> { v.as_array().into_iter().flatten().filter_map(|s| s.as_str().map(String::from)).collect() };
+        let c = &config["config"];
+        ImageConfig {
+            entrypoint: strings(&c["Entrypoint"]),
+            cmd: strings(&c["Cmd"]),
+            env: strings(&c["Env"]).into_iter().filter_map(|e| e.split_once('=').map(|(k, v)| (k.to_string(), v.to_string()))).collect(),
+            working_dir: c["WorkingDir"].as_str().filter(|w| !w.is_empty()).map(String::from),
+        }
+    }
+
+    /// The command line, as Kubernetes resolves it: `command` replaces the entrypoint (and
+    /// drops the image's cmd), `args` replaces the cmd.
+    pub fn argv(&self, command: &[String], args: &[String]) -> Vec<String> {
+        let entry = if command.is_empty() { &self.entrypoint } else { command };
+        let rest = if !args.is_empty() {
+            args
+        } else if command.is_empty() {
+            &self.cmd
+        } else {
+            &[][..]
+        };
+        entry.iter().chain(rest).cloned().collect()
+    }
+}
+
 #[derive(Debug, thiserror::Error)]
 pub enum RuntimeError {
     #[error("image {0} is not present on this node")]
@@ -73,6 +111,7 @@ pub trait ContainerRuntime: Send + Sync {
     /// Load every image in an OCI image-layout archive (tar); returns their names.
     async fn import_image(&self, archive: &[u8]) -> Result<Vec<String>, RuntimeError>;
     async fn has_image(&self, name: &str) -> Result<bool, RuntimeError>;
+    async fn image_config(&self, name: &str) -> Result<ImageConfig, RuntimeError>;
     /// Create and start a container.
     async fn run(&self, config: &ContainerConfig) -> Result<(), RuntimeError>;
     async fn info(&self, id: &str) -> Result<ContainerInfo, RuntimeError>;
@@ -124,6 +163,13 @@ impl ContainerRuntime for FakeRuntime {
         Ok(self.images.lock().expect("fake lock").iter().any(|i| i == name))
     }
 
+    async fn image_config(&self, name: &str) -> Result<ImageConfig, RuntimeError> {
+        if !self.has_image(name).await? {
+            return Err(RuntimeError::ImageNotFound(name.into()));
+        }
+        Ok(ImageConfig { cmd: vec!["sh".into()], ..Default::default() })
+    }
+
     async fn run(&self, config: &ContainerConfig) -> Result<(), RuntimeError> {
         self.calls.lock().expect("fake lock").push(Call::Run(config.id.clone()));
         if let Some(msg) = self.fail_run.lock().expect("fake lock").clone() {
@@ -167,5 +213,21 @@ impl ContainerRuntime for FakeRuntime {
     async fn remove(&self, id: &str) -> Result<(), RuntimeError> {
         self.calls.lock().expect("fake lock").push(Call::Remove(id.into()));
         self.containers.lock().expect("fake lock").remove(id).map(|_| ()).ok_or_else(|| RuntimeError::NotFound(id.into()))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn command_and_args_resolve_like_kubernetes() {
+        let image = ImageConfig::from_oci(&serde_json::json!({"config": {"Entrypoint": ["/ep"], "Cmd": ["a"], "Env": ["PATH=/bin"]}}));
+        let s = |v: &[&str]| v.iter().map(|x| x.to_string()).collect::<Vec<_>>();
+        assert_eq!(image.argv(&[], &[]), s(&["/ep", "a"]));
+        assert_eq!(image.argv(&[], &s(&["b"])), s(&["/ep", "b"]));
+        assert_eq!(image.argv(&s(&["/c"]), &[]), s(&["/c"]));
+        assert_eq!(image.argv(&s(&["/c"]), &s(&["x"])), s(&["/c", "x"]));
+        assert_eq!(image.env, vec![("PATH".to_string(), "/bin".to_string())]);
     }
 }

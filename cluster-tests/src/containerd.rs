@@ -1,0 +1,143 @@
+//! A containerd of a test's own (root, state and socket under a given directory; the CRI
+//! plugin off), and the cleanup that leaves nothing behind when it goes: its tasks
+//! killed and deleted, the daemon stopped, mounts under its directory unmounted.
+
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use anyhow::{bail, Context};
+
+pub struct Containerd {
+    dir: PathBuf,
+    process: Option<Child>,
+}
+
+impl Containerd {
+    /// Start containerd under `dir` (created) and wait until its socket answers.
+    pub fn start(dir: &Path) -> anyhow::Result<Containerd> {
+        std::fs::create_dir_all(dir)?;
+        let d = dir.display();
+        let config = format!(
+            "version = 2\nroot = \"{d}/root\"\nstate = \"{d}/state\"\ndisabled_plugins = [\"io.containerd.grpc.v1.cri\"]\n\
+             [grpc]\n  address = \"{d}/c.sock\"\n[ttrpc]\n  address = \"{d}/c.sock.ttrpc\"\n\
+             [plugins.\"io.containerd.internal.v1.opt\"]\n  path = \"{d}/opt\"\n"
+        );
+        std::fs::write(dir.join("config.toml"), config)?;
+        let log = std::fs::File::create(dir.join("containerd.log"))?;
+        let process = Command::new("containerd")
+            .arg("--config")
+            .arg(dir.join("config.toml"))
+            .stdout(Stdio::null())
+            .stderr(log)
+            .spawn()
+            .context("containerd must be installed (scripts/install-deps)")?;
+        let c = Containerd { dir: dir.to_path_buf(), process: Some(process) };
+        let deadline = Instant::now() + Duration::from_secs(20);
+        while !c.ctr(&["version"]).is_ok_and(|o| o.status.success()) {
+            if Instant::now() > deadline {
+                bail!("containerd did not come up: {}", c.log());
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        Ok(c)
+    }
+
+    pub fn socket(&self) -> PathBuf {
+        self.dir.join("c.sock")
+    }
+
+    pub fn dir(&self) -> &Path {
+        &self.dir
+    }
+
+    pub fn log(&self) -> String {
+        std::fs::read_to_string(self.dir.join("containerd.log")).unwrap_or_default()
+    }
+
+    fn ctr(&self, args: &[&str]) -> std::io::Result<std::process::Output> {
+        Command::new("ctr").arg("--address").arg(self.socket()).args(["--namespace", "orch"]).args(args).output()
+    }
+
+    /// Ids of the containers in orch's namespace.
+    pub fn containers(&self) -> Vec<String> {
+        self.list(&["containers", "ls", "-q"])
+    }
+
+    /// Names of the active and committed snapshots of orch's namespace that are not image layers.
+    pub fn snapshots(&self) -> Vec<String> {
+        self.list(&["snapshots", "ls"]).into_iter().skip(1).filter_map(|l| l.split_whitespace().next().map(String::from)).filter(|k| !k.starts_with("sha256:")).collect()
+    }
+
+    fn list(&self, args: &[&str]) -> Vec<String> {
+        self.ctr(args).map(|o| String::from_utf8_lossy(&o.stdout).lines().map(String::from).filter(|l| !l.is_empty()).collect()).unwrap_or_default()
+    }
+
+    /// Kill and delete every task and container, then stop containerd.
+    pub fn shutdown(&mut self) {
+        let Some(mut process) = self.process.take() else { return };
+        for id in self.list(&["tasks", "ls", "-q"]) {
+            let _ = self.ctr(&["tasks", "kill", "--signal", "SIGKILL", &id]);
+        }
+        let deadline = Instant::now() + Duration::from_secs(10);
+        for id in self.containers() {
+            while self.ctr(&["tasks", "rm", "-f", &id]).is_ok_and(|o| !o.status.success() && !String::from_utf8_lossy(&o.stderr).contains("not found")) {
+                if Instant::now() > deadline {
+                    break;
+                }
+                std::thread::sleep(Duration::from_millis(50));
+            }
+            let _ = self.ctr(&["containers", "rm", &id]);
+        }
+        let _ = Command::new("kill").arg(process.id().to_string()).status();
+        let _ = process.wait();
+        unmount_under(&self.dir);
+    }
+}
+
+impl Drop for Containerd {
+    fn drop(&mut self) {
+        self.shutdown();
+    }
+}
+
+/// Lazily unmount everything mounted at or below `dir` (deepest first).
+pub fn unmount_under(dir: &Path) {
+    let Ok(mounts) = std::fs::read_to_string("/proc/self/mounts") else { return };
+    let root = dir.display().to_string();
+    let mut points: Vec<&str> = mounts.lines().filter_map(|l| l.split_whitespace().nth(1)).filter(|m| m.starts_with(&root)).collect();
+    points.sort_by_key(|p| std::cmp::Reverse(p.len()));
+    for m in points {
+        let _ = Command::new("umount").arg("-l").arg(m).status();
+    }
+}
+
+/// cgroup directories left at or below `/<parent>` in any controller.
+pub fn cgroups_under(parent: &str) -> Vec<PathBuf> {
+    let mut out = Vec::new();
+    let Ok(controllers) = std::fs::read_dir("/sys/fs/cgroup") else { return out };
+    for c in controllers.flatten() {
+        let top = c.path().join(parent.trim_matches('/'));
+        collect_dirs(&top, &mut out);
+    }
+    out
+}
+
+fn collect_dirs(dir: &Path, out: &mut Vec<PathBuf>) {
+    if !dir.is_dir() {
+        return;
+    }
+    if let Ok(entries) = std::fs::read_dir(dir) {
+        for e in entries.flatten().filter(|e| e.path().is_dir()) {
+            collect_dirs(&e.path(), out);
+        }
+    }
+    out.push(dir.to_path_buf());
+}
+
+/// Remove the cgroup tree `/<parent>` in every controller (children first).
+pub fn remove_cgroups(parent: &str) {
+    for dir in cgroups_under(parent) {
+        let _ = std::fs::remove_dir(dir);
+    }
+}

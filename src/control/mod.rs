@@ -1,0 +1,45 @@
+//! The control plane: loops that run only on the Raft leader. They start when this head
+//! becomes leader, with an object store fenced to that term, and are stopped when the
+//! term ends; a write of a deposed leader is refused by the state machine. Each
+//! controller is a pure decision function plus a thin loop in its own module.
+
+pub mod podcidr;
+
+use std::time::Duration;
+
+use ipnet::Ipv4Net;
+use tokio::task::JoinSet;
+
+use crate::api::store::ObjectStore;
+
+/// Settings of the leader's controllers.
+#[derive(Debug, Clone)]
+pub struct ControlConfig {
+    /// Pod addresses of the whole cluster; each node gets a slice of it.
+    pub cluster_cidr: Ipv4Net,
+    /// Prefix length of each node's slice (24: 254 pods per node).
+    pub node_cidr_prefix: u8,
+    /// How often level-triggered controllers look again without a change.
+    pub resync: Duration,
+}
+
+/// Run the controllers whenever this head leads, until the process ends.
+pub async fn run(store: ObjectStore, cfg: ControlConfig) {
+    let mut leadership = store.node().leadership();
+    loop {
+        let term = *leadership.borrow_and_update();
+        let mut tasks = JoinSet::new();
+        if let Some(term) = term {
+            tracing::info!(term, "leading: controllers started");
+            let fenced = store.fenced(term);
+            tasks.spawn(podcidr::run(fenced, cfg.clone()));
+        }
+        if leadership.changed().await.is_err() {
+            return;
+        }
+        tasks.abort_all();
+        if let Some(term) = term {
+            tracing::info!(term, "no longer leading in this term: controllers stopped");
+        }
+    }
+}

@@ -1,0 +1,588 @@
+//! The kubelet loop: list the pods bound to this node (woken by a watch, resynced
+//! periodically), observe the runtime, ask `plan` what to do, do it, and report
+//! `status`. Thin I/O around the pure decisions. When the API is unreachable nothing is
+//! stopped: running pods keep running and their status catches up later.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::net::Ipv4Addr;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::{Duration, SystemTime};
+
+use hyper::Method;
+use ipnet::Ipv4Net;
+use k8s_openapi::api::core::v1::{Container, Node, Pod, PodSpec};
+use serde_json::Value;
+use tokio::sync::Notify;
+
+use super::inputs::{self, Api};
+use super::ipam::Ipam;
+use super::network::{NodeNet, PodNetwork, SandboxPaths};
+use super::plan::{self, Action, Attempt, Backoff, Observed, Waiting};
+use super::runtime::{ContainerConfig, ContainerInfo, ContainerRuntime, RuntimeError};
+use super::status::{self, StatusInput};
+use crate::api::quantity;
+use crate::client::ApiClient;
+
+pub const LABEL_UID: &str = "orch.dev/pod-uid";
+pub const LABEL_NAMESPACE: &str = "orch.dev/pod-namespace";
+pub const LABEL_POD: &str = "orch.dev/pod-name";
+pub const LABEL_CONTAINER: &str = "orch.dev/container";
+pub const LABEL_ATTEMPT: &str = "orch.dev/attempt";
+pub const LABEL_GRACE: &str = "orch.dev/grace-seconds";
+
+#[derive(Debug, Clone)]
+pub struct KubeletConfig {
+    pub node_name: String,
+    pub node_ip: String,
+    /// This node's own API (it forwards to the heads as needed).
+    pub api_base: String,
+    /// Pod directories (volumes, logs, /etc files) and IP leases.
+    pub data_dir: PathBuf,
+    /// Pinned namespaces (a tmpfs: they cannot outlive a reboot anyway).
+    pub run_dir: PathBuf,
+    /// cgroup parent of every pod (`/<parent>/<pod uid>/<container>`).
+    pub cgroup_parent: String,
+    pub cluster_cidr: Ipv4Net,
+    pub backoff: Backoff,
+    pub resync: Duration,
+}
+
+/// What the kubelet remembers about a pod between passes (lost on restart, harmlessly).
+#[derive(Default)]
+struct Local {
+    terminating: BTreeMap<String, SystemTime>,
+    /// Per container: why it could not be started (missing image, config map...).
+    waiting: BTreeMap<String, Waiting>,
+    sandbox_error: Option<String>,
+}
+
+pub struct Kubelet<R, N> {
+    cfg: KubeletConfig,
+    api: Api,
+    runtime: R,
+    net: N,
+    ipam: Ipam,
+    node_net: Option<NodeNet>,
+    routes: BTreeMap<Ipv4Net, Ipv4Addr>,
+    local: BTreeMap<String, Local>,
+    wake: Arc<Notify>,
+}
+
+/// The runtime id of one attempt of a container. containerd ids are at most 76 bytes: the
+/// first 12 hex digits of the pod uid, the container name (cut to 55), the attempt.
+pub fn container_id(uid: &str, name: &str, attempt: u32) -> String {
+    let short: String = uid.chars().filter(char::is_ascii_hexdigit).take(12).collect();
+    let name: String = name.chars().take(55).collect();
+    format!("{short}-{name}-{attempt}")
+}
+
+fn group_by_pod(containers: Vec<ContainerInfo>) -> BTreeMap<String, BTreeMap<String, Vec<Attempt>>> {
+    let mut out: BTreeMap<String, BTreeMap<String, Vec<Attempt>>> = BTreeMap::new();
+    for c in containers {
+        let (Some(uid), Some(name)) = (c.labels.get(LABEL_UID), c.labels.get(LABEL_CONTAINER)) else { continue };
+        let attempt = c.labels.get(LABEL_ATTEMPT).and_then(|a| a.parse().ok()).unwrap_or(0);
+        let a = Attempt { id: c.id.clone(), attempt, state: c.state, started_at: c.created_at, exited_at: c.exited_at, oom_killed: c.oom_killed };
+        out.entry(uid.clone()).or_default().entry(name.clone()).or_default().push(a);
+    }
+    for attempts in out.values_mut().flat_map(|p| p.values_mut()) {
+        attempts.sort_by_key(|a| a.attempt);
+    }
+    out
+}
+
+fn min_time(a: Option<SystemTime>, b: Option<SystemTime>) -> Option<SystemTime> {
+    match (a, b) {
+        (Some(a), Some(b)) => Some(a.min(b)),
+        (a, b) => a.or(b),
+    }
+}
+
+impl<R: ContainerRuntime, N: PodNetwork> Kubelet<R, N> {
+    pub fn new(cfg: KubeletConfig, runtime: R, net: N) -> std::io::Result<Self> {
+        let ipam = Ipam::new(&cfg.data_dir)?;
+        let api = Api { client: ApiClient::new(Duration::from_secs(10)), base: cfg.api_base.clone() };
+        Ok(Kubelet { cfg, api, runtime, net, ipam, node_net: None, routes: BTreeMap::new(), local: BTreeMap::new(), wake: Arc::new(Notify::new()) })
+    }
+
+    pub fn runtime(&self) -> &R {
+        &self.runtime
+    }
+
+    fn pod_dir(&self, uid: &str) -> PathBuf {
+        self.cfg.data_dir.join("pods").join(uid)
+    }
+
+    /// Where an attempt's stdout and stderr go.
+    pub fn log_path(data_dir: &Path, uid: &str, container: &str, attempt: u32) -> PathBuf {
+        data_dir.join("pods").join(uid).join("logs").join(container).join(format!("{attempt}.log"))
+    }
+
+    /// Run forever: a pass on every pod change and at least every `resync`.
+    pub async fn run(mut self) {
+        tokio::spawn(watch_pods(self.api.clone(), self.cfg.node_name.clone(), self.wake.clone()));
+        loop {
+            let next = match self.sync_once().await {
+                Ok(wake) => wake.and_then(|w| w.duration_since(SystemTime::now()).ok()).unwrap_or(self.cfg.resync).min(self.cfg.resync),
+                Err(e) => {
+                    tracing::warn!(error = %e, "kubelet pass failed; running pods are left as they are");
+                    self.cfg.resync
+                }
+            };
+            let _ = tokio::time::timeout(next.max(Duration::from_millis(20)), self.wake.notified()).await;
+        }
+    }
+
+    /// One pass over every pod of this node; returns when to look again at the latest.
+    pub async fn sync_once(&mut self) -> anyhow::Result<Option<SystemTime>> {
+        if let Err(e) = self.sync_node().await {
+            tracing::warn!(error = %e, "node network");
+        }
+        let selector = format!("spec.nodeName={}", self.cfg.node_name);
+        let list = self.api.client.json(Method::GET, &format!("{}/api/v1/pods?fieldSelector={selector}", self.api.base), None).await?;
+        let pods: Vec<Pod> = serde_json::from_value(list["items"].clone())?;
+        let mut by_pod = group_by_pod(self.runtime.list().await?);
+        let mut wake = None;
+        let mut seen = BTreeSet::new();
+        for pod in &pods {
+            let Some(uid) = pod.metadata.uid.clone() else { continue };
+            seen.insert(uid.clone());
+            let containers = by_pod.remove(&uid).unwrap_or_default();
+            wake = min_time(wake, self.sync_pod(pod, &uid, containers).await);
+        }
+        // Whatever is on the node for a pod the API no longer has: stop and remove it.
+        let mut orphans: BTreeSet<String> = by_pod.keys().cloned().collect();
+        orphans.extend(self.net.sandboxes());
+        orphans.extend(self.ipam.leases()?.into_iter().map(|(_, uid)| uid));
+        for uid in orphans.difference(&seen) {
+            let containers = by_pod.remove(uid).unwrap_or_default();
+            wake = min_time(wake, self.sync_orphan(uid, containers).await);
+        }
+        self.local.retain(|uid, _| seen.contains(uid));
+        Ok(wake)
+    }
+
+    /// The node's pod CIDR (bridge) and routes to every other node's pod CIDR.
+    async fn sync_node(&mut self) -> anyhow::Result<()> {
+        let list = self.api.client.json(Method::GET, &format!("{}/api/v1/nodes", self.api.base), None).await?;
+        let nodes: Vec<Node> = serde_json::from_value(list["items"].clone())?;
+        let mut routes = BTreeMap::new();
+        for n in &nodes {
+            let cidr = n.spec.as_ref().and_then(|s| s.pod_cidr.as_deref()).and_then(|c| c.parse::<Ipv4Net>().ok());
+            let Some(cidr) = cidr else { continue };
+            if n.metadata.name.as_deref() == Some(self.cfg.node_name.as_str()) {
+                let want = NodeNet { pod_cidr: cidr, cluster_cidr: self.cfg.cluster_cidr };
+                if self.node_net.as_ref() != Some(&want) {
+                    self.net.ensure_node(&want).await?;
+                    tracing::info!(pod_cidr = %cidr, "pod network ready");
+                    self.node_net = Some(want);
+                }
+                continue;
+            }
+            let ip = n.status.as_ref().and_then(|s| s.addresses.as_ref()).and_then(|a| a.iter().find(|a| a.type_ == "InternalIP"));
+            if let Some(ip) = ip.and_then(|a| a.address.parse::<Ipv4Addr>().ok()) {
+                routes.insert(cidr, ip);
+            }
+        }
+        if routes != self.routes {
+            self.net.sync_routes(&routes).await?;
+            self.routes = routes;
+        }
+        Ok(())
+    }
+
+    /// Written once the sandbox is complete (network plugged, /etc files written).
+    fn sandbox_marker(&self, uid: &str) -> PathBuf {
+        self.pod_dir(uid).join("sandbox-ready")
+    }
+
+    /// Anything of a sandbox exists (to tear down, even if it was never completed).
+    fn sandbox_present(&self, uid: &str) -> bool {
+        self.net.sandboxes().iter().any(|s| s == uid) || self.lease(uid).is_some() || self.pod_dir(uid).exists()
+    }
+
+    fn sandbox_ready(&self, uid: &str) -> bool {
+        self.sandbox_marker(uid).exists() && self.net.sandboxes().iter().any(|s| s == uid)
+    }
+
+    fn lease(&self, uid: &str) -> Option<Ipv4Addr> {
+        self.ipam.leases().ok()?.into_iter().find(|(_, u)| u == uid).map(|(ip, _)| ip)
+    }
+
+    async fn sync_pod(&mut self, pod: &Pod, uid: &str, containers: BTreeMap<String, Vec<Attempt>>) -> Option<SystemTime> {
+        let spec = pod.spec.clone().unwrap_or_default();
+        let deleting = pod.metadata.deletion_timestamp.is_some();
+        let grace = pod.metadata.deletion_grace_period_seconds.or(spec.termination_grace_period_seconds).unwrap_or(30).max(0);
+        let sandbox = if deleting { self.sandbox_present(uid) } else { self.sandbox_ready(uid) };
+        let observed = Observed { containers, sandbox, unhealthy: vec![] };
+        let local = self.local.entry(uid.to_string()).or_default();
+        let now = SystemTime::now();
+        let p = plan::plan(&plan::Input {
+            spec: &spec,
+            deleting,
+            grace: Duration::from_secs(grace as u64),
+            observed: &observed,
+            terminating: &local.terminating,
+            now,
+            backoff: self.cfg.backoff,
+        });
+        // Look again right away after progress; after a failure, at the next resync.
+        let mut acted = false;
+        for action in p.actions {
+            match self.execute(Some(pod), uid, &spec, action).await {
+                Ok(()) => acted = true,
+                Err(e) => {
+                    tracing::warn!(pod = %pod_name(pod), error = %e, "kubelet action failed");
+                    break;
+                }
+            }
+        }
+        if !deleting {
+            self.report_status(pod, uid, &spec, &p.waiting).await;
+        }
+        if acted {
+            self.wake.notify_one();
+        }
+        p.wake_at
+    }
+
+    async fn sync_orphan(&mut self, uid: &str, containers: BTreeMap<String, Vec<Attempt>>) -> Option<SystemTime> {
+        let grace = self.orphan_grace(uid).await;
+        let observed = Observed { containers, sandbox: self.sandbox_present(uid), unhealthy: vec![] };
+        let local = self.local.entry(uid.to_string()).or_default();
+        let spec = PodSpec::default();
+        let p = plan::plan(&plan::Input {
+            spec: &spec,
+            deleting: true,
+            grace,
+            observed: &observed,
+            terminating: &local.terminating,
+            now: SystemTime::now(),
+            backoff: self.cfg.backoff,
+        });
+        for action in p.actions {
+            if let Err(e) = self.execute(None, uid, &spec, action).await {
+                tracing::warn!(uid, error = %e, "cleaning up a deleted pod");
+                break;
+            }
+        }
+        p.wake_at
+    }
+
+    async fn orphan_grace(&self, uid: &str) -> Duration {
+        let secs = self
+            .runtime
+            .list()
+            .await
+            .unwrap_or_default()
+            .iter()
+            .filter(|c| c.labels.get(LABEL_UID).map(String::as_str) == Some(uid))
+            .filter_map(|c| c.labels.get(LABEL_GRACE).and_then(|g| g.parse::<u64>().ok()))
+            .max()
+            .unwrap_or(0);
+        Duration::from_secs(secs)
+    }
+
+    async fn execute(&mut self, pod: Option<&Pod>, uid: &str, spec: &PodSpec, action: Action) -> anyhow::Result<()> {
+        if !matches!(action, Action::Start { .. } | Action::Sandbox) {
+            tracing::info!(uid, ?action, "kubelet");
+        }
+        match action {
+            Action::Sandbox => {
+                let pod = pod.expect("only pods from the API get a sandbox");
+                let result = self.sandbox(pod, uid).await;
+                self.local.entry(uid.into()).or_default().sandbox_error = result.as_ref().err().map(|e| e.to_string());
+                result?;
+            }
+            Action::Start { container, init, attempt } => {
+                let pod = pod.expect("only pods from the API start containers");
+                let c = spec.init_containers.iter().flatten().chain(&spec.containers).find(|c| c.name == container).cloned();
+                let c = c.ok_or_else(|| anyhow::anyhow!("container {container} is not in the spec"))?;
+                let result = self.start(pod, uid, &c, init, attempt).await;
+                let local = self.local.entry(uid.into()).or_default();
+                match &result {
+                    Ok(()) => {
+                        local.waiting.remove(&container);
+                    }
+                    Err(e) => {
+                        let reason = match e {
+                            StartError::Image(_) => "ErrImageNeverPull",
+                            StartError::Config(_) => "CreateContainerConfigError",
+                            StartError::Runtime(_) => "CreateContainerError",
+                        };
+                        local.waiting.insert(container.clone(), Waiting { reason, message: e.to_string() });
+                    }
+                }
+                result?;
+            }
+            Action::Term { id } => {
+                self.signal(&id, 15).await?;
+                self.local.entry(uid.into()).or_default().terminating.insert(id, SystemTime::now());
+            }
+            Action::Kill { id } => self.signal(&id, 9).await?,
+            Action::Remove { id } => match self.runtime.remove(&id).await {
+                Ok(()) | Err(RuntimeError::NotFound(_)) => {}
+                Err(e) => return Err(e.into()),
+            },
+            Action::TeardownSandbox => {
+                let _ = std::fs::remove_file(self.sandbox_marker(uid));
+                self.net.teardown(uid).await?;
+                self.ipam.release(uid)?;
+                remove_cgroups(&self.cfg.cgroup_parent, uid);
+            }
+            Action::Finished => {
+                let dir = self.pod_dir(uid);
+                if dir.exists() {
+                    std::fs::remove_dir_all(&dir)?;
+                }
+                remove_cgroups(&self.cfg.cgroup_parent, uid);
+                self.local.remove(uid);
+                if let Some(pod) = pod {
+                    let url = format!("{}/api/v1/namespaces/{}/pods/{}?gracePeriodSeconds=0", self.api.base, namespace(pod), pod_name(pod));
+                    match self.api.client.json(Method::DELETE, &url, None).await {
+                        Ok(_) => tracing::info!(pod = %pod_name(pod), "pod stopped and removed"),
+                        Err(e) if e.downcast_ref::<crate::client::HttpError>().is_some_and(|h| h.code == 404) => {}
+                        Err(e) => return Err(e),
+                    }
+                }
+            }
+        }
+        Ok(())
+    }
+
+    async fn signal(&self, id: &str, sig: u32) -> anyhow::Result<()> {
+        match self.runtime.signal(id, sig).await {
+            Ok(()) | Err(RuntimeError::NotFound(_)) => Ok(()),
+            Err(e) => Err(e.into()),
+        }
+    }
+
+    /// Lease an IP, plug the network in, write the pod's /etc files.
+    async fn sandbox(&mut self, pod: &Pod, uid: &str) -> anyhow::Result<()> {
+        let node = self.node_net.clone().ok_or_else(|| anyhow::anyhow!("this node has no pod CIDR yet"))?;
+        let ip = self.ipam.lease(node.pod_cidr, uid)?;
+        self.net.setup(uid, &node, ip).await?;
+        let etc = self.pod_dir(uid).join("etc");
+        std::fs::create_dir_all(&etc)?;
+        let host = hostname(pod);
+        let ns = namespace(pod);
+        std::fs::write(etc.join("hostname"), format!("{host}\n"))?;
+        std::fs::write(etc.join("hosts"), format!("127.0.0.1\tlocalhost\n::1\tlocalhost ip6-localhost ip6-loopback\n{ip}\t{host}\n"))?;
+        std::fs::write(
+            etc.join("resolv.conf"),
+            format!("search {ns}.svc.cluster.local svc.cluster.local cluster.local\nnameserver {}\noptions ndots:5\n", node.gateway()),
+        )?;
+        std::fs::write(self.sandbox_marker(uid), ip.to_string())?;
+        Ok(())
+    }
+
+    async fn start(&mut self, pod: &Pod, uid: &str, c: &Container, init: bool, attempt: u32) -> Result<(), StartError> {
+        let image = c.image.clone().unwrap_or_default();
+        if !self.runtime.has_image(&image).await.map_err(StartError::Runtime)? {
+            return Err(StartError::Image(format!(
+                "image {image:?} is not present on this node; load it with `orchctl image load` (registry pulls are not implemented yet)"
+            )));
+        }
+        let image_cfg = self.runtime.image_config(&image).await.map_err(StartError::Runtime)?;
+        let ip = self.lease(uid).map(|ip| ip.to_string()).unwrap_or_default();
+        let refs = inputs::fetch_refs(&self.api, pod).await.map_err(StartError::Config)?;
+        let mut env = image_cfg.env.clone();
+        for (k, v) in inputs::resolve_env(pod, c, &refs, &ip, &self.cfg.node_ip).map_err(StartError::Config)? {
+            env.retain(|(n, _)| *n != k);
+            env.push((k, v));
+        }
+        let pod_dir = self.pod_dir(uid);
+        let volumes = inputs::prepare_volumes(&self.api, pod, &pod_dir, &refs).await.map_err(StartError::Config)?;
+        let read_only: Vec<String> = pod
+            .spec
+            .iter()
+            .flat_map(|s| s.volumes.iter().flatten())
+            .filter(|v| v.config_map.is_some() || v.secret.is_some())
+            .map(|v| v.name.clone())
+            .collect();
+        let mut mounts = inputs::mounts_for(c, &volumes, &read_only).map_err(StartError::Config)?;
+        for f in ["hosts", "hostname", "resolv.conf"] {
+            mounts.push((pod_dir.join("etc").join(f), format!("/etc/{f}"), false));
+        }
+        let limits = c.resources.as_ref().and_then(|r| r.limits.as_ref());
+        let requests = c.resources.as_ref().and_then(|r| r.requests.as_ref());
+        let quantity = |m: Option<&BTreeMap<String, k8s_openapi::apimachinery::pkg::api::resource::Quantity>>, k: &str, f: fn(&str) -> Option<i64>| {
+            m.and_then(|m| m.get(k)).and_then(|q| f(&q.0))
+        };
+        let id = container_id(uid, &c.name, attempt);
+        let grace = pod.spec.as_ref().and_then(|s| s.termination_grace_period_seconds).unwrap_or(30);
+        let labels = BTreeMap::from([
+            (LABEL_UID.to_string(), uid.to_string()),
+            (LABEL_NAMESPACE.to_string(), namespace(pod).to_string()),
+            (LABEL_POD.to_string(), pod_name(pod).to_string()),
+            (LABEL_CONTAINER.to_string(), c.name.clone()),
+            (LABEL_ATTEMPT.to_string(), attempt.to_string()),
+            (LABEL_GRACE.to_string(), grace.to_string()),
+            ("orch.dev/init".to_string(), init.to_string()),
+        ]);
+        let paths = SandboxPaths::new(&self.cfg.run_dir, uid);
+        let config = ContainerConfig {
+            id: id.clone(),
+            image,
+            args: image_cfg.argv(c.command.as_deref().unwrap_or_default(), c.args.as_deref().unwrap_or_default()),
+            env,
+            working_dir: c.working_dir.clone().or(image_cfg.working_dir.clone()),
+            hostname: hostname(pod),
+            netns: Some(paths.netns),
+            ipcns: Some(paths.ipcns),
+            mounts,
+            memory_limit: quantity(limits, "memory", quantity::bytes),
+            cpu_limit_millis: quantity(limits, "cpu", quantity::cpu_millis),
+            cpu_request_millis: quantity(requests, "cpu", quantity::cpu_millis).or(quantity(limits, "cpu", quantity::cpu_millis)),
+            cgroup: format!("/{}/{uid}/{id}", self.cfg.cgroup_parent.trim_matches('/')),
+            log_path: Self::log_path(&self.cfg.data_dir, uid, &c.name, attempt),
+            labels,
+        };
+        if config.args.is_empty() {
+            return Err(StartError::Config(inputs::InputError::Missing(format!("container {:?} has no command and its image none", c.name))));
+        }
+        match self.runtime.run(&config).await {
+            Err(RuntimeError::Runtime(m)) if m.contains("AlreadyExists") => {
+                // A start that failed half-way earlier: remove the remains and start again.
+                let _ = self.runtime.remove(&id).await;
+                self.runtime.run(&config).await.map_err(StartError::Runtime)?;
+            }
+            other => other.map_err(StartError::Runtime)?,
+        }
+        tracing::info!(pod = %pod_name(pod), container = %c.name, attempt, "container started");
+        Ok(())
+    }
+
+    async fn report_status(&mut self, pod: &Pod, uid: &str, spec: &PodSpec, plan_waiting: &BTreeMap<String, Waiting>) {
+        // Observe again: the actions just taken changed what is running.
+        let containers = match self.runtime.list().await {
+            Ok(list) => group_by_pod(list).remove(uid).unwrap_or_default(),
+            Err(e) => {
+                tracing::warn!(error = %e, "listing containers for status");
+                return;
+            }
+        };
+        let observed = Observed { containers, sandbox: self.sandbox_ready(uid), unhealthy: vec![] };
+        let local = self.local.entry(uid.to_string()).or_default();
+        let mut waiting = local.waiting.clone();
+        waiting.extend(plan_waiting.clone());
+        let previous = serde_json::to_value(&pod.status).unwrap_or(Value::Null);
+        let now = status::rfc3339(SystemTime::now());
+        let new = status::pod_status(&StatusInput {
+            spec,
+            observed: &observed,
+            waiting: &waiting,
+            readiness: &BTreeMap::new(),
+            pod_ip: self.lease(uid).map(|ip| ip.to_string()),
+            host_ip: &self.cfg.node_ip,
+            previous: &previous,
+            sandbox_error: self.local.get(uid).and_then(|l| l.sandbox_error.clone()),
+            now: &now,
+        });
+        if same_status(&previous, &new) {
+            return;
+        }
+        let mut obj = serde_json::to_value(pod).unwrap_or(Value::Null);
+        obj["status"] = new;
+        let url = format!("{}/api/v1/namespaces/{}/pods/{}/status", self.api.base, namespace(pod), pod_name(pod));
+        if let Err(e) = self.api.client.json(Method::PUT, &url, Some(&obj)).await {
+            // A conflict means the pod changed meanwhile: the next pass reports again.
+            tracing::debug!(pod = %pod_name(pod), error = %e, "status update");
+        }
+    }
+}
+
+/// Statuses compare equal when they differ only in fields the API adds (none today) —
+/// compared as JSON so an unchanged pod is never rewritten.
+fn same_status(old: &Value, new: &Value) -> bool {
+    old == new
+}
+
+#[derive(Debug, thiserror::Error)]
+enum StartError {
+    #[error("{0}")]
+    Image(String),
+    #[error("{0}")]
+    Config(inputs::InputError),
+    #[error("{0}")]
+    Runtime(RuntimeError),
+}
+
+fn pod_name(pod: &Pod) -> &str {
+    pod.metadata.name.as_deref().unwrap_or_default()
+}
+
+fn namespace(pod: &Pod) -> &str {
+    pod.metadata.namespace.as_deref().unwrap_or("default")
+}
+
+fn hostname(pod: &Pod) -> String {
+    let h = pod.spec.as_ref().and_then(|s| s.hostname.clone()).unwrap_or_else(|| pod_name(pod).to_string());
+    h.chars().take(63).collect()
+}
+
+/// runc removes each container's cgroup, not the pod's parent in every controller.
+fn remove_cgroups(parent: &str, uid: &str) {
+    let Ok(controllers) = std::fs::read_dir("/sys/fs/cgroup") else { return };
+    for c in controllers.flatten() {
+        let dir = c.path().join(parent.trim_matches('/')).join(uid);
+        if dir.is_dir() {
+            if let Err(e) = std::fs::remove_dir(&dir) {
+                tracing::debug!(dir = %dir.display(), error = %e, "removing a pod cgroup");
+            }
+        }
+    }
+}
+
+/// Wake the loop on every change of this node's pods (a watch through the node's API),
+/// reconnecting after errors. Missed events only delay a pass until the next resync.
+async fn watch_pods(api: Api, node: String, wake: Arc<Notify>) {
+    use http_body_util::BodyExt;
+    loop {
+        let url = format!("{}/api/v1/pods?watch=true&fieldSelector=spec.nodeName={node}", api.base);
+        if let Ok(resp) = api.client.send(Method::GET, &url, None, bytes::Bytes::new()).await {
+            if resp.status().is_success() {
+                let mut body = resp.into_body();
+                while let Some(Ok(frame)) = body.frame().await {
+                    if frame.data_ref().is_some_and(|d| !d.is_empty()) {
+                        wake.notify_one();
+                    }
+                }
+            }
+        }
+        tokio::time::sleep(Duration::from_secs(1)).await;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn container_ids_fit_containerd_limits() {
+        let id = container_id("0b5e4c1a-7f7e-4d5e-9a51-2f4c7c1d9e00", &"x".repeat(63), 12);
+        assert!(id.len() <= 76, "{} bytes", id.len());
+        assert!(id.starts_with("0b5e4c1a7f7e-"));
+        assert_ne!(container_id("u", "a", 0), container_id("u", "a", 1));
+    }
+
+    #[test]
+    fn attempts_are_grouped_per_pod_and_ordered() {
+        let info = |id: &str, uid: &str, name: &str, attempt: u32| ContainerInfo {
+            id: id.into(),
+            image: "i".into(),
+            state: super::super::runtime::ContainerState::Created,
+            labels: BTreeMap::from([
+                (LABEL_UID.to_string(), uid.to_string()),
+                (LABEL_CONTAINER.to_string(), name.to_string()),
+                (LABEL_ATTEMPT.to_string(), attempt.to_string()),
+            ]),
+            created_at: None,
+            exited_at: None,
+            oom_killed: false,
+        };
+        let g = group_by_pod(vec![info("b", "u1", "app", 1), info("a", "u1", "app", 0), info("c", "u2", "x", 0)]);
+        assert_eq!(g["u1"]["app"].iter().map(|a| a.id.as_str()).collect::<Vec<_>>(), vec!["a", "b"]);
+        assert_eq!(g.len(), 2);
+    }
+}
