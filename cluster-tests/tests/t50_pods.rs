@@ -160,3 +160,121 @@ async fn a_two_container_pod_serves_its_neighbour_and_a_pod_on_another_node() {
     .await
     .unwrap_or_else(|e| panic!("{e}: {left:?}"));
 }
+
+async fn restart_count(c: &Cluster, pod: &str) -> u64 {
+    get(c, 0, pod).await.map_or(0, |p| container_status(&p, "app")["restartCount"].as_u64().unwrap_or(0))
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn crashing_containers_back_off_and_oom_kills_are_reported() {
+    let c = cluster().await;
+    let head = c.nodes[0].name.clone();
+    create(&c, 0, &pod("crash", &head, "Always", json!([container("app", "echo started; exit 3")]))).await;
+    let mut hog = pod("hog", &head, "Never", json!([container("app", "tail /dev/zero")]));
+    hog["spec"]["containers"][0]["resources"] = json!({"limits": {"memory": "16Mi"}});
+    create(&c, 0, &hog).await;
+
+    // The restart count rises with growing gaps (back-off 0.5 s, doubling), and the
+    // container is reported waiting in CrashLoopBackOff between attempts.
+    let mut changes = Vec::new();
+    let mut saw_backoff = false;
+    let mut last = 0;
+    let deadline = std::time::Instant::now() + Duration::from_secs(60);
+    while changes.len() < 4 {
+        assert!(std::time::Instant::now() < deadline, "restarts seen at {changes:?}");
+        let p = get(&c, 0, "crash").await.unwrap_or(Value::Null);
+        saw_backoff |= container_status(&p, "app")["state"]["waiting"]["reason"] == "CrashLoopBackOff";
+        let n = container_status(&p, "app")["restartCount"].as_u64().unwrap_or(0);
+        if n > last {
+            changes.push(std::time::Instant::now());
+            last = n;
+        }
+        tokio::time::sleep(Duration::from_millis(25)).await;
+    }
+    let gaps: Vec<f64> = changes.windows(2).map(|w| (w[1] - w[0]).as_secs_f64()).collect();
+    assert!(gaps[1] > gaps[0] * 1.4 && gaps[2] > gaps[1] * 1.4, "restart gaps do not grow: {gaps:?}");
+    assert!(saw_backoff, "never reported CrashLoopBackOff");
+    assert!(restart_count(&c, "crash").await >= 4);
+
+    let oom = wait_pod(&c, "hog", "the memory hog to be killed", |p| p["status"]["phase"] == "Failed").await;
+    assert_eq!(container_status(&oom, "app")["state"]["terminated"]["reason"], "OOMKilled", "{}", oom["status"]);
+    assert_eq!(container_status(&oom, "app")["state"]["terminated"]["exitCode"], 137);
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn config_maps_secrets_and_host_path_volumes_reach_the_container() {
+    let c = cluster().await;
+    let head = c.nodes[0].name.clone();
+    let data = c.work_dir().join("pv-data");
+    std::fs::create_dir_all(&data).unwrap();
+    std::fs::write(data.join("on-the-volume"), "persistent-bytes").unwrap();
+    let objects = json!([
+        {"apiVersion": "v1", "kind": "ConfigMap", "metadata": {"name": "settings", "namespace": "default"}, "data": {"greeting.txt": "hello-config"}},
+        {"apiVersion": "v1", "kind": "Secret", "metadata": {"name": "creds", "namespace": "default"}, "data": {"password": "czNjcjN0"}},
+        {"apiVersion": "v1", "kind": "PersistentVolume", "metadata": {"name": "pv1"},
+            "spec": {"capacity": {"storage": "1Gi"}, "accessModes": ["ReadWriteOnce"], "hostPath": {"path": data.to_str().unwrap()}}},
+        {"apiVersion": "v1", "kind": "PersistentVolumeClaim", "metadata": {"name": "claim", "namespace": "default"},
+            "spec": {"accessModes": ["ReadWriteOnce"], "volumeName": "pv1", "resources": {"requests": {"storage": "1Gi"}}}},
+    ]);
+    let paths = ["/api/v1/namespaces/default/configmaps", "/api/v1/namespaces/default/secrets", "/api/v1/persistentvolumes", "/api/v1/namespaces/default/persistentvolumeclaims"];
+    for (obj, path) in objects.as_array().unwrap().iter().zip(paths) {
+        c.client.json(hyper::Method::POST, &c.url(0, path), Some(obj)).await.unwrap();
+    }
+    let script = "test \"$(cat /config/greeting.txt)\" = hello-config && test \"$PASSWORD\" = s3cr3t \
+                  && test \"$(cat /data/on-the-volume)\" = persistent-bytes && echo written-by-pod > /data/from-pod";
+    let mut p = pod("reader", &head, "Never", json!([container("app", script)]));
+    p["spec"]["containers"][0]["env"] = json!([{"name": "PASSWORD", "valueFrom": {"secretKeyRef": {"name": "creds", "key": "password"}}}]);
+    p["spec"]["containers"][0]["volumeMounts"] = json!([{"name": "cfg", "mountPath": "/config"}, {"name": "data", "mountPath": "/data"}]);
+    p["spec"]["volumes"] = json!([{"name": "cfg", "configMap": {"name": "settings"}}, {"name": "data", "persistentVolumeClaim": {"claimName": "claim"}}]);
+    create(&c, 0, &p).await;
+    let done = wait_pod(&c, "reader", "reader finished", |p| matches!(p["status"]["phase"].as_str(), Some("Succeeded" | "Failed"))).await;
+    assert_eq!(done["status"]["phase"], "Succeeded", "{}\n{}", done["status"], container_logs(&c));
+    assert_eq!(std::fs::read_to_string(data.join("from-pod")).unwrap().trim(), "written-by-pod");
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn thirty_pods_come_and_go_and_a_restarted_orchd_keeps_its_pods_running() {
+    let mut c = cluster().await;
+    let names: Vec<String> = (0..30).map(|i| format!("p{i:02}")).collect();
+    for (i, name) in names.iter().enumerate() {
+        let node = c.nodes[i % 2].name.clone();
+        create(&c, i % 2, &pod(name, &node, "Always", json!([container("app", "exec sleep 3600")]))).await;
+    }
+    let running = |p: &Value| container_status(p, "app")["state"]["running"].is_object();
+    for name in &names {
+        wait_pod(&c, name, &format!("{name} running"), running).await;
+    }
+    let before = get(&c, 0, "p00").await.unwrap();
+
+    // Restart orchd on the head (SIGKILL): its pods keep running, nothing restarts.
+    c.kill(0);
+    c.restart(0).await.unwrap();
+    // A pod created now runs only once the restarted kubelet made a pass, which also
+    // looked at every old pod.
+    let head = c.nodes[0].name.clone();
+    create(&c, 1, &pod("late", &head, "Always", json!([container("app", "exec sleep 3600")]))).await;
+    wait_pod(&c, "late", "a pod started by the restarted kubelet", running).await;
+    let after = wait_pod(&c, "p00", "p00 still running after the restart", running).await;
+    assert_eq!(container_status(&after, "app")["restartCount"], 0);
+    assert_eq!(container_status(&after, "app")["containerID"], container_status(&before, "app")["containerID"]);
+    assert_eq!(after["status"]["podIP"], before["status"]["podIP"]);
+
+    for name in names.iter().chain([&"late".to_string()]) {
+        let (ok, out, err) = c.orchctl(1, &["delete", "pod", name]).unwrap();
+        assert!(ok, "{out}{err}");
+    }
+    poll(Duration::from_secs(90), "all pods gone", || async {
+        let list = c.client.json(hyper::Method::GET, &c.url(0, "/api/v1/namespaces/default/pods"), None).await?;
+        Ok(list["items"].as_array().is_some_and(|i| i.is_empty()))
+    })
+    .await
+    .unwrap();
+    let mut left = Vec::new();
+    poll(Duration::from_secs(30), "nodes clean", || {
+        left = (0..2).flat_map(|i| leftovers(&c, i)).collect();
+        let clean = left.is_empty();
+        async move { Ok(clean) }
+    })
+    .await
+    .unwrap_or_else(|e| panic!("{e}: {left:?}"));
+}
