@@ -78,6 +78,14 @@ async fn images_import_and_containers_run_exit_and_go_away() {
     rt.run(&config("exits", "exit 3", &logs)).await.unwrap();
     assert_eq!(wait_state(&rt, "exits", |s| matches!(s, ContainerState::Exited { .. })).await, ContainerState::Exited { code: 3 });
 
+    // A process exec'd into the running container: its output, its exit code, its env.
+    let args: Vec<String> = ["sh", "-c", "echo $GREETING; echo oops >&2; exit 4"].iter().map(|s| s.to_string()).collect();
+    let (code, out) = orch::kubelet::runtime::exec_capture(&rt, "long", &args, Duration::from_secs(10), 1024).await.unwrap();
+    assert_eq!((code, String::from_utf8_lossy(&out).into_owned()), (4, "hello from orch\noops\n".to_string()));
+    let slow: Vec<String> = ["sleep", "30"].iter().map(|s| s.to_string()).collect();
+    let timed_out = orch::kubelet::runtime::exec_capture(&rt, "long", &slow, Duration::from_millis(300), 1024).await;
+    assert!(timed_out.unwrap_err().to_string().contains("timed out"));
+
     rt.signal("long", 9).await.unwrap();
     assert_eq!(wait_state(&rt, "long", |s| matches!(s, ContainerState::Exited { .. })).await, ContainerState::Exited { code: 137 });
 

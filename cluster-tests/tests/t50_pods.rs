@@ -278,3 +278,46 @@ async fn thirty_pods_come_and_go_and_a_restarted_orchd_keeps_its_pods_running() 
     .await
     .unwrap_or_else(|e| panic!("{e}: {left:?}"));
 }
+
+fn ready(p: &Value) -> Option<bool> {
+    let cs = p["status"]["conditions"].as_array()?;
+    cs.iter().find(|c| c["type"] == "Ready").map(|c| c["status"] == "True")
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn probes_gate_readiness_and_restart_unhealthy_containers() {
+    let c = cluster().await;
+    let head = c.nodes[0].name.clone();
+    // The server is ready while it serves index.html; after ~4 s it stops serving it for
+    // ~4 s, then serves it again; then it marks itself unhealthy.
+    let script = "mkdir -p /www; echo ok > /www/index.html; httpd -p 8080 -h /www; sleep 4; rm /www/index.html; sleep 4; \
+                  echo ok > /www/index.html; sleep 4; touch /tmp/die; exec sleep 3600";
+    let mut p = pod("probed", &head, "Always", json!([container("app", script)]));
+    p["spec"]["containers"][0]["ports"] = json!([{"name": "http", "containerPort": 8080}]);
+    p["spec"]["containers"][0]["startupProbe"] = json!({"tcpSocket": {"port": 8080}, "periodSeconds": 1, "failureThreshold": 10});
+    p["spec"]["containers"][0]["readinessProbe"] = json!({"httpGet": {"path": "/index.html", "port": "http"}, "periodSeconds": 1, "failureThreshold": 1});
+    p["spec"]["containers"][0]["livenessProbe"] = json!({"exec": {"command": ["sh", "-c", "test ! -f /tmp/die"]}, "periodSeconds": 1, "failureThreshold": 2});
+    create(&c, 0, &p).await;
+
+    let mut seen: Vec<bool> = Vec::new();
+    let deadline = std::time::Instant::now() + Duration::from_secs(60);
+    loop {
+        let p = get(&c, 0, "probed").await.unwrap_or(Value::Null);
+        if let Some(r) = ready(&p).filter(|_| container_status(&p, "app")["restartCount"] == 0) {
+            if seen.last() != Some(&r) {
+                seen.push(r);
+            }
+        }
+        if container_status(&p, "app")["restartCount"].as_u64() >= Some(1) {
+            assert_eq!(container_status(&p, "app")["lastState"]["terminated"]["exitCode"], 137, "{}", p["status"]);
+            break;
+        }
+        assert!(std::time::Instant::now() < deadline, "no liveness restart; readiness seen: {seen:?}; {}", p["status"]);
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    // Not ready before the startup and readiness probes passed, then ready, not ready while
+    // index.html is gone, ready again.
+    let from_first_ready: Vec<bool> = seen.iter().copied().skip_while(|r| !r).collect();
+    assert_eq!(&from_first_ready[..3], &[true, false, true], "readiness transitions: {seen:?}");
+    assert_eq!(seen.first(), Some(&false), "ready before any probe passed: {seen:?}");
+}

@@ -63,6 +63,21 @@ pub enum Command {
         #[command(subcommand)]
         command: ClusterCommand,
     },
+    /// Print a container's logs (served by the node that runs the pod, through any node).
+    Logs {
+        pod: String,
+        #[arg(short = 'c', long)]
+        container: Option<String>,
+        /// Keep streaming new output until the container stops.
+        #[arg(short = 'f', long)]
+        follow: bool,
+        /// The previous (terminated) run of the container.
+        #[arg(short = 'p', long)]
+        previous: bool,
+        /// Only the last N lines.
+        #[arg(long)]
+        tail: Option<u64>,
+    },
     /// Container images on the nodes.
     Image {
         #[command(subcommand)]
@@ -151,8 +166,37 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Describe { kind, name } => describe(&ctx, &kind, &name).await,
         Command::Cluster { command: ClusterCommand::Status { output } } => cluster_status(&ctx, output).await,
         Command::Image { command: ImageCommand::Load { file, node } } => image_load(&ctx, &file, node).await,
+        Command::Logs { pod, container, follow, previous, tail } => logs(&ctx, &pod, container, follow, previous, tail).await,
         Command::Config { .. } => unreachable!("handled above"),
     }
+}
+
+async fn logs(ctx: &Ctx, pod: &str, container: Option<String>, follow: bool, previous: bool, tail: Option<u64>) -> anyhow::Result<()> {
+    use http_body_util::BodyExt;
+    use std::io::Write;
+    let mut url = format!("{}/api/v1/namespaces/{}/pods/{pod}/log?follow={follow}&previous={previous}", ctx.base, ctx.namespace);
+    if let Some(c) = container {
+        url.push_str(&format!("&container={c}"));
+    }
+    if let Some(n) = tail {
+        url.push_str(&format!("&tailLines={n}"));
+    }
+    let resp = ctx.client.send(Method::GET, &url, None, bytes::Bytes::new()).await?;
+    let status = resp.status();
+    let mut body = resp.into_body();
+    if !status.is_success() {
+        let bytes = body.collect().await?.to_bytes();
+        let v: Value = serde_json::from_slice(&bytes).unwrap_or(Value::Null);
+        bail!("{}", v["message"].as_str().map(String::from).unwrap_or_else(|| format!("HTTP {status}")));
+    }
+    let mut out = std::io::stdout().lock();
+    while let Some(frame) = body.frame().await {
+        if let Some(data) = frame?.data_ref() {
+            out.write_all(data)?;
+            out.flush()?;
+        }
+    }
+    Ok(())
 }
 
 async fn image_load(ctx: &Ctx, file: &std::path::Path, node: Option<String>) -> anyhow::Result<()> {

@@ -5,6 +5,7 @@
 pub mod config;
 pub mod heartbeat;
 pub mod join;
+pub mod logs;
 pub mod node_api;
 
 use std::net::SocketAddr;
@@ -172,7 +173,7 @@ async fn run_worker(s: Settings, state: NodeState) -> anyhow::Result<()> {
 }
 
 fn node_api(s: &Settings, state: &NodeState) -> node_api::NodeApi {
-    node_api::NodeApi::new(&state.name, &format!("http://{}", state.api_addr), s.containerd_socket.clone())
+    node_api::NodeApi::new(&state.name, &format!("http://{}", state.api_addr), s.containerd_socket.clone(), s.data_dir.join("kubelet"))
 }
 
 fn control_config(s: &Settings) -> crate::control::ControlConfig {

@@ -1,23 +1,27 @@
 //! Node-local API endpoints, served by every node under `/orch/v1/nodes/{node}/...`: a
 //! request for another node is forwarded to that node's API address (from its Node
 //! object), so a client can reach any node through whichever node it talks to.
-//! So far: loading an OCI image archive into the node's containerd.
+//! Loading an OCI image archive into the node's containerd, and pod logs (the Kubernetes
+//! path, so `kubectl logs` works too).
 
 use std::path::PathBuf;
 use std::time::Duration;
 
 use axum::body::{to_bytes, Body};
-use axum::extract::{Path, Request, State};
+use std::collections::HashMap;
+
+use axum::extract::{Path, Query, Request, State};
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
-use axum::routing::post;
+use axum::routing::{get, post};
 use axum::Router;
 use hyper::Method;
-use serde_json::json;
+use serde_json::{json, Value};
 
 use crate::api::status::ApiError;
 use crate::api::API_ADDR_ANNOTATION;
-use crate::client::ApiClient;
+use super::logs;
+use crate::client::{ApiClient, HttpError};
 use crate::kubelet::containerd::ContainerdRuntime;
 use crate::kubelet::runtime::ContainerRuntime;
 
@@ -30,16 +34,30 @@ pub struct NodeApi {
     /// This node's own API, to look other nodes up.
     pub api_base: String,
     pub containerd_socket: PathBuf,
+    /// The kubelet's data dir (pod directories with their logs).
+    pub kubelet_dir: PathBuf,
     pub client: ApiClient,
 }
 
 pub fn router(api: NodeApi) -> Router {
-    Router::new().route("/orch/v1/nodes/{node}/images", post(load_image)).with_state(api)
+    Router::new()
+        .route("/orch/v1/nodes/{node}/images", post(load_image))
+        .route("/api/v1/namespaces/{ns}/pods/{name}/log", get(pod_log))
+        .with_state(api)
 }
 
 impl NodeApi {
-    pub fn new(name: &str, api_base: &str, containerd_socket: PathBuf) -> Self {
-        NodeApi { name: name.into(), api_base: api_base.into(), containerd_socket, client: ApiClient::new(Duration::from_secs(600)) }
+    pub fn new(name: &str, api_base: &str, containerd_socket: PathBuf, kubelet_dir: PathBuf) -> Self {
+        NodeApi { name: name.into(), api_base: api_base.into(), containerd_socket, kubelet_dir, client: ApiClient::new(Duration::from_secs(600)) }
+    }
+
+    /// A pod as this node's API serves it (errors keep their status code).
+    async fn pod(&self, ns: &str, name: &str) -> Result<Value, ApiError> {
+        let url = format!("{}/api/v1/namespaces/{ns}/pods/{name}", self.api_base);
+        self.client.json(Method::GET, &url, None).await.map_err(|e| match e.downcast_ref::<HttpError>() {
+            Some(h) if h.code == 404 => ApiError::not_found(format!("pods {name:?} in namespace {ns:?}")),
+            _ => ApiError::unavailable(e.to_string()),
+        })
     }
 
     /// The API address of node `node` (from its Node object's annotation).
@@ -75,6 +93,66 @@ impl NodeApi {
             }
             Err(e) => ApiError::unavailable(format!("node {node:?} at {addr}: {e}")).into_response(),
         }
+    }
+}
+
+/// Which container of `pod` a request means: the named one, or the only one.
+fn choose_container(pod: &Value, name: &str, wanted: Option<&String>) -> Result<String, ApiError> {
+    let spec = &pod["spec"];
+    let names: Vec<&str> = ["initContainers", "containers"]
+        .iter()
+        .flat_map(|k| spec[*k].as_array().into_iter().flatten())
+        .filter_map(|c| c["name"].as_str())
+        .collect();
+    match wanted {
+        Some(c) if names.contains(&c.as_str()) => Ok(c.clone()),
+        Some(c) => Err(ApiError::bad_request(format!("container {c} is not valid for pod {name}"))),
+        None => match spec["containers"].as_array().map(Vec::as_slice) {
+            Some([only]) => Ok(only["name"].as_str().unwrap_or_default().to_string()),
+            _ => Err(ApiError::bad_request(format!("a container name must be specified for pod {name}, choose one of: {names:?}"))),
+        },
+    }
+}
+
+async fn pod_log(
+    State(api): State<NodeApi>,
+    Path((ns, name)): Path<(String, String)>,
+    Query(q): Query<HashMap<String, String>>,
+    req: Request,
+) -> Response {
+    let pod = match api.pod(&ns, &name).await {
+        Ok(p) => p,
+        Err(e) => return e.into_response(),
+    };
+    let Some(node) = pod["spec"]["nodeName"].as_str().filter(|n| !n.is_empty()) else {
+        return ApiError::bad_request(format!("pod {name} is not scheduled to a node yet")).into_response();
+    };
+    if node != api.name {
+        return api.forward(node, req).await;
+    }
+    let container = match choose_container(&pod, &name, q.get("container")) {
+        Ok(c) => c,
+        Err(e) => return e.into_response(),
+    };
+    let flag = |k: &str| q.get(k).is_some_and(|v| v == "true" || v == "1");
+    let tail_lines = match q.get("tailLines").map(|t| t.parse::<usize>()) {
+        Some(Err(_)) => return ApiError::bad_request("tailLines must be a non-negative number").into_response(),
+        other => other.map(Result::unwrap_or_default),
+    };
+    let r = logs::LogRequest {
+        uid: pod["metadata"]["uid"].as_str().unwrap_or_default().to_string(),
+        pod: name,
+        container,
+        previous: flag("previous"),
+        tail_lines,
+        follow: flag("follow"),
+    };
+    match logs::stream(api.kubelet_dir.clone(), api.containerd_socket.clone(), r) {
+        Ok(rx) => {
+            let body = Body::from_stream(tokio_stream::wrappers::ReceiverStream::new(rx));
+            ([(hyper::header::CONTENT_TYPE, "text/plain")], body).into_response()
+        }
+        Err(e) => e.into_response(),
     }
 }
 

@@ -19,7 +19,7 @@ use containerd_client::tonic::{Code, Request, Status};
 
 use super::image::{chain_ids, parse_archive};
 use super::oci;
-use super::runtime::{ContainerConfig, ContainerInfo, ImageConfig, ContainerRuntime, ContainerState, RuntimeError};
+use super::runtime::{ContainerConfig, ContainerInfo, ExecIo, ImageConfig, ContainerRuntime, ContainerState, RuntimeError};
 
 /// The containerd namespace orch's containers and images live in.
 pub const NAMESPACE: &str = "orch";
@@ -237,6 +237,82 @@ fn log_uri(path: &Path) -> String {
 }
 
 impl ContainerRuntime for ContainerdRuntime {
+    async fn exec(&self, id: &str, exec_id: &str, args: &[String], stdin: bool) -> Result<ExecIo, RuntimeError> {
+        use containerd_client::services::v1::ExecProcessRequest;
+        let container = match self.client.containers().get(req(GetContainerRequest { id: id.into() })).await {
+            Ok(r) => r.into_inner().container.ok_or_else(|| RuntimeError::NotFound(id.into()))?,
+            Err(e) if e.code() == Code::NotFound => return Err(RuntimeError::NotFound(id.into())),
+            Err(e) => return Err(rt(e)),
+        };
+        let spec: serde_json::Value = serde_json::from_slice(&container.spec.map(|s| s.value).unwrap_or_default())
+            .map_err(|e| RuntimeError::Runtime(format!("spec of {id}: {e}")))?;
+        let mut process = spec["process"].clone();
+        process["args"] = serde_json::json!(args);
+        process["terminal"] = false.into();
+        let dir = fifo_dir(exec_id);
+        std::fs::create_dir_all(&dir).map_err(|e| RuntimeError::Runtime(format!("exec fifos: {e}")))?;
+        for name in ["stdin", "stdout", "stderr"] {
+            nix::unistd::mkfifo(&dir.join(name), nix::sys::stat::Mode::from_bits_truncate(0o600))
+                .map_err(|e| RuntimeError::Runtime(format!("mkfifo: {e}")))?;
+        }
+        let stdout = tokio::spawn(open_fifo(dir.join("stdout"), false));
+        let stderr = tokio::spawn(open_fifo(dir.join("stderr"), false));
+        let stdin_file = stdin.then(|| tokio::spawn(open_fifo(dir.join("stdin"), true)));
+        let path = |n: &str| dir.join(n).display().to_string();
+        let request = ExecProcessRequest {
+            container_id: id.into(),
+            stdin: if stdin { path("stdin") } else { String::new() },
+            stdout: path("stdout"),
+            stderr: path("stderr"),
+            terminal: false,
+            spec: Some(prost_types::Any { type_url: "types.containerd.io/opencontainers/runtime-spec/1/Process".into(), value: serde_json::to_vec(&process).unwrap_or_default() }),
+            exec_id: exec_id.into(),
+        };
+        let started = async {
+            self.client.tasks().exec(req(request)).await.map_err(rt)?;
+            self.client.tasks().start(req(StartRequest { container_id: id.into(), exec_id: exec_id.into() })).await.map_err(rt)?;
+            Ok::<_, RuntimeError>(())
+        }
+        .await;
+        if let Err(e) = started {
+            release_fifos(&dir);
+            return Err(e);
+        }
+        let fifo = |r: Result<std::io::Result<std::fs::File>, tokio::task::JoinError>| {
+            r.map_err(|e| RuntimeError::Runtime(e.to_string()))?.map_err(|e| RuntimeError::Runtime(format!("exec fifo: {e}")))
+        };
+        let receiver = |f: std::fs::File| tokio::net::unix::pipe::Receiver::from_file(f).map_err(|e| RuntimeError::Runtime(e.to_string()));
+        let stdout = receiver(fifo(stdout.await)?)?;
+        let stderr = receiver(fifo(stderr.await)?)?;
+        let stdin = match stdin_file {
+            Some(f) => Some(tokio::net::unix::pipe::Sender::from_file(fifo(f.await)?).map_err(|e| RuntimeError::Runtime(e.to_string()))?),
+            None => None,
+        };
+        // Every end is open now: the names can go.
+        let _ = std::fs::remove_dir_all(&dir);
+        Ok(ExecIo { stdin, stdout, stderr })
+    }
+
+    async fn exec_wait(&self, id: &str, exec_id: &str) -> Result<u32, RuntimeError> {
+        use containerd_client::services::v1::{DeleteProcessRequest, WaitRequest};
+        let code = self.client.tasks().wait(req(WaitRequest { container_id: id.into(), exec_id: exec_id.into() })).await.map_err(rt)?.into_inner().exit_status;
+        match self.client.tasks().delete_process(req(DeleteProcessRequest { container_id: id.into(), exec_id: exec_id.into() })).await {
+            Ok(_) => {}
+            Err(e) if e.code() == Code::NotFound => {}
+            Err(e) => return Err(rt(e)),
+        }
+        Ok(code)
+    }
+
+    async fn exec_signal(&self, id: &str, exec_id: &str, signal: u32) -> Result<(), RuntimeError> {
+        let kill = KillRequest { container_id: id.into(), exec_id: exec_id.into(), signal, all: false };
+        match self.client.tasks().kill(req(kill)).await {
+            Ok(_) => Ok(()),
+            Err(e) if e.code() == Code::NotFound => Err(RuntimeError::NotFound(id.into())),
+            Err(e) => Err(rt(e)),
+        }
+    }
+
     async fn import_image(&self, archive: &[u8]) -> Result<Vec<String>, RuntimeError> {
         let parsed = parse_archive(archive)?;
         let mut names = Vec::new();
@@ -364,6 +440,26 @@ impl ContainerRuntime for ContainerdRuntime {
             Err(e) => Err(rt(e)),
         }
     }
+}
+
+/// Where exec'd processes' FIFOs live while they run.
+fn fifo_dir(exec_id: &str) -> PathBuf {
+    std::env::temp_dir().join(format!("orch-{exec_id}"))
+}
+
+/// Open one end of a FIFO, waiting (on a blocking thread) for the shim to open the other.
+async fn open_fifo(path: PathBuf, write: bool) -> std::io::Result<std::fs::File> {
+    tokio::task::spawn_blocking(move || std::fs::OpenOptions::new().read(!write).write(write).open(path))
+        .await
+        .map_err(std::io::Error::other)?
+}
+
+/// Release opens still waiting on FIFOs nobody will open (opening both ends ourselves).
+fn release_fifos(dir: &Path) {
+    for name in ["stdin", "stdout", "stderr"] {
+        let _ = std::fs::OpenOptions::new().read(true).write(true).open(dir.join(name));
+    }
+    let _ = std::fs::remove_dir_all(dir);
 }
 
 /// Where a containerd for orch listens by default.

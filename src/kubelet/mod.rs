@@ -11,6 +11,7 @@ pub mod netns;
 pub mod network;
 pub mod oci;
 pub mod plan;
+pub mod probe;
 pub mod runtime;
 pub mod status;
 pub mod sync;

@@ -120,6 +120,55 @@ pub trait ContainerRuntime: Send + Sync {
     async fn signal(&self, id: &str, signal: u32) -> Result<(), RuntimeError>;
     /// Remove a stopped (or never started) container with its task and snapshot.
     async fn remove(&self, id: &str) -> Result<(), RuntimeError>;
+    /// Start `args` as process `exec_id` inside running container `id`, with its
+    /// container's environment and working directory.
+    /// (The exec calls are `Send` so probes can run them on tasks of their own.)
+    fn exec(&self, id: &str, exec_id: &str, args: &[String], stdin: bool) -> impl std::future::Future<Output = Result<ExecIo, RuntimeError>> + Send;
+    /// Wait for an exec'd process to end, remove it, and return its exit code.
+    fn exec_wait(&self, id: &str, exec_id: &str) -> impl std::future::Future<Output = Result<u32, RuntimeError>> + Send;
+    /// Signal an exec'd process (to end one that overran its time).
+    fn exec_signal(&self, id: &str, exec_id: &str, signal: u32) -> impl std::future::Future<Output = Result<(), RuntimeError>> + Send;
+}
+
+/// Run `args` in container `id` and collect its exit code and output (stdout then
+/// stderr, at most `limit` bytes kept), killing it after `timeout`.
+pub async fn exec_capture<R: ContainerRuntime + ?Sized>(
+    rt: &R,
+    id: &str,
+    args: &[String],
+    timeout: std::time::Duration,
+    limit: usize,
+) -> Result<(u32, Vec<u8>), RuntimeError> {
+    use tokio::io::AsyncReadExt;
+    let exec_id = format!("exec-{:016x}", rand::random::<u64>());
+    let mut io = rt.exec(id, &exec_id, args, false).await?;
+    let read = async {
+        let (mut out, mut err) = (Vec::new(), Vec::new());
+        let (a, b) = tokio::join!(io.stdout.read_to_end(&mut out), io.stderr.read_to_end(&mut err));
+        a.and(b).map_err(|e| RuntimeError::Runtime(format!("reading exec output: {e}")))?;
+        out.extend(err);
+        out.truncate(limit);
+        Ok::<_, RuntimeError>(out)
+    };
+    match tokio::time::timeout(timeout, read).await {
+        Ok(output) => {
+            let output = output?;
+            Ok((rt.exec_wait(id, &exec_id).await?, output))
+        }
+        Err(_) => {
+            let _ = rt.exec_signal(id, &exec_id, 9).await;
+            let _ = rt.exec_wait(id, &exec_id).await;
+            Err(RuntimeError::Runtime(format!("command timed out after {timeout:?}")))
+        }
+    }
+}
+
+/// The pipes of a process started inside a running container. Reading stdout and stderr
+/// to their end means the process and its output are done; then `exec_wait`.
+pub struct ExecIo {
+    pub stdin: Option<tokio::net::unix::pipe::Sender>,
+    pub stdout: tokio::net::unix::pipe::Receiver,
+    pub stderr: tokio::net::unix::pipe::Receiver,
 }
 
 /// A recorded call to the fake runtime.
@@ -127,6 +176,7 @@ pub trait ContainerRuntime: Send + Sync {
 pub enum Call {
     Import(usize),
     Run(String),
+    Exec(String, Vec<String>),
     Signal(String, u32),
     Remove(String),
 }
@@ -139,6 +189,8 @@ pub struct FakeRuntime {
     pub calls: Mutex<Vec<Call>>,
     /// When set, `run` fails with this message.
     pub fail_run: Mutex<Option<String>>,
+    /// Exit code every exec'd process ends with.
+    pub exec_exit: Mutex<u32>,
 }
 
 impl FakeRuntime {
@@ -213,6 +265,24 @@ impl ContainerRuntime for FakeRuntime {
     async fn remove(&self, id: &str) -> Result<(), RuntimeError> {
         self.calls.lock().expect("fake lock").push(Call::Remove(id.into()));
         self.containers.lock().expect("fake lock").remove(id).map(|_| ()).ok_or_else(|| RuntimeError::NotFound(id.into()))
+    }
+
+    /// The process "prints" nothing and ends at once with `exec_exit`.
+    async fn exec(&self, id: &str, _exec_id: &str, args: &[String], _stdin: bool) -> Result<ExecIo, RuntimeError> {
+        self.calls.lock().expect("fake lock").push(Call::Exec(id.into(), args.to_vec()));
+        self.info(id).await?;
+        let pipe = || tokio::net::unix::pipe::pipe().map_err(|e| RuntimeError::Runtime(e.to_string()));
+        let (_, stdout) = pipe()?;
+        let (_, stderr) = pipe()?;
+        Ok(ExecIo { stdin: None, stdout, stderr })
+    }
+
+    async fn exec_wait(&self, _id: &str, _exec_id: &str) -> Result<u32, RuntimeError> {
+        Ok(*self.exec_exit.lock().expect("fake lock"))
+    }
+
+    async fn exec_signal(&self, _id: &str, _exec_id: &str, _signal: u32) -> Result<(), RuntimeError> {
+        Ok(())
     }
 }
 

@@ -19,6 +19,7 @@ use super::inputs::{self, Api};
 use super::ipam::Ipam;
 use super::network::{NodeNet, PodNetwork, SandboxPaths};
 use super::plan::{self, Action, Attempt, Backoff, Observed, Waiting};
+use super::probe;
 use super::runtime::{ContainerConfig, ContainerInfo, ContainerRuntime, RuntimeError};
 use super::status::{self, StatusInput};
 use crate::api::quantity;
@@ -57,16 +58,24 @@ struct Local {
     sandbox_error: Option<String>,
 }
 
+/// A finished probe run: container id, which probe, its spec, outcome, when.
+type ProbeResult = (String, probe::Kind, probe::ProbeSpec, Result<String, String>, SystemTime);
+
 pub struct Kubelet<R, N> {
     cfg: KubeletConfig,
     api: Api,
-    runtime: R,
+    runtime: Arc<R>,
     net: N,
     ipam: Ipam,
     node_net: Option<NodeNet>,
     routes: BTreeMap<Ipv4Net, Ipv4Addr>,
     local: BTreeMap<String, Local>,
     wake: Arc<Notify>,
+    /// Probe tallies per (container runtime id, probe); runs in flight; their results.
+    probes: BTreeMap<(String, probe::Kind), probe::ProbeState>,
+    probing: BTreeSet<(String, probe::Kind)>,
+    probe_tx: tokio::sync::mpsc::UnboundedSender<ProbeResult>,
+    probe_rx: tokio::sync::mpsc::UnboundedReceiver<ProbeResult>,
 }
 
 /// The runtime id of one attempt of a container. containerd ids are at most 76 bytes: the
@@ -98,11 +107,26 @@ fn min_time(a: Option<SystemTime>, b: Option<SystemTime>) -> Option<SystemTime> 
     }
 }
 
-impl<R: ContainerRuntime, N: PodNetwork> Kubelet<R, N> {
+impl<R: ContainerRuntime + 'static, N: PodNetwork> Kubelet<R, N> {
     pub fn new(cfg: KubeletConfig, runtime: R, net: N) -> std::io::Result<Self> {
         let ipam = Ipam::new(&cfg.data_dir)?;
         let api = Api { client: ApiClient::new(Duration::from_secs(10)), base: cfg.api_base.clone() };
-        Ok(Kubelet { cfg, api, runtime, net, ipam, node_net: None, routes: BTreeMap::new(), local: BTreeMap::new(), wake: Arc::new(Notify::new()) })
+        let (probe_tx, probe_rx) = tokio::sync::mpsc::unbounded_channel();
+        Ok(Kubelet {
+            cfg,
+            api,
+            runtime: Arc::new(runtime),
+            net,
+            ipam,
+            node_net: None,
+            routes: BTreeMap::new(),
+            local: BTreeMap::new(),
+            wake: Arc::new(Notify::new()),
+            probes: BTreeMap::new(),
+            probing: BTreeSet::new(),
+            probe_tx,
+            probe_rx,
+        })
     }
 
     pub fn runtime(&self) -> &R {
@@ -120,7 +144,11 @@ impl<R: ContainerRuntime, N: PodNetwork> Kubelet<R, N> {
 
     /// Run forever: a pass on every pod change and at least every `resync`.
     pub async fn run(mut self) {
-        tokio::spawn(watch_pods(self.api.clone(), self.cfg.node_name.clone(), self.wake.clone()));
+        let node = &self.cfg.node_name;
+        // Pods bound here, and this node's own object (its pod CIDR arriving).
+        for path in [format!("/api/v1/pods?watch=true&fieldSelector=spec.nodeName={node}"), format!("/api/v1/nodes?watch=true&fieldSelector=metadata.name={node}")] {
+            tokio::spawn(wake_on_changes(self.api.clone(), path, self.wake.clone()));
+        }
         loop {
             let next = match self.sync_once().await {
                 Ok(wake) => wake.and_then(|w| w.duration_since(SystemTime::now()).ok()).unwrap_or(self.cfg.resync).min(self.cfg.resync),
@@ -137,6 +165,18 @@ impl<R: ContainerRuntime, N: PodNetwork> Kubelet<R, N> {
     pub async fn sync_once(&mut self) -> anyhow::Result<Option<SystemTime>> {
         if let Err(e) = self.sync_node().await {
             tracing::warn!(error = %e, "node network");
+        }
+        while let Ok((id, kind, spec, outcome, at)) = self.probe_rx.try_recv() {
+            self.probing.remove(&(id.clone(), kind));
+            let state = self.probes.entry((id.clone(), kind)).or_default();
+            let (ok, message) = match outcome {
+                Ok(m) => (true, m),
+                Err(m) => (false, m),
+            };
+            if !ok {
+                tracing::info!(container = %id, ?kind, %message, "probe failed");
+            }
+            *state = probe::record(&spec, state, ok, message, at);
         }
         let selector = format!("spec.nodeName={}", self.cfg.node_name);
         let list = self.api.client.json(Method::GET, &format!("{}/api/v1/pods?fieldSelector={selector}", self.api.base), None).await?;
@@ -159,6 +199,15 @@ impl<R: ContainerRuntime, N: PodNetwork> Kubelet<R, N> {
             wake = min_time(wake, self.sync_orphan(uid, containers).await);
         }
         self.local.retain(|uid, _| seen.contains(uid));
+        let running: BTreeSet<String> = self
+            .runtime
+            .list()
+            .await?
+            .into_iter()
+            .filter(|c| matches!(c.state, super::runtime::ContainerState::Running { .. }))
+            .map(|c| c.id)
+            .collect();
+        self.probes.retain(|(id, _), _| running.contains(id));
         Ok(wake)
     }
 
@@ -214,7 +263,8 @@ impl<R: ContainerRuntime, N: PodNetwork> Kubelet<R, N> {
         let deleting = pod.metadata.deletion_timestamp.is_some();
         let grace = pod.metadata.deletion_grace_period_seconds.or(spec.termination_grace_period_seconds).unwrap_or(30).max(0);
         let sandbox = if deleting { self.sandbox_present(uid) } else { self.sandbox_ready(uid) };
-        let observed = Observed { containers, sandbox, unhealthy: vec![] };
+        let (unhealthy, readiness, probe_wake) = if deleting { Default::default() } else { self.probe_pod(uid, &spec, &containers) };
+        let observed = Observed { containers, sandbox, unhealthy };
         let local = self.local.entry(uid.to_string()).or_default();
         let now = SystemTime::now();
         let p = plan::plan(&plan::Input {
@@ -238,12 +288,73 @@ impl<R: ContainerRuntime, N: PodNetwork> Kubelet<R, N> {
             }
         }
         if !deleting {
-            self.report_status(pod, uid, &spec, &p.waiting).await;
+            self.report_status(pod, uid, &spec, &p.waiting, &readiness).await;
         }
         if acted {
             self.wake.notify_one();
         }
-        p.wake_at
+        min_time(p.wake_at, probe_wake)
+    }
+
+    /// Start the probes that are due for the pod's running containers; returns the
+    /// containers to restart (liveness or startup failed), readiness per container, and
+    /// when the next probe is due.
+    fn probe_pod(
+        &mut self,
+        uid: &str,
+        spec: &PodSpec,
+        containers: &BTreeMap<String, Vec<Attempt>>,
+    ) -> (Vec<String>, BTreeMap<String, bool>, Option<SystemTime>) {
+        let now = SystemTime::now();
+        let mut unhealthy = Vec::new();
+        let mut readiness = BTreeMap::new();
+        let mut wake = None;
+        let pod_ip = self.lease(uid).map(std::net::IpAddr::V4);
+        for c in &spec.containers {
+            let Some(run) = containers.get(&c.name).and_then(|a| a.last()) else { continue };
+            if !matches!(run.state, super::runtime::ContainerState::Running { .. }) {
+                continue;
+            }
+            let started = run.started_at.unwrap_or(now);
+            let startup_done = probe::spec(c, probe::Kind::Startup).is_none()
+                || self.probes.get(&(run.id.clone(), probe::Kind::Startup)).is_some_and(|s| s.result == Some(true));
+            let kinds: &[probe::Kind] = if startup_done { &[probe::Kind::Liveness, probe::Kind::Readiness] } else { &[probe::Kind::Startup] };
+            for kind in kinds {
+                let Some(parsed) = probe::spec(c, *kind) else { continue };
+                let pspec = match parsed {
+                    Ok(s) => s,
+                    Err(e) => {
+                        tracing::warn!(container = %c.name, ?kind, error = %e, "probe ignored");
+                        continue;
+                    }
+                };
+                let key = (run.id.clone(), *kind);
+                let state = self.probes.get(&key).cloned().unwrap_or_default();
+                if state.result == Some(false) && *kind != probe::Kind::Readiness {
+                    unhealthy.push(c.name.clone());
+                }
+                let due = probe::next_run(&pspec, &state, started);
+                if due <= now && !self.probing.contains(&key) {
+                    if let Some(ip) = pod_ip {
+                        self.probing.insert(key.clone());
+                        let (rt, tx, wake_loop, kind) = (self.runtime.clone(), self.probe_tx.clone(), self.wake.clone(), *kind);
+                        tokio::spawn(async move {
+                            let outcome = probe::run(rt.as_ref(), &key.0, ip, &pspec).await;
+                            let _ = tx.send((key.0, kind, pspec, outcome, SystemTime::now()));
+                            wake_loop.notify_one();
+                        });
+                    }
+                } else {
+                    wake = min_time(wake, Some(due));
+                }
+            }
+            let ready = match probe::spec(c, probe::Kind::Readiness) {
+                None => true,
+                Some(_) => self.probes.get(&(run.id.clone(), probe::Kind::Readiness)).is_some_and(|s| s.result == Some(true)),
+            };
+            readiness.insert(c.name.clone(), ready && startup_done);
+        }
+        (unhealthy, readiness, wake)
     }
 
     async fn sync_orphan(&mut self, uid: &str, containers: BTreeMap<String, Vec<Attempt>>) -> Option<SystemTime> {
@@ -453,7 +564,7 @@ impl<R: ContainerRuntime, N: PodNetwork> Kubelet<R, N> {
         Ok(())
     }
 
-    async fn report_status(&mut self, pod: &Pod, uid: &str, spec: &PodSpec, plan_waiting: &BTreeMap<String, Waiting>) {
+    async fn report_status(&mut self, pod: &Pod, uid: &str, spec: &PodSpec, plan_waiting: &BTreeMap<String, Waiting>, readiness: &BTreeMap<String, bool>) {
         // Observe again: the actions just taken changed what is running.
         let containers = match self.runtime.list().await {
             Ok(list) => group_by_pod(list).remove(uid).unwrap_or_default(),
@@ -472,7 +583,7 @@ impl<R: ContainerRuntime, N: PodNetwork> Kubelet<R, N> {
             spec,
             observed: &observed,
             waiting: &waiting,
-            readiness: &BTreeMap::new(),
+            readiness,
             pod_ip: self.lease(uid).map(|ip| ip.to_string()),
             host_ip: &self.cfg.node_ip,
             previous: &previous,
@@ -534,12 +645,12 @@ fn remove_cgroups(parent: &str, uid: &str) {
     }
 }
 
-/// Wake the loop on every change of this node's pods (a watch through the node's API),
-/// reconnecting after errors. Missed events only delay a pass until the next resync.
-async fn watch_pods(api: Api, node: String, wake: Arc<Notify>) {
+/// Wake the loop on every event of a watch (`path`, through the node's API), reconnecting
+/// after errors. Missed events only delay a pass until the next resync.
+async fn wake_on_changes(api: Api, path: String, wake: Arc<Notify>) {
     use http_body_util::BodyExt;
     loop {
-        let url = format!("{}/api/v1/pods?watch=true&fieldSelector=spec.nodeName={node}", api.base);
+        let url = format!("{}{path}", api.base);
         if let Ok(resp) = api.client.send(Method::GET, &url, None, bytes::Bytes::new()).await {
             if resp.status().is_success() {
                 let mut body = resp.into_body();
