@@ -11,3 +11,4 @@ pub mod daemon;
 pub mod kubelet;
 pub mod metrics;
 pub mod proxy;
+pub mod remotecommand;

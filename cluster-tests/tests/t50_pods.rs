@@ -321,3 +321,45 @@ async fn probes_gate_readiness_and_restart_unhealthy_containers() {
     assert_eq!(&from_first_ready[..3], &[true, false, true], "readiness transitions: {seen:?}");
     assert_eq!(seen.first(), Some(&false), "ready before any probe passed: {seen:?}");
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn logs_and_exec_reach_a_pod_on_another_node_through_any_node() {
+    let c = cluster().await;
+    let head = c.nodes[0].name.clone();
+    let talk = "for i in $(seq 1 15); do echo line $i; sleep 0.2; done";
+    create(&c, 0, &pod("talker", &head, "Never", json!([container("app", talk)]))).await;
+    create(&c, 0, &pod("shell", &head, "Always", json!([container("app", "exec sleep 3600")]))).await;
+    wait_pod(&c, "talker", "talker running", |p| container_status(p, "app")["state"]["running"].is_object()).await;
+
+    // Through the worker (the pod runs on the head): follow until the container ends.
+    let (ok, out, err) = c.orchctl(1, &["logs", "-f", "talker"]).unwrap();
+    assert!(ok, "{err}");
+    let want: String = (1..=15).map(|i| format!("line {i}\n")).collect();
+    assert_eq!(out, want);
+    let (ok, out, _) = c.orchctl(1, &["logs", "talker", "--tail", "2"]).unwrap();
+    assert!(ok);
+    assert_eq!(out, "line 14\nline 15\n");
+    let (ok, _, err) = c.orchctl(1, &["logs", "talker", "--previous"]).unwrap();
+    assert!(!ok && err.contains("previous terminated container"), "{err}");
+
+    wait_pod(&c, "shell", "shell running", |p| container_status(p, "app")["state"]["running"].is_object()).await;
+    let out = std::process::Command::new(cluster_tests::cluster::bin_dir().join("orchctl"))
+        .args(["--server", &c.api(1), "exec", "shell", "--", "sh", "-c", "echo out; echo err >&2; exit 3"])
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(3));
+    assert_eq!((String::from_utf8_lossy(&out.stdout).as_ref(), String::from_utf8_lossy(&out.stderr).as_ref()), ("out\n", "err\n"));
+
+    // stdin streams in; the command sees its end.
+    use std::io::Write;
+    let mut child = std::process::Command::new(cluster_tests::cluster::bin_dir().join("orchctl"))
+        .args(["--server", &c.api(1), "exec", "-i", "shell", "--", "sh", "-c", "cat; echo done"])
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    child.stdin.take().unwrap().write_all(b"hello through stdin\n").unwrap();
+    let out = child.wait_with_output().unwrap();
+    assert!(out.status.success());
+    assert_eq!(String::from_utf8_lossy(&out.stdout), "hello through stdin\ndone\n");
+}

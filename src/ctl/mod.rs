@@ -2,6 +2,7 @@
 //! prints with `print`. Works against heads and workers alike.
 
 pub mod config;
+pub mod exec;
 pub mod manifest;
 pub mod print;
 
@@ -78,6 +79,21 @@ pub enum Command {
         #[arg(long)]
         tail: Option<u64>,
     },
+    /// Run a command in a container; exits with the command's exit code.
+    Exec {
+        pod: String,
+        #[arg(short = 'c', long)]
+        container: Option<String>,
+        /// Pass stdin to the command.
+        #[arg(short = 'i', long)]
+        stdin: bool,
+        /// Accepted for kubectl compatibility; the command runs without a terminal.
+        #[arg(short = 't', long)]
+        tty: bool,
+        /// The command and its arguments (after `--`).
+        #[arg(last = true, required = true)]
+        command: Vec<String>,
+    },
     /// Container images on the nodes.
     Image {
         #[command(subcommand)]
@@ -101,6 +117,16 @@ pub enum ClusterCommand {
 
 #[derive(Subcommand, Debug)]
 pub enum ImageCommand {
+    /// Write an OCI image archive holding the host's static busybox (/bin/busybox from
+    /// Debian's busybox-static): a small image for trying orch without a registry.
+    PackBusybox {
+        /// The archive to write.
+        file: std::path::PathBuf,
+        #[arg(long, default_value = "orch.local/busybox:latest")]
+        name: String,
+        #[arg(long, default_value = "/bin/busybox")]
+        busybox: std::path::PathBuf,
+    },
     /// Load an OCI image archive (tar) into every node, or one (for air-gapped clusters).
     Load {
         file: std::path::PathBuf,
@@ -166,7 +192,22 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Describe { kind, name } => describe(&ctx, &kind, &name).await,
         Command::Cluster { command: ClusterCommand::Status { output } } => cluster_status(&ctx, output).await,
         Command::Image { command: ImageCommand::Load { file, node } } => image_load(&ctx, &file, node).await,
+        Command::Image { command: ImageCommand::PackBusybox { file, name, busybox } } => {
+            let archive = crate::kubelet::image::busybox_archive(&name, &busybox)
+                .with_context(|| format!("packing {} (install busybox-static)", busybox.display()))?;
+            std::fs::write(&file, archive).with_context(|| format!("writing {}", file.display()))?;
+            println!("wrote {} ({name})", file.display());
+            Ok(())
+        }
         Command::Logs { pod, container, follow, previous, tail } => logs(&ctx, &pod, container, follow, previous, tail).await,
+        Command::Exec { pod, container, stdin, tty, command } => {
+            if tty {
+                eprintln!("note: orch runs exec'd commands without a terminal");
+            }
+            let params = crate::remotecommand::ExecParams { command, container, stdin, tty: false };
+            let code = exec::exec(&ctx.base, &ctx.namespace, &pod, &params).await?;
+            std::process::exit(code)
+        }
         Command::Config { .. } => unreachable!("handled above"),
     }
 }

@@ -4,6 +4,7 @@
 
 pub mod config;
 pub mod heartbeat;
+pub mod exec;
 pub mod join;
 pub mod logs;
 pub mod node_api;
@@ -112,9 +113,8 @@ async fn run_head(s: Settings, mut state: NodeState) -> anyhow::Result<()> {
     tokio::spawn(crate::control::run(store.clone(), control_config(&s)));
     start_kubelet(&s, &state);
     let router = api::router(app).merge(node_api::router(node_api(&s, &state)));
-    let server = axum::serve(no_delay(listener), router).with_graceful_shutdown(shutdown_signal());
     tracing::info!(api = %state.api_addr, "serving the API");
-    server.await?;
+    serve(listener, router).await?;
     node.shutdown().await;
     Ok(())
 }
@@ -168,7 +168,7 @@ async fn run_worker(s: Settings, state: NodeState) -> anyhow::Result<()> {
     start_kubelet(&s, &state);
     tracing::info!(api = %state.api_addr, heads = ?state.seeds, "serving the API (forwarding to heads)");
     let router = crate::proxy::router(proxy).merge(node_api::router(node_api(&s, &state)));
-    axum::serve(no_delay(listener), router).with_graceful_shutdown(shutdown_signal()).await?;
+    serve(listener, router).await?;
     Ok(())
 }
 
@@ -220,6 +220,32 @@ fn start_kubelet(s: &Settings, state: &NodeState) {
             Err(e) => tracing::error!(error = %e, "kubelet could not start"),
         }
     });
+}
+
+/// How long open connections (watches, log follows, exec sessions) may run on after
+/// SIGTERM before they are cut.
+const SHUTDOWN_GRACE: Duration = Duration::from_secs(3);
+
+/// Serve the API until SIGTERM/SIGINT: then stop accepting, let requests in flight finish,
+/// and cut long-lived streams after `SHUTDOWN_GRACE` (they would otherwise hold the
+/// process forever).
+async fn serve(listener: tokio::net::TcpListener, router: axum::Router) -> anyhow::Result<()> {
+    let (tx, rx) = tokio::sync::watch::channel(false);
+    tokio::spawn(async move {
+        shutdown_signal().await;
+        let _ = tx.send(true);
+    });
+    let stopping = |mut rx: tokio::sync::watch::Receiver<bool>| async move {
+        let _ = rx.wait_for(|stop| *stop).await;
+    };
+    let server = axum::serve(no_delay(listener), router).with_graceful_shutdown(stopping(rx.clone()));
+    tokio::select! {
+        r = std::future::IntoFuture::into_future(server) => r?,
+        _ = async { stopping(rx).await; tokio::time::sleep(SHUTDOWN_GRACE).await } => {
+            tracing::info!("closing the connections still open");
+        }
+    }
+    Ok(())
 }
 
 /// API connections carry small request/response exchanges: without TCP_NODELAY, Nagle's

@@ -10,7 +10,7 @@ use std::time::Duration;
 use axum::body::{to_bytes, Body};
 use std::collections::HashMap;
 
-use axum::extract::{Path, Query, Request, State};
+use axum::extract::{Path, Query, RawQuery, Request, State};
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
@@ -43,6 +43,7 @@ pub fn router(api: NodeApi) -> Router {
     Router::new()
         .route("/orch/v1/nodes/{node}/images", post(load_image))
         .route("/api/v1/namespaces/{ns}/pods/{name}/log", get(pod_log))
+        .route("/api/v1/namespaces/{ns}/pods/{name}/exec", get(pod_exec).post(pod_exec))
         .with_state(api)
 }
 
@@ -52,7 +53,7 @@ impl NodeApi {
     }
 
     /// A pod as this node's API serves it (errors keep their status code).
-    async fn pod(&self, ns: &str, name: &str) -> Result<Value, ApiError> {
+    pub async fn pod(&self, ns: &str, name: &str) -> Result<Value, ApiError> {
         let url = format!("{}/api/v1/namespaces/{ns}/pods/{name}", self.api_base);
         self.client.json(Method::GET, &url, None).await.map_err(|e| match e.downcast_ref::<HttpError>() {
             Some(h) if h.code == 404 => ApiError::not_found(format!("pods {name:?} in namespace {ns:?}")),
@@ -61,7 +62,7 @@ impl NodeApi {
     }
 
     /// The API address of node `node` (from its Node object's annotation).
-    async fn address_of(&self, node: &str) -> Result<String, ApiError> {
+    pub async fn address_of(&self, node: &str) -> Result<String, ApiError> {
         let obj = self
             .client
             .json(Method::GET, &format!("{}/api/v1/nodes/{node}", self.api_base), None)
@@ -97,7 +98,7 @@ impl NodeApi {
 }
 
 /// Which container of `pod` a request means: the named one, or the only one.
-fn choose_container(pod: &Value, name: &str, wanted: Option<&String>) -> Result<String, ApiError> {
+pub fn choose_container(pod: &Value, name: &str, wanted: Option<&String>) -> Result<String, ApiError> {
     let spec = &pod["spec"];
     let names: Vec<&str> = ["initContainers", "containers"]
         .iter()
@@ -112,6 +113,15 @@ fn choose_container(pod: &Value, name: &str, wanted: Option<&String>) -> Result<
             _ => Err(ApiError::bad_request(format!("a container name must be specified for pod {name}, choose one of: {names:?}"))),
         },
     }
+}
+
+async fn pod_exec(
+    State(api): State<NodeApi>,
+    Path((ns, name)): Path<(String, String)>,
+    RawQuery(query): RawQuery,
+    ws: axum::extract::ws::WebSocketUpgrade,
+) -> Response {
+    super::exec::handle(api, ns, name, query.unwrap_or_default(), ws).await
 }
 
 async fn pod_log(

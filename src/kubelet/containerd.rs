@@ -27,8 +27,9 @@ const SNAPSHOTTER: &str = "overlayfs";
 const RUNTIME: &str = "io.containerd.runc.v2";
 const SPEC_TYPE: &str = "types.containerd.io/opencontainers/runtime-spec/1/Spec";
 
+#[derive(Clone)]
 pub struct ContainerdRuntime {
-    client: Client,
+    client: std::sync::Arc<Client>,
 }
 
 fn req<T>(msg: T) -> Request<T> {
@@ -58,7 +59,7 @@ impl ContainerdRuntime {
             Err(e) if e.code() == Code::AlreadyExists => {}
             Err(e) => return Err(rt(e)),
         }
-        Ok(ContainerdRuntime { client })
+        Ok(ContainerdRuntime { client: std::sync::Arc::new(client) })
     }
 
     async fn has_blob(&self, digest: &str) -> Result<bool, RuntimeError> {
@@ -302,6 +303,12 @@ impl ContainerRuntime for ContainerdRuntime {
             Err(e) => return Err(rt(e)),
         }
         Ok(code)
+    }
+
+    async fn exec_close_stdin(&self, id: &str, exec_id: &str) -> Result<(), RuntimeError> {
+        use containerd_client::services::v1::CloseIoRequest;
+        self.client.tasks().close_io(req(CloseIoRequest { container_id: id.into(), exec_id: exec_id.into(), stdin: true })).await.map_err(rt)?;
+        Ok(())
     }
 
     async fn exec_signal(&self, id: &str, exec_id: &str, signal: u32) -> Result<(), RuntimeError> {

@@ -126,6 +126,8 @@ pub trait ContainerRuntime: Send + Sync {
     fn exec(&self, id: &str, exec_id: &str, args: &[String], stdin: bool) -> impl std::future::Future<Output = Result<ExecIo, RuntimeError>> + Send;
     /// Wait for an exec'd process to end, remove it, and return its exit code.
     fn exec_wait(&self, id: &str, exec_id: &str) -> impl std::future::Future<Output = Result<u32, RuntimeError>> + Send;
+    /// End an exec'd process's stdin (the shim keeps the FIFO open; EOF must be asked for).
+    fn exec_close_stdin(&self, id: &str, exec_id: &str) -> impl std::future::Future<Output = Result<(), RuntimeError>> + Send;
     /// Signal an exec'd process (to end one that overran its time).
     fn exec_signal(&self, id: &str, exec_id: &str, signal: u32) -> impl std::future::Future<Output = Result<(), RuntimeError>> + Send;
 }
@@ -282,6 +284,10 @@ impl ContainerRuntime for FakeRuntime {
     }
 
     async fn exec_signal(&self, _id: &str, _exec_id: &str, _signal: u32) -> Result<(), RuntimeError> {
+        Ok(())
+    }
+
+    async fn exec_close_stdin(&self, _id: &str, _exec_id: &str) -> Result<(), RuntimeError> {
         Ok(())
     }
 }
