@@ -64,6 +64,11 @@ impl Containerd {
         self.list(&["containers", "ls", "-q"])
     }
 
+    /// Ids of the tasks that are running.
+    pub fn running_tasks(&self) -> Vec<String> {
+        self.list(&["tasks", "ls"]).into_iter().filter(|l| l.contains("RUNNING")).filter_map(|l| l.split_whitespace().next().map(String::from)).collect()
+    }
+
     /// Names of the active and committed snapshots of orch's namespace that are not image layers.
     pub fn snapshots(&self) -> Vec<String> {
         self.list(&["snapshots", "ls"]).into_iter().skip(1).filter_map(|l| l.split_whitespace().next().map(String::from)).filter(|k| !k.starts_with("sha256:")).collect()

@@ -3,12 +3,14 @@
 //! `watch` reads watch streams. Everything here does I/O; it needs root.
 
 pub mod bench;
+pub mod bench_pods;
 pub mod chaos;
 pub mod check;
 pub mod cluster;
 pub mod containerd;
 pub mod net;
 pub mod objects;
+pub mod pods;
 pub mod watch;
 
 pub use cluster::{poll, Cluster, Role};

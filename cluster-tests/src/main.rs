@@ -1,4 +1,4 @@
-//! The cluster-tests command line: benchmarks (and, later, long chaos runs) on real
+//! The cluster-tests command line: benchmarks and long chaos runs on real
 //! clusters. `cargo run -p cluster-tests --release -- --help`.
 
 use std::path::PathBuf;
@@ -23,6 +23,14 @@ enum Cmd {
         sequential: usize,
         #[arg(long, default_value_t = 5000)]
         concurrent: usize,
+    },
+    /// Pod start latency (create → running) on 3 nodes with containerd, and idle orchd memory.
+    BenchPods {
+        /// Where to write pod-startup.{md,json}.
+        #[arg(long, default_value = "docs/benchmarks")]
+        out: PathBuf,
+        #[arg(long, default_value_t = 30)]
+        pods: usize,
     },
     /// A long chaos run: leader kills, pauses and partitions under a checked workload.
     Chaos {
@@ -64,6 +72,7 @@ fn parse_duration(s: &str) -> Result<std::time::Duration, String> {
 async fn main() -> anyhow::Result<()> {
     match Cli::parse().command {
         Cmd::BenchWrites { out, sequential, concurrent } => cluster_tests::bench::writes(&out, sequential, concurrent).await,
+        Cmd::BenchPods { out, pods } => cluster_tests::bench_pods::bench(&out, pods).await,
         Cmd::Chaos { heads, duration, seed, clients, keys, watchers, orchd_flags, out } => {
             use cluster_tests::chaos::{self, report, Config, LONG_ROTATION};
             let seed = seed.unwrap_or_else(|| std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_secs());

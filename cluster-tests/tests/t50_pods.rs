@@ -5,38 +5,18 @@
 use std::time::Duration;
 
 use cluster_tests::cluster::{poll, Cluster, Options};
+use cluster_tests::pods::{self, container, container_status, get, load_busybox, pod};
 use serde_json::{json, Value};
-
-const IMAGE: &str = "orch.local/busybox:test";
 
 async fn cluster() -> Cluster {
     let opts = Options { containerd: true, extra: vec!["--restart-backoff-ms".into(), "500".into()] };
     let c = Cluster::start_opts(1, 1, opts).await.expect("cluster starts");
-    let archive = orch::kubelet::image::busybox_archive(IMAGE, std::path::Path::new("/bin/busybox")).expect("busybox-static provides /bin/busybox");
-    let file = c.work_dir().join("busybox.tar");
-    std::fs::write(&file, archive).unwrap();
-    let (ok, out, err) = c.orchctl(1, &["image", "load", file.to_str().unwrap()]).unwrap();
-    assert!(ok, "image load: {out}{err}");
-    assert_eq!(out.matches("loaded orch.local/busybox:test").count(), 2, "{out}");
+    load_busybox(&c, 1).expect("the image loads into both nodes");
     c
 }
 
-fn pod(name: &str, node: &str, policy: &str, containers: Value) -> Value {
-    json!({"apiVersion": "v1", "kind": "Pod", "metadata": {"name": name, "namespace": "default"},
-        "spec": {"nodeName": node, "restartPolicy": policy, "terminationGracePeriodSeconds": 2, "containers": containers}})
-}
-
-fn container(name: &str, script: &str) -> Value {
-    json!({"name": name, "image": IMAGE, "command": ["sh", "-c", script]})
-}
-
 async fn create(c: &Cluster, via: usize, obj: &Value) {
-    let url = c.url(via, "/api/v1/namespaces/default/pods");
-    c.client.json(hyper::Method::POST, &url, Some(obj)).await.expect("pod created");
-}
-
-async fn get(c: &Cluster, via: usize, name: &str) -> Option<Value> {
-    c.client.json(hyper::Method::GET, &c.url(via, &format!("/api/v1/namespaces/default/pods/{name}")), None).await.ok()
+    pods::create(c, via, obj).await.expect("pod created");
 }
 
 async fn wait_pod(c: &Cluster, name: &str, what: &str, check: impl Fn(&Value) -> bool) -> Value {
@@ -68,10 +48,6 @@ fn container_logs(c: &Cluster) -> String {
         }
     }
     out
-}
-
-fn container_status<'a>(pod: &'a Value, name: &str) -> &'a Value {
-    pod["status"]["containerStatuses"].as_array().and_then(|cs| cs.iter().find(|c| c["name"] == name)).unwrap_or(&Value::Null)
 }
 
 /// Everything a pod could leave behind on node `i`, described (empty when clean).
@@ -246,8 +222,16 @@ async fn thirty_pods_come_and_go_and_a_restarted_orchd_keeps_its_pods_running() 
     }
     let before = get(&c, 0, "p00").await.unwrap();
 
-    // Restart orchd on the head (SIGKILL): its pods keep running, nothing restarts.
+    // Kill orchd on the head (SIGKILL): with no head reachable, the worker's kubelet fails
+    // its passes but leaves its pods running (static stability).
+    let log = c.nodes[1].data_dir.with_extension("log");
+    let failures = || std::fs::read_to_string(&log).unwrap_or_default().matches("kubelet pass failed").count();
+    let before_outage = failures();
     c.kill(0);
+    poll(Duration::from_secs(30), "the worker's kubelet to notice the outage", || async { Ok(failures() > before_outage) }).await.unwrap();
+    assert_eq!(c.containerds[1].running_tasks().len(), 15, "the worker's pods run on without a head");
+    assert_eq!(c.containerds[0].running_tasks().len(), 15, "the head's pods run on without their orchd");
+    // Restart it: its pods keep running, nothing restarts.
     c.restart(0).await.unwrap();
     // A pod created now runs only once the restarted kubelet made a pass, which also
     // looked at every old pod.

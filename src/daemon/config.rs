@@ -85,6 +85,9 @@ pub struct Flags {
     #[arg(long)]
     #[serde(default)]
     pub no_kubelet: bool,
+    /// Most pods this node runs (its `pods` capacity).
+    #[arg(long)]
+    pub max_pods: Option<u64>,
     /// containerd's gRPC socket.
     #[arg(long)]
     pub containerd_socket: Option<PathBuf>,
@@ -132,6 +135,7 @@ pub struct Settings {
     pub cluster_cidr: ipnet::Ipv4Net,
     pub node_cidr_prefix: u8,
     pub kubelet: bool,
+    pub max_pods: u64,
     pub containerd_socket: PathBuf,
     pub run_dir: PathBuf,
     pub cgroup_parent: String,
@@ -181,6 +185,7 @@ impl Flags {
             cluster_cidr: cluster_cidr.trunc(),
             node_cidr_prefix,
             kubelet: !(self.no_kubelet || file.no_kubelet),
+            max_pods: self.max_pods.or(file.max_pods).unwrap_or(110),
             containerd_socket: self.containerd_socket.or(file.containerd_socket).unwrap_or_else(crate::kubelet::containerd::default_socket),
             run_dir: self.run_dir.or(file.run_dir).unwrap_or_else(|| PathBuf::from("/run/orch")),
             cgroup_parent: self.cgroup_parent.or(file.cgroup_parent).unwrap_or_else(|| "orch".into()),

@@ -17,6 +17,32 @@ pub struct Identity {
     pub role: Role,
     pub address: String,
     pub api_addr: String,
+    /// What the node offers pods (None on a node without the kubelet role).
+    pub resources: Option<Resources>,
+}
+
+/// A node's capacity as Kubernetes counts it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Resources {
+    pub cpus: u64,
+    pub memory_kib: u64,
+    pub max_pods: u64,
+}
+
+impl Resources {
+    /// This host's CPUs and memory (from /proc/meminfo).
+    pub fn of_host(max_pods: u64) -> Resources {
+        let cpus = std::thread::available_parallelism().map_or(1, |n| n.get() as u64);
+        let memory_kib = std::fs::read_to_string("/proc/meminfo")
+            .ok()
+            .and_then(|m| m.lines().find_map(|l| l.strip_prefix("MemTotal:").and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())))
+            .unwrap_or(0);
+        Resources { cpus, memory_kib, max_pods }
+    }
+
+    fn quantities(&self) -> Value {
+        json!({"cpu": self.cpus.to_string(), "memory": format!("{}Ki", self.memory_kib), "pods": self.max_pods.to_string()})
+    }
 }
 
 fn role_name(role: Role) -> &'static str {
@@ -33,7 +59,7 @@ fn ready_condition(now: &str) -> Value {
 
 /// The Node object a node registers itself with.
 pub fn node_object(id: &Identity, now: &str) -> Value {
-    json!({
+    let mut node = json!({
         "apiVersion": "v1", "kind": "Node",
         "metadata": {
             "name": id.name,
@@ -43,13 +69,41 @@ pub fn node_object(id: &Identity, now: &str) -> Value {
         "status": {
             "addresses": [{"type": "InternalIP", "address": id.address}, {"type": "Hostname", "address": id.name}],
             "conditions": [ready_condition(now)],
+            "nodeInfo": node_info(),
         },
+    });
+    if let Some(r) = &id.resources {
+        node["status"]["capacity"] = r.quantities();
+        node["status"]["allocatable"] = r.quantities();
+    }
+    node
+}
+
+fn node_info() -> Value {
+    let read = |p: &str| std::fs::read_to_string(p).map(|s| s.trim().to_string()).unwrap_or_default();
+    let os = read("/etc/os-release").lines().find_map(|l| l.strip_prefix("PRETTY_NAME=").map(|v| v.trim_matches('"').to_string())).unwrap_or_default();
+    json!({
+        "kubeletVersion": format!("orch-{}", env!("CARGO_PKG_VERSION")),
+        "kernelVersion": read("/proc/sys/kernel/osrelease"),
+        "osImage": os,
+        "operatingSystem": "linux",
+        "architecture": match std::env::consts::ARCH { "x86_64" => "amd64", "aarch64" => "arm64", other => other },
+        "containerRuntimeVersion": "containerd",
+        "machineID": read("/etc/machine-id"),
+        "bootID": read("/proc/sys/kernel/random/boot_id"),
+        "systemUUID": "",
+        "kubeProxyVersion": "",
     })
 }
 
 /// The merge patch one heartbeat sends to `nodes/NAME/status`.
-pub fn heartbeat_patch(now: &str) -> Value {
-    json!({"status": {"conditions": [ready_condition(now)]}})
+pub fn heartbeat_patch(id: &Identity, now: &str) -> Value {
+    let mut patch = json!({"status": {"conditions": [ready_condition(now)]}});
+    if let Some(r) = &id.resources {
+        patch["status"]["capacity"] = r.quantities();
+        patch["status"]["allocatable"] = r.quantities();
+    }
+    patch
 }
 
 /// Register, then heartbeat every `interval`, forever. Failures are logged and retried.
@@ -61,7 +115,7 @@ pub async fn run(api_base: String, id: Identity, interval: Duration, clock: std:
         let now = clock.now_rfc3339();
         let result = if registered {
             let url = format!("{nodes}/{}/status", id.name);
-            client.json_as(Method::PATCH, &url, Some(&heartbeat_patch(&now)), "application/merge-patch+json").await.map(|_| ())
+            client.json_as(Method::PATCH, &url, Some(&heartbeat_patch(&id, &now)), "application/merge-patch+json").await.map(|_| ())
         } else {
             match client.json(Method::POST, &nodes, Some(&node_object(&id, &now))).await {
                 Err(e) if e.downcast_ref::<HttpError>().is_some_and(|h| h.code == 409) => Ok(()),
@@ -89,11 +143,14 @@ mod tests {
 
     #[test]
     fn node_object_carries_role_and_address() {
-        let id = Identity { name: "w1".into(), role: Role::Worker, address: "10.0.0.9".into(), api_addr: "10.0.0.9:6443".into() };
+        let resources = Some(Resources { cpus: 2, memory_kib: 2048, max_pods: 110 });
+        let id = Identity { name: "w1".into(), role: Role::Worker, address: "10.0.0.9".into(), api_addr: "10.0.0.9:6443".into(), resources };
         let n = node_object(&id, "2026-01-01T00:00:00Z");
         assert_eq!(n["metadata"]["labels"][ROLE_LABEL], "worker");
         assert_eq!(n["status"]["addresses"][0]["address"], "10.0.0.9");
-        assert_eq!(heartbeat_patch("t")["status"]["conditions"][0]["lastHeartbeatTime"], "t");
+        assert_eq!(n["status"]["allocatable"], json!({"cpu": "2", "memory": "2048Ki", "pods": "110"}));
+        assert_eq!(heartbeat_patch(&id, "t")["status"]["conditions"][0]["lastHeartbeatTime"], "t");
+        assert_eq!(heartbeat_patch(&id, "t")["status"]["capacity"]["pods"], "110");
         // The object is a valid Node for the API's own validation.
         crate::api::resources::lookup("nodes").unwrap().validate(n).unwrap();
     }

@@ -153,7 +153,13 @@ async fn create_initial_namespaces(store: &ObjectStore) -> anyhow::Result<()> {
 }
 
 fn identity(state: &NodeState, s: &Settings) -> heartbeat::Identity {
-    heartbeat::Identity { name: state.name.clone(), role: state.role, address: s.advertise.to_string(), api_addr: state.api_addr.clone() }
+    heartbeat::Identity {
+        name: state.name.clone(),
+        role: state.role,
+        address: s.advertise.to_string(),
+        api_addr: state.api_addr.clone(),
+        resources: s.kubelet.then(|| heartbeat::Resources::of_host(s.max_pods)),
+    }
 }
 
 async fn run_worker(s: Settings, state: NodeState) -> anyhow::Result<()> {

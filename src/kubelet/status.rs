@@ -5,7 +5,7 @@
 use std::collections::BTreeMap;
 use std::time::SystemTime;
 
-use k8s_openapi::api::core::v1::PodSpec;
+use k8s_openapi::api::core::v1::{Container, PodSpec};
 use serde_json::{json, Value};
 
 use super::plan::{restart_policy, Attempt, Observed, Waiting};
@@ -63,10 +63,13 @@ fn state(a: Option<&Attempt>, waiting: Option<&Waiting>, default_wait: &str) -> 
     }
 }
 
-fn container_status(input: &StatusInput, name: &str, image: &str, default_wait: &str) -> (Value, bool) {
+fn container_status(input: &StatusInput, c: &Container, default_wait: &str) -> (Value, bool) {
+    let (name, image) = (c.name.as_str(), c.image.as_deref().unwrap_or_default());
     let latest = input.observed.latest(name);
     let running = latest.is_some_and(|a| matches!(a.state, ContainerState::Running { .. }));
-    let ready = running && input.readiness.get(name).copied().unwrap_or(true);
+    // Without a verdict yet, a container with readiness or startup probes is not ready.
+    let probed = c.readiness_probe.is_some() || c.startup_probe.is_some();
+    let ready = running && input.readiness.get(name).copied().unwrap_or(!probed);
     let mut s = json!({
         "name": name,
         "image": image,
@@ -136,7 +139,7 @@ pub fn pod_status(input: &StatusInput) -> Value {
         .flatten()
         .map(|c| {
             init_done &= exit_code(input.observed.latest(&c.name)) == Some(0);
-            container_status(input, &c.name, c.image.as_deref().unwrap_or_default(), "PodInitializing").0
+            container_status(input, c, "PodInitializing").0
         })
         .collect();
     let wait = if init_done { "ContainerCreating" } else { "PodInitializing" };
@@ -145,7 +148,7 @@ pub fn pod_status(input: &StatusInput) -> Value {
         .containers
         .iter()
         .map(|c| {
-            let (s, ready) = container_status(input, &c.name, c.image.as_deref().unwrap_or_default(), wait);
+            let (s, ready) = container_status(input, c, wait);
             all_ready &= ready;
             s
         })
@@ -183,8 +186,6 @@ pub fn pod_status(input: &StatusInput) -> Value {
 #[cfg(test)]
 mod tests {
     use std::time::Duration;
-
-    use k8s_openapi::api::core::v1::Container;
 
     use super::*;
 

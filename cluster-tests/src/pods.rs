@@ -1,0 +1,53 @@
+//! Pod helpers the kubelet tests and the pod benchmark share: the busybox test image
+//! (built from the host's static busybox, loaded with `orchctl image load`), pod objects
+//! bound to a node, and reading a container's status.
+
+use anyhow::{bail, Context};
+use hyper::Method;
+use serde_json::{json, Value};
+
+use crate::Cluster;
+
+/// The image every pod of the tests runs (nothing is downloaded).
+pub const IMAGE: &str = "orch.local/busybox:test";
+
+/// Pack /bin/busybox into an image archive and load it into every node through node `via`.
+pub fn load_busybox(c: &Cluster, via: usize) -> anyhow::Result<()> {
+    let archive = orch::kubelet::image::busybox_archive(IMAGE, std::path::Path::new("/bin/busybox")).context("busybox-static provides /bin/busybox")?;
+    let file = c.work_dir().join("busybox.tar");
+    std::fs::write(&file, archive)?;
+    let (ok, out, err) = c.orchctl(via, &["image", "load", file.to_str().context("path")?])?;
+    if !ok || out.matches(&format!("loaded {IMAGE}")).count() != c.nodes.len() {
+        bail!("image load: {out}{err}");
+    }
+    Ok(())
+}
+
+/// A pod in `default` bound to `node` (no scheduler needed), stopped within 2 s.
+pub fn pod(name: &str, node: &str, policy: &str, containers: Value) -> Value {
+    json!({"apiVersion": "v1", "kind": "Pod", "metadata": {"name": name, "namespace": "default"},
+        "spec": {"nodeName": node, "restartPolicy": policy, "terminationGracePeriodSeconds": 2, "containers": containers}})
+}
+
+/// A busybox container running `script` with `sh -c`.
+pub fn container(name: &str, script: &str) -> Value {
+    json!({"name": name, "image": IMAGE, "command": ["sh", "-c", script]})
+}
+
+pub async fn create(c: &Cluster, via: usize, obj: &Value) -> anyhow::Result<Value> {
+    c.client.json(Method::POST, &c.url(via, "/api/v1/namespaces/default/pods"), Some(obj)).await
+}
+
+pub async fn get(c: &Cluster, via: usize, name: &str) -> Option<Value> {
+    c.client.json(Method::GET, &c.url(via, &format!("/api/v1/namespaces/default/pods/{name}")), None).await.ok()
+}
+
+/// The status of container `name` in `pod` (Null when not reported yet).
+pub fn container_status<'a>(pod: &'a Value, name: &str) -> &'a Value {
+    pod["status"]["containerStatuses"].as_array().and_then(|cs| cs.iter().find(|c| c["name"] == name)).unwrap_or(&Value::Null)
+}
+
+/// True once every container of `pod` is running.
+pub fn all_running(pod: &Value) -> bool {
+    pod["status"]["containerStatuses"].as_array().is_some_and(|cs| !cs.is_empty() && cs.iter().all(|c| c["state"]["running"].is_object()))
+}
