@@ -284,7 +284,7 @@ async fn probes_gate_readiness_and_restart_unhealthy_containers() {
     create(&c, 0, &p).await;
 
     let mut seen: Vec<bool> = Vec::new();
-    let deadline = std::time::Instant::now() + Duration::from_secs(60);
+    let deadline = std::time::Instant::now() + Duration::from_secs(120);
     loop {
         let p = get(&c, 0, "probed").await.unwrap_or(Value::Null);
         if let Some(r) = ready(&p).filter(|_| container_status(&p, "app")["restartCount"] == 0) {

@@ -30,6 +30,8 @@ const SPEC_TYPE: &str = "types.containerd.io/opencontainers/runtime-spec/1/Spec"
 #[derive(Clone)]
 pub struct ContainerdRuntime {
     client: std::sync::Arc<Client>,
+    /// Image configs by manifest digest.
+    configs: std::sync::Arc<std::sync::Mutex<HashMap<String, serde_json::Value>>>,
 }
 
 fn req<T>(msg: T) -> Request<T> {
@@ -59,7 +61,7 @@ impl ContainerdRuntime {
             Err(e) if e.code() == Code::AlreadyExists => {}
             Err(e) => return Err(rt(e)),
         }
-        Ok(ContainerdRuntime { client: std::sync::Arc::new(client) })
+        Ok(ContainerdRuntime { client: std::sync::Arc::new(client), configs: Default::default() })
     }
 
     async fn has_blob(&self, digest: &str) -> Result<bool, RuntimeError> {
@@ -161,10 +163,17 @@ impl ContainerdRuntime {
             Err(e) => return Err(rt(e)),
         };
         let target = image.target.ok_or_else(|| RuntimeError::ImageNotFound(name.into()))?;
+        // Content is addressed by digest, so a config read once per manifest stays true.
+        if let Some(config) = self.configs.lock().expect("config cache lock").get(&target.digest) {
+            return Ok(config.clone());
+        }
         let manifest: serde_json::Value = serde_json::from_slice(&self.read_blob(&target.digest).await?)
             .map_err(|e| RuntimeError::Runtime(format!("manifest of {name}: {e}")))?;
         let config_digest = manifest["config"]["digest"].as_str().unwrap_or_default().to_string();
-        serde_json::from_slice(&self.read_blob(&config_digest).await?).map_err(|e| RuntimeError::Runtime(format!("config of {name}: {e}")))
+        let config: serde_json::Value =
+            serde_json::from_slice(&self.read_blob(&config_digest).await?).map_err(|e| RuntimeError::Runtime(format!("config of {name}: {e}")))?;
+        self.configs.lock().expect("config cache lock").insert(target.digest, config.clone());
+        Ok(config)
     }
 
     /// The top snapshot (chain id) of an image already in the store.
@@ -187,6 +196,15 @@ impl ContainerdRuntime {
         let mut out = Vec::new();
         while let Some(chunk) = stream.message().await.map_err(rt)? {
             out.extend_from_slice(&chunk.data);
+        }
+        Ok(out)
+    }
+
+    async fn list_filtered(&self, filters: Vec<String>) -> Result<Vec<ContainerInfo>, RuntimeError> {
+        let all = self.client.containers().list(req(ListContainersRequest { filters })).await.map_err(rt)?.into_inner().containers;
+        let mut out = Vec::with_capacity(all.len());
+        for c in all {
+            out.push(self.describe(c).await?);
         }
         Ok(out)
     }
@@ -413,13 +431,14 @@ impl ContainerRuntime for ContainerdRuntime {
     }
 
     async fn list(&self) -> Result<Vec<ContainerInfo>, RuntimeError> {
-        let all = self.client.containers().list(req(ListContainersRequest { filters: vec![] })).await.map_err(rt)?.into_inner().containers;
-        let mut out = Vec::with_capacity(all.len());
-        for c in all {
-            out.push(self.describe(c).await?);
-        }
-        Ok(out)
+        self.list_filtered(vec![]).await
     }
+
+    async fn list_labeled(&self, key: &str, value: &str) -> Result<Vec<ContainerInfo>, RuntimeError> {
+        // containerd's filter syntax: labels."key"==value (quoted: our keys hold dots and slashes).
+        self.list_filtered(vec![format!("labels.\"{key}\"=={value}")]).await
+    }
+
 
     async fn signal(&self, id: &str, signal: u32) -> Result<(), RuntimeError> {
         match self.client.tasks().kill(req(KillRequest { container_id: id.into(), exec_id: String::new(), signal, all: true })).await {

@@ -116,6 +116,8 @@ pub trait ContainerRuntime: Send + Sync {
     async fn run(&self, config: &ContainerConfig) -> Result<(), RuntimeError>;
     async fn info(&self, id: &str) -> Result<ContainerInfo, RuntimeError>;
     async fn list(&self) -> Result<Vec<ContainerInfo>, RuntimeError>;
+    /// The containers labelled `key=value`.
+    async fn list_labeled(&self, key: &str, value: &str) -> Result<Vec<ContainerInfo>, RuntimeError>;
     /// Send `signal` to the container's processes.
     async fn signal(&self, id: &str, signal: u32) -> Result<(), RuntimeError>;
     /// Remove a stopped (or never started) container with its task and snapshot.
@@ -251,6 +253,10 @@ impl ContainerRuntime for FakeRuntime {
 
     async fn list(&self) -> Result<Vec<ContainerInfo>, RuntimeError> {
         Ok(self.containers.lock().expect("fake lock").values().cloned().collect())
+    }
+
+    async fn list_labeled(&self, key: &str, value: &str) -> Result<Vec<ContainerInfo>, RuntimeError> {
+        Ok(self.containers.lock().expect("fake lock").values().filter(|c| c.labels.get(key).map(String::as_str) == Some(value)).cloned().collect())
     }
 
     async fn signal(&self, id: &str, signal: u32) -> Result<(), RuntimeError> {

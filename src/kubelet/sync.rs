@@ -6,9 +6,10 @@
 use std::collections::{BTreeMap, BTreeSet};
 use std::net::Ipv4Addr;
 use std::path::{Path, PathBuf};
-use std::sync::Arc;
+use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, SystemTime};
 
+use futures::StreamExt;
 use hyper::Method;
 use ipnet::Ipv4Net;
 use k8s_openapi::api::core::v1::{Container, Node, Pod, PodSpec};
@@ -31,6 +32,9 @@ pub const LABEL_POD: &str = "orch.dev/pod-name";
 pub const LABEL_CONTAINER: &str = "orch.dev/container";
 pub const LABEL_ATTEMPT: &str = "orch.dev/attempt";
 pub const LABEL_GRACE: &str = "orch.dev/grace-seconds";
+
+/// Pods synced at once in a pass.
+const PARALLEL_PODS: usize = 8;
 
 #[derive(Debug, Clone)]
 pub struct KubeletConfig {
@@ -69,11 +73,13 @@ pub struct Kubelet<R, N> {
     ipam: Ipam,
     node_net: Option<NodeNet>,
     routes: BTreeMap<Ipv4Net, Ipv4Addr>,
-    local: BTreeMap<String, Local>,
+    local: Mutex<BTreeMap<String, Local>>,
     wake: Arc<Notify>,
     /// Probe tallies per (container runtime id, probe); runs in flight; their results.
-    probes: BTreeMap<(String, probe::Kind), probe::ProbeState>,
-    probing: BTreeSet<(String, probe::Kind)>,
+    probes: Mutex<BTreeMap<(String, probe::Kind), probe::ProbeState>>,
+    probing: Mutex<BTreeSet<(String, probe::Kind)>>,
+    /// IP leases are taken one at a time (pods are synced concurrently).
+    leasing: tokio::sync::Mutex<()>,
     probe_tx: tokio::sync::mpsc::UnboundedSender<ProbeResult>,
     probe_rx: tokio::sync::mpsc::UnboundedReceiver<ProbeResult>,
 }
@@ -120,10 +126,11 @@ impl<R: ContainerRuntime + 'static, N: PodNetwork> Kubelet<R, N> {
             ipam,
             node_net: None,
             routes: BTreeMap::new(),
-            local: BTreeMap::new(),
+            local: Mutex::new(BTreeMap::new()),
             wake: Arc::new(Notify::new()),
-            probes: BTreeMap::new(),
-            probing: BTreeSet::new(),
+            probes: Mutex::new(BTreeMap::new()),
+            probing: Mutex::new(BTreeSet::new()),
+            leasing: tokio::sync::Mutex::new(()),
             probe_tx,
             probe_rx,
         })
@@ -131,6 +138,14 @@ impl<R: ContainerRuntime + 'static, N: PodNetwork> Kubelet<R, N> {
 
     pub fn runtime(&self) -> &R {
         &self.runtime
+    }
+
+    fn local(&self) -> MutexGuard<'_, BTreeMap<String, Local>> {
+        self.local.lock().expect("kubelet state lock")
+    }
+
+    fn probes(&self) -> MutexGuard<'_, BTreeMap<(String, probe::Kind), probe::ProbeState>> {
+        self.probes.lock().expect("probe state lock")
     }
 
     fn pod_dir(&self, uid: &str) -> PathBuf {
@@ -167,8 +182,9 @@ impl<R: ContainerRuntime + 'static, N: PodNetwork> Kubelet<R, N> {
             tracing::warn!(error = %e, "node network");
         }
         while let Ok((id, kind, spec, outcome, at)) = self.probe_rx.try_recv() {
-            self.probing.remove(&(id.clone(), kind));
-            let state = self.probes.entry((id.clone(), kind)).or_default();
+            self.probing.lock().expect("probe lock").remove(&(id.clone(), kind));
+            let mut probes = self.probes();
+            let state = probes.entry((id.clone(), kind)).or_default();
             let (ok, message) = match outcome {
                 Ok(m) => (true, m),
                 Err(m) => (false, m),
@@ -182,14 +198,18 @@ impl<R: ContainerRuntime + 'static, N: PodNetwork> Kubelet<R, N> {
         let list = self.api.client.json(Method::GET, &format!("{}/api/v1/pods?fieldSelector={selector}", self.api.base), None).await?;
         let pods: Vec<Pod> = serde_json::from_value(list["items"].clone())?;
         let mut by_pod = group_by_pod(self.runtime.list().await?);
-        let mut wake = None;
         let mut seen = BTreeSet::new();
+        let mut work = Vec::new();
         for pod in &pods {
             let Some(uid) = pod.metadata.uid.clone() else { continue };
             seen.insert(uid.clone());
-            let containers = by_pod.remove(&uid).unwrap_or_default();
-            wake = min_time(wake, self.sync_pod(pod, &uid, containers).await);
+            work.push((pod, uid.clone(), by_pod.remove(&uid).unwrap_or_default()));
         }
+        // Pods are independent: sync several at once (container starts wait on runc).
+        let this = &*self;
+        let syncs: Vec<_> = work.iter().map(|(pod, uid, containers)| this.sync_pod(pod, uid, containers.clone())).collect();
+        let wakes: Vec<Option<SystemTime>> = futures::stream::iter(syncs).buffer_unordered(PARALLEL_PODS).collect().await;
+        let mut wake = wakes.into_iter().fold(None, min_time);
         // Whatever is on the node for a pod the API no longer has: stop and remove it.
         let mut orphans: BTreeSet<String> = by_pod.keys().cloned().collect();
         orphans.extend(self.net.sandboxes());
@@ -198,7 +218,7 @@ impl<R: ContainerRuntime + 'static, N: PodNetwork> Kubelet<R, N> {
             let containers = by_pod.remove(uid).unwrap_or_default();
             wake = min_time(wake, self.sync_orphan(uid, containers).await);
         }
-        self.local.retain(|uid, _| seen.contains(uid));
+        self.local().retain(|uid, _| seen.contains(uid));
         let running: BTreeSet<String> = self
             .runtime
             .list()
@@ -207,7 +227,7 @@ impl<R: ContainerRuntime + 'static, N: PodNetwork> Kubelet<R, N> {
             .filter(|c| matches!(c.state, super::runtime::ContainerState::Running { .. }))
             .map(|c| c.id)
             .collect();
-        self.probes.retain(|(id, _), _| running.contains(id));
+        self.probes().retain(|(id, _), _| running.contains(id));
         Ok(wake)
     }
 
@@ -258,21 +278,21 @@ impl<R: ContainerRuntime + 'static, N: PodNetwork> Kubelet<R, N> {
         self.ipam.leases().ok()?.into_iter().find(|(_, u)| u == uid).map(|(ip, _)| ip)
     }
 
-    async fn sync_pod(&mut self, pod: &Pod, uid: &str, containers: BTreeMap<String, Vec<Attempt>>) -> Option<SystemTime> {
+    async fn sync_pod(&self, pod: &Pod, uid: &str, containers: BTreeMap<String, Vec<Attempt>>) -> Option<SystemTime> {
         let spec = pod.spec.clone().unwrap_or_default();
         let deleting = pod.metadata.deletion_timestamp.is_some();
         let grace = pod.metadata.deletion_grace_period_seconds.or(spec.termination_grace_period_seconds).unwrap_or(30).max(0);
         let sandbox = if deleting { self.sandbox_present(uid) } else { self.sandbox_ready(uid) };
         let (unhealthy, readiness, probe_wake) = if deleting { Default::default() } else { self.probe_pod(uid, &spec, &containers) };
         let observed = Observed { containers, sandbox, unhealthy };
-        let local = self.local.entry(uid.to_string()).or_default();
+        let terminating = self.local().entry(uid.to_string()).or_default().terminating.clone();
         let now = SystemTime::now();
         let p = plan::plan(&plan::Input {
             spec: &spec,
             deleting,
             grace: Duration::from_secs(grace as u64),
             observed: &observed,
-            terminating: &local.terminating,
+            terminating: &terminating,
             now,
             backoff: self.cfg.backoff,
         });
@@ -300,7 +320,7 @@ impl<R: ContainerRuntime + 'static, N: PodNetwork> Kubelet<R, N> {
     /// containers to restart (liveness or startup failed), readiness per container, and
     /// when the next probe is due.
     fn probe_pod(
-        &mut self,
+        &self,
         uid: &str,
         spec: &PodSpec,
         containers: &BTreeMap<String, Vec<Attempt>>,
@@ -317,7 +337,7 @@ impl<R: ContainerRuntime + 'static, N: PodNetwork> Kubelet<R, N> {
             }
             let started = run.started_at.unwrap_or(now);
             let startup_done = probe::spec(c, probe::Kind::Startup).is_none()
-                || self.probes.get(&(run.id.clone(), probe::Kind::Startup)).is_some_and(|s| s.result == Some(true));
+                || self.probes().get(&(run.id.clone(), probe::Kind::Startup)).is_some_and(|s| s.result == Some(true));
             let kinds: &[probe::Kind] = if startup_done { &[probe::Kind::Liveness, probe::Kind::Readiness] } else { &[probe::Kind::Startup] };
             for kind in kinds {
                 let Some(parsed) = probe::spec(c, *kind) else { continue };
@@ -329,14 +349,14 @@ impl<R: ContainerRuntime + 'static, N: PodNetwork> Kubelet<R, N> {
                     }
                 };
                 let key = (run.id.clone(), *kind);
-                let state = self.probes.get(&key).cloned().unwrap_or_default();
+                let state = self.probes().get(&key).cloned().unwrap_or_default();
                 if state.result == Some(false) && *kind != probe::Kind::Readiness {
                     unhealthy.push(c.name.clone());
                 }
                 let due = probe::next_run(&pspec, &state, started);
-                if due <= now && !self.probing.contains(&key) {
+                if due <= now && !self.probing.lock().expect("probe lock").contains(&key) {
                     if let Some(ip) = pod_ip {
-                        self.probing.insert(key.clone());
+                        self.probing.lock().expect("probe lock").insert(key.clone());
                         let (rt, tx, wake_loop, kind) = (self.runtime.clone(), self.probe_tx.clone(), self.wake.clone(), *kind);
                         tokio::spawn(async move {
                             let outcome = probe::run(rt.as_ref(), &key.0, ip, &pspec).await;
@@ -350,24 +370,24 @@ impl<R: ContainerRuntime + 'static, N: PodNetwork> Kubelet<R, N> {
             }
             let ready = match probe::spec(c, probe::Kind::Readiness) {
                 None => true,
-                Some(_) => self.probes.get(&(run.id.clone(), probe::Kind::Readiness)).is_some_and(|s| s.result == Some(true)),
+                Some(_) => self.probes().get(&(run.id.clone(), probe::Kind::Readiness)).is_some_and(|s| s.result == Some(true)),
             };
             readiness.insert(c.name.clone(), ready && startup_done);
         }
         (unhealthy, readiness, wake)
     }
 
-    async fn sync_orphan(&mut self, uid: &str, containers: BTreeMap<String, Vec<Attempt>>) -> Option<SystemTime> {
+    async fn sync_orphan(&self, uid: &str, containers: BTreeMap<String, Vec<Attempt>>) -> Option<SystemTime> {
         let grace = self.orphan_grace(uid).await;
         let observed = Observed { containers, sandbox: self.sandbox_present(uid), unhealthy: vec![] };
-        let local = self.local.entry(uid.to_string()).or_default();
+        let terminating = self.local().entry(uid.to_string()).or_default().terminating.clone();
         let spec = PodSpec::default();
         let p = plan::plan(&plan::Input {
             spec: &spec,
             deleting: true,
             grace,
             observed: &observed,
-            terminating: &local.terminating,
+            terminating: &terminating,
             now: SystemTime::now(),
             backoff: self.cfg.backoff,
         });
@@ -394,7 +414,7 @@ impl<R: ContainerRuntime + 'static, N: PodNetwork> Kubelet<R, N> {
         Duration::from_secs(secs)
     }
 
-    async fn execute(&mut self, pod: Option<&Pod>, uid: &str, spec: &PodSpec, action: Action) -> anyhow::Result<()> {
+    async fn execute(&self, pod: Option<&Pod>, uid: &str, spec: &PodSpec, action: Action) -> anyhow::Result<()> {
         if !matches!(action, Action::Start { .. } | Action::Sandbox) {
             tracing::info!(uid, ?action, "kubelet");
         }
@@ -402,7 +422,7 @@ impl<R: ContainerRuntime + 'static, N: PodNetwork> Kubelet<R, N> {
             Action::Sandbox => {
                 let pod = pod.expect("only pods from the API get a sandbox");
                 let result = self.sandbox(pod, uid).await;
-                self.local.entry(uid.into()).or_default().sandbox_error = result.as_ref().err().map(|e| e.to_string());
+                self.local().entry(uid.into()).or_default().sandbox_error = result.as_ref().err().map(|e| e.to_string());
                 result?;
             }
             Action::Start { container, init, attempt } => {
@@ -410,7 +430,8 @@ impl<R: ContainerRuntime + 'static, N: PodNetwork> Kubelet<R, N> {
                 let c = spec.init_containers.iter().flatten().chain(&spec.containers).find(|c| c.name == container).cloned();
                 let c = c.ok_or_else(|| anyhow::anyhow!("container {container} is not in the spec"))?;
                 let result = self.start(pod, uid, &c, init, attempt).await;
-                let local = self.local.entry(uid.into()).or_default();
+                let mut all = self.local();
+                let local = all.entry(uid.into()).or_default();
                 match &result {
                     Ok(()) => {
                         local.waiting.remove(&container);
@@ -424,11 +445,12 @@ impl<R: ContainerRuntime + 'static, N: PodNetwork> Kubelet<R, N> {
                         local.waiting.insert(container.clone(), Waiting { reason, message: e.to_string() });
                     }
                 }
+                drop(all);
                 result?;
             }
             Action::Term { id } => {
                 self.signal(&id, 15).await?;
-                self.local.entry(uid.into()).or_default().terminating.insert(id, SystemTime::now());
+                self.local().entry(uid.into()).or_default().terminating.insert(id, SystemTime::now());
             }
             Action::Kill { id } => self.signal(&id, 9).await?,
             Action::Remove { id } => match self.runtime.remove(&id).await {
@@ -447,7 +469,7 @@ impl<R: ContainerRuntime + 'static, N: PodNetwork> Kubelet<R, N> {
                     std::fs::remove_dir_all(&dir)?;
                 }
                 remove_cgroups(&self.cfg.cgroup_parent, uid);
-                self.local.remove(uid);
+                self.local().remove(uid);
                 if let Some(pod) = pod {
                     let url = format!("{}/api/v1/namespaces/{}/pods/{}?gracePeriodSeconds=0", self.api.base, namespace(pod), pod_name(pod));
                     match self.api.client.json(Method::DELETE, &url, None).await {
@@ -469,9 +491,12 @@ impl<R: ContainerRuntime + 'static, N: PodNetwork> Kubelet<R, N> {
     }
 
     /// Lease an IP, plug the network in, write the pod's /etc files.
-    async fn sandbox(&mut self, pod: &Pod, uid: &str) -> anyhow::Result<()> {
+    async fn sandbox(&self, pod: &Pod, uid: &str) -> anyhow::Result<()> {
         let node = self.node_net.clone().ok_or_else(|| anyhow::anyhow!("this node has no pod CIDR yet"))?;
-        let ip = self.ipam.lease(node.pod_cidr, uid)?;
+        let ip = {
+            let _one_at_a_time = self.leasing.lock().await;
+            self.ipam.lease(node.pod_cidr, uid)?
+        };
         self.net.setup(uid, &node, ip).await?;
         let etc = self.pod_dir(uid).join("etc");
         std::fs::create_dir_all(&etc)?;
@@ -487,7 +512,7 @@ impl<R: ContainerRuntime + 'static, N: PodNetwork> Kubelet<R, N> {
         Ok(())
     }
 
-    async fn start(&mut self, pod: &Pod, uid: &str, c: &Container, init: bool, attempt: u32) -> Result<(), StartError> {
+    async fn start(&self, pod: &Pod, uid: &str, c: &Container, init: bool, attempt: u32) -> Result<(), StartError> {
         let image = c.image.clone().unwrap_or_default();
         if !self.runtime.has_image(&image).await.map_err(StartError::Runtime)? {
             return Err(StartError::Image(format!(
@@ -564,9 +589,9 @@ impl<R: ContainerRuntime + 'static, N: PodNetwork> Kubelet<R, N> {
         Ok(())
     }
 
-    async fn report_status(&mut self, pod: &Pod, uid: &str, spec: &PodSpec, plan_waiting: &BTreeMap<String, Waiting>, readiness: &BTreeMap<String, bool>) {
+    async fn report_status(&self, pod: &Pod, uid: &str, spec: &PodSpec, plan_waiting: &BTreeMap<String, Waiting>, readiness: &BTreeMap<String, bool>) {
         // Observe again: the actions just taken changed what is running.
-        let containers = match self.runtime.list().await {
+        let containers = match self.runtime.list_labeled(LABEL_UID, uid).await {
             Ok(list) => group_by_pod(list).remove(uid).unwrap_or_default(),
             Err(e) => {
                 tracing::warn!(error = %e, "listing containers for status");
@@ -574,8 +599,11 @@ impl<R: ContainerRuntime + 'static, N: PodNetwork> Kubelet<R, N> {
             }
         };
         let observed = Observed { containers, sandbox: self.sandbox_ready(uid), unhealthy: vec![] };
-        let local = self.local.entry(uid.to_string()).or_default();
-        let mut waiting = local.waiting.clone();
+        let (mut waiting, sandbox_error) = {
+            let mut all = self.local();
+            let local = all.entry(uid.to_string()).or_default();
+            (local.waiting.clone(), local.sandbox_error.clone())
+        };
         waiting.extend(plan_waiting.clone());
         let previous = serde_json::to_value(&pod.status).unwrap_or(Value::Null);
         let now = status::rfc3339(SystemTime::now());
@@ -587,7 +615,7 @@ impl<R: ContainerRuntime + 'static, N: PodNetwork> Kubelet<R, N> {
             pod_ip: self.lease(uid).map(|ip| ip.to_string()),
             host_ip: &self.cfg.node_ip,
             previous: &previous,
-            sandbox_error: self.local.get(uid).and_then(|l| l.sandbox_error.clone()),
+            sandbox_error,
             now: &now,
         });
         if same_status(&previous, &new) {
