@@ -33,8 +33,11 @@ pub const LABEL_CONTAINER: &str = "orch.dev/container";
 pub const LABEL_ATTEMPT: &str = "orch.dev/attempt";
 pub const LABEL_GRACE: &str = "orch.dev/grace-seconds";
 
-/// Pods synced at once in a pass.
-const PARALLEL_PODS: usize = 8;
+/// Pods synced at once in a pass. Starting a container is mostly runc's CPU time: on the
+/// 2-core benchmark machine (docs/benchmarks/pod-startup.md, 30 pods over 3 nodes) a burst
+/// measured p50/p99 903/1739 ms one pod at a time, 1662/1816 ms with 8 at once and
+/// 831/1467 ms with 2 at once.
+const PARALLEL_PODS: usize = 2;
 
 #[derive(Debug, Clone)]
 pub struct KubeletConfig {
