@@ -187,11 +187,13 @@ impl Flags {
             kubelet: !(self.no_kubelet || file.no_kubelet),
             max_pods: self.max_pods.or(file.max_pods).unwrap_or(110),
             containerd_socket: self.containerd_socket.or(file.containerd_socket).unwrap_or_else(crate::kubelet::containerd::default_socket),
-            run_dir: self.run_dir.or(file.run_dir).unwrap_or_else(|| PathBuf::from("/run/orch")),
+            run_dir: std::path::absolute(self.run_dir.or(file.run_dir).unwrap_or_else(|| PathBuf::from("/run/orch")))?,
             cgroup_parent: self.cgroup_parent.or(file.cgroup_parent).unwrap_or_else(|| "orch".into()),
             restart_backoff: Duration::from_millis(self.restart_backoff_ms.or(file.restart_backoff_ms).unwrap_or(10_000)),
             name,
-            data_dir: self.data_dir.or(file.data_dir).unwrap_or_else(|| PathBuf::from("/var/lib/orch")),
+            // Absolute: paths under it are handed to containerd and runc, which resolve
+            // relative ones against their own working directories.
+            data_dir: std::path::absolute(self.data_dir.or(file.data_dir).unwrap_or_else(|| PathBuf::from("/var/lib/orch")))?,
             advertise,
             bind: self.bind.or(file.bind).unwrap_or(advertise),
             api_port: self.api_port.or(file.api_port).unwrap_or(6443),

@@ -408,7 +408,10 @@ impl ContainerRuntime for ContainerdRuntime {
             .map_err(rt)?
             .into_inner()
             .mounts;
-        self.client.containers().create(req(CreateContainerRequest { container: Some(container) })).await.map_err(rt)?;
+        if let Err(e) = self.client.containers().create(req(CreateContainerRequest { container: Some(container) })).await {
+            let _ = self.client.snapshots().remove(req(RemoveSnapshotRequest { snapshotter: SNAPSHOTTER.into(), key: c.id.clone() })).await;
+            return Err(rt(e));
+        }
         let task = CreateTaskRequest {
             container_id: c.id.clone(),
             rootfs: mounts,
@@ -416,9 +419,20 @@ impl ContainerRuntime for ContainerdRuntime {
             stderr: log_uri(&c.log_path),
             ..Default::default()
         };
-        self.client.tasks().create(req(task)).await.map_err(rt)?;
-        self.client.tasks().start(req(StartRequest { container_id: c.id.clone(), exec_id: String::new() })).await.map_err(rt)?;
-        Ok(())
+        let started = async {
+            self.client.tasks().create(req(task)).await.map_err(rt)?;
+            self.client.tasks().start(req(StartRequest { container_id: c.id.clone(), exec_id: String::new() })).await.map_err(rt)?;
+            Ok(())
+        }
+        .await;
+        if started.is_err() {
+            // Leave nothing half-made: a container without a task would look "created"
+            // forever; removed, the next attempt starts clean.
+            if let Err(e) = self.remove(&c.id).await {
+                tracing::warn!(id = %c.id, error = %e, "removing a container that failed to start");
+            }
+        }
+        started
     }
 
     async fn info(&self, id: &str) -> Result<ContainerInfo, RuntimeError> {

@@ -167,7 +167,16 @@ pub fn busybox_archive(name: &str, busybox_path: &std::path::Path) -> std::io::R
         layer.append_data(&mut h, format!("{dir}/"), std::io::empty())?;
     }
     tar_append(&mut layer, "bin/busybox", &busybox, 0o755)?;
-    for applet in ["sh", "sleep", "echo", "cat", "ls", "httpd", "wget", "env", "true", "false", "kill", "hostname", "id", "head", "dd", "nc"] {
+    // A link for every applet this busybox offers (so `exec uname` works as it would in
+    // a busybox image), or a basic set if it cannot say.
+    let listed = std::process::Command::new(busybox_path).arg("--list").output().ok().filter(|o| o.status.success());
+    let mut applets: Vec<String> = listed.map(|o| String::from_utf8_lossy(&o.stdout).lines().map(str::trim).filter(|a| !a.is_empty() && *a != "busybox" && !a.contains('/')).map(String::from).collect()).unwrap_or_default();
+    if applets.is_empty() {
+        applets = ["sh", "sleep", "echo", "cat", "ls", "httpd", "wget", "env", "true", "false", "kill", "hostname", "id", "head", "dd", "nc"].map(String::from).to_vec();
+    }
+    applets.sort();
+    applets.dedup();
+    for applet in applets {
         let mut h = tar::Header::new_gnu();
         h.set_entry_type(tar::EntryType::Symlink);
         h.set_mode(0o777);
