@@ -12,3 +12,4 @@ pub mod kubelet;
 pub mod metrics;
 pub mod proxy;
 pub mod remotecommand;
+pub mod sched;

@@ -1,0 +1,23 @@
+//! Score plugins: among the nodes that can take a pod, which is best. Each gives 0–100
+//! (higher is better); the total is their sum, weighted as kube-scheduler's defaults do
+//! (all 1, preferred node affinity by its own weights). Pure.
+
+pub mod balanced;
+pub mod least_allocated;
+pub mod node_affinity;
+pub mod spread;
+pub mod taints;
+
+use super::{NodeInfo, PodInfo, Snapshot};
+
+pub fn total(node: &NodeInfo, pod: &PodInfo, _snap: &Snapshot) -> i64 {
+    least_allocated::score(node, pod) + balanced::score(node, pod) + spread::score(node, pod) + node_affinity::score(node, pod) + taints::score(node, pod)
+}
+
+/// `used / total` after placing the pod, 0..=1 (a resource the node lacks counts as full).
+pub(crate) fn fraction(requested: i64, pod: i64, allocatable: i64) -> f64 {
+    if allocatable <= 0 {
+        return 1.0;
+    }
+    ((requested + pod) as f64 / allocatable as f64).clamp(0.0, 1.0)
+}

@@ -1,0 +1,155 @@
+//! The scheduler's view of the cluster: per node what it offers (allocatable, labels,
+//! taints, readiness) and what the pods bound to it already request; per pending pod what
+//! it asks for. Built from API objects by pure functions.
+
+use std::collections::{BTreeMap, BTreeSet};
+
+use k8s_openapi::api::core::v1::{Container, Node, NodeSelector, Pod, PreferredSchedulingTerm, Taint, Toleration};
+
+use crate::api::quantity;
+
+/// CPU in millicores, memory in bytes, and a pod count.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Resources {
+    pub cpu_millis: i64,
+    pub memory: i64,
+    pub pods: i64,
+}
+
+impl Resources {
+    pub fn add(&mut self, other: &Resources) {
+        self.cpu_millis += other.cpu_millis;
+        self.memory += other.memory;
+        self.pods += other.pods;
+    }
+}
+
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct NodeInfo {
+    pub name: String,
+    pub labels: BTreeMap<String, String>,
+    pub taints: Vec<Taint>,
+    pub allocatable: Resources,
+    pub requested: Resources,
+    pub ready: bool,
+    pub unschedulable: bool,
+    /// (protocol, port) pairs taken by pods' hostPorts.
+    pub host_ports: BTreeSet<(String, i32)>,
+    /// Pods per owner (controller uid) on this node, for spreading replicas.
+    pub owners: BTreeMap<String, u32>,
+}
+
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct PodInfo {
+    /// `namespace/name`.
+    pub key: String,
+    pub requests: Resources,
+    pub node_selector: BTreeMap<String, String>,
+    pub required_affinity: Option<NodeSelector>,
+    pub preferred_affinity: Vec<PreferredSchedulingTerm>,
+    pub tolerations: Vec<Toleration>,
+    pub host_ports: BTreeSet<(String, i32)>,
+    /// The controller owning the pod (its uid), if any.
+    pub owner: Option<String>,
+}
+
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct Snapshot {
+    pub nodes: Vec<NodeInfo>,
+}
+
+impl Snapshot {
+    /// Count `pod` against node `i` (after binding it there).
+    pub fn assign(&mut self, i: usize, pod: &PodInfo) {
+        let n = &mut self.nodes[i];
+        n.requested.add(&pod.requests);
+        n.host_ports.extend(pod.host_ports.iter().cloned());
+        if let Some(o) = &pod.owner {
+            *n.owners.entry(o.clone()).or_default() += 1;
+        }
+    }
+
+    /// Nodes and the pods bound to them (finished pods hold nothing).
+    pub fn from_objects(nodes: &[Node], pods: &[Pod]) -> Snapshot {
+        let mut snap = Snapshot { nodes: nodes.iter().map(node_info).collect() };
+        let index: BTreeMap<String, usize> = snap.nodes.iter().enumerate().map(|(i, n)| (n.name.clone(), i)).collect();
+        for p in pods {
+            let phase = p.status.as_ref().and_then(|s| s.phase.as_deref());
+            if matches!(phase, Some("Succeeded" | "Failed")) {
+                continue;
+            }
+            if let Some(i) = p.spec.as_ref().and_then(|s| s.node_name.as_ref()).and_then(|n| index.get(n)) {
+                snap.assign(*i, &pod_info(p));
+            }
+        }
+        snap
+    }
+}
+
+fn parse_resources(m: Option<&BTreeMap<String, k8s_openapi::apimachinery::pkg::api::resource::Quantity>>) -> Resources {
+    let get = |k: &str, f: fn(&str) -> Option<i64>| m.and_then(|m| m.get(k)).and_then(|q| f(&q.0)).unwrap_or(0);
+    Resources { cpu_millis: get("cpu", quantity::cpu_millis), memory: get("memory", quantity::bytes), pods: get("pods", quantity::bytes) }
+}
+
+pub fn node_info(n: &Node) -> NodeInfo {
+    let spec = n.spec.clone().unwrap_or_default();
+    let status = n.status.clone().unwrap_or_default();
+    let ready = status.conditions.iter().flatten().any(|c| c.type_ == "Ready" && c.status == "True");
+    NodeInfo {
+        name: n.metadata.name.clone().unwrap_or_default(),
+        labels: n.metadata.labels.clone().unwrap_or_default(),
+        taints: spec.taints.unwrap_or_default(),
+        allocatable: parse_resources(status.allocatable.as_ref()),
+        requested: Resources::default(),
+        ready,
+        unschedulable: spec.unschedulable.unwrap_or(false),
+        host_ports: BTreeSet::new(),
+        owners: BTreeMap::new(),
+    }
+}
+
+fn container_requests(c: &Container) -> Resources {
+    let r = c.resources.as_ref();
+    // A limit without a request is the request too (the API server's defaulting).
+    let requests = parse_resources(r.and_then(|r| r.requests.as_ref()));
+    let limits = parse_resources(r.and_then(|r| r.limits.as_ref()));
+    Resources {
+        cpu_millis: if requests.cpu_millis > 0 { requests.cpu_millis } else { limits.cpu_millis },
+        memory: if requests.memory > 0 { requests.memory } else { limits.memory },
+        pods: 0,
+    }
+}
+
+/// What a pod asks for: the sum over its containers, or the largest init container if
+/// that is more (init containers run one at a time, before the others), plus one pod.
+pub fn pod_info(p: &Pod) -> PodInfo {
+    let spec = p.spec.clone().unwrap_or_default();
+    let mut sum = Resources::default();
+    for c in &spec.containers {
+        sum.add(&container_requests(c));
+    }
+    for c in spec.init_containers.iter().flatten() {
+        let r = container_requests(c);
+        sum.cpu_millis = sum.cpu_millis.max(r.cpu_millis);
+        sum.memory = sum.memory.max(r.memory);
+    }
+    sum.pods = 1;
+    let affinity = spec.affinity.as_ref().and_then(|a| a.node_affinity.as_ref());
+    let host_ports = spec
+        .containers
+        .iter()
+        .flat_map(|c| c.ports.iter().flatten())
+        .filter_map(|p| p.host_port.filter(|hp| *hp > 0).map(|hp| (p.protocol.clone().unwrap_or_else(|| "TCP".into()), hp)))
+        .collect();
+    let owner = p.metadata.owner_references.iter().flatten().find(|o| o.controller == Some(true)).map(|o| o.uid.clone());
+    PodInfo {
+        key: format!("{}/{}", p.metadata.namespace.as_deref().unwrap_or("default"), p.metadata.name.as_deref().unwrap_or_default()),
+        requests: sum,
+        node_selector: spec.node_selector.unwrap_or_default(),
+        required_affinity: affinity.and_then(|a| a.required_during_scheduling_ignored_during_execution.clone()),
+        preferred_affinity: affinity.and_then(|a| a.preferred_during_scheduling_ignored_during_execution.clone()).unwrap_or_default(),
+        tolerations: spec.tolerations.unwrap_or_default(),
+        host_ports,
+        owner,
+    }
+}
