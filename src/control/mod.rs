@@ -1,9 +1,12 @@
 //! The control plane: loops that run only on the Raft leader. They start when this head
 //! becomes leader, with an object store fenced to that term, and are stopped when the
 //! term ends; a write of a deposed leader is refused by the state machine. Each
-//! controller is a pure decision function plus a thin loop in its own module.
+//! controller is a pure decision function plus a thin loop in its own module; loops read
+//! through informers (`informer.rs`), local copies kept current by watches.
 
+pub mod informer;
 pub mod podcidr;
+pub mod scheduler;
 
 use std::time::Duration;
 
@@ -32,7 +35,8 @@ pub async fn run(store: ObjectStore, cfg: ControlConfig) {
         if let Some(term) = term {
             tracing::info!(term, "leading: controllers started");
             let fenced = store.fenced(term);
-            tasks.spawn(podcidr::run(fenced, cfg.clone()));
+            tasks.spawn(podcidr::run(fenced.clone(), cfg.clone()));
+            tasks.spawn(scheduler::run(fenced, cfg.clone()));
         }
         if leadership.changed().await.is_err() {
             return;

@@ -1,0 +1,68 @@
+//! The scheduler on a real cluster (one head, two workers, a containerd each): pods
+//! without a node are placed by the leader and run; replicas of one owner spread evenly; a
+//! pod no node fits is reported Unschedulable with the reasons, and is placed as soon as a
+//! node qualifies.
+
+use std::collections::BTreeMap;
+use std::time::Duration;
+
+use cluster_tests::cluster::{Cluster, Options};
+use cluster_tests::pods::{self, all_running, container, get, load_busybox, pod};
+use serde_json::{json, Value};
+
+async fn wait_pod(c: &Cluster, name: &str, what: &str, check: impl Fn(&Value) -> bool) -> Value {
+    let deadline = std::time::Instant::now() + Duration::from_secs(60);
+    loop {
+        let last = get(c, 0, name).await.unwrap_or(Value::Null);
+        if check(&last) {
+            return last;
+        }
+        assert!(std::time::Instant::now() < deadline, "timed out waiting for {what}; last seen: {last}");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+fn unbound(name: &str) -> Value {
+    let mut p = pod(name, "", "Always", json!([container("app", "exec sleep 3600")]));
+    p["spec"].as_object_mut().unwrap().remove("nodeName");
+    p
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn pending_pods_are_placed_spread_and_explained() {
+    let c = Cluster::start_opts(1, 2, Options { containerd: true, ..Default::default() }).await.expect("cluster starts");
+    load_busybox(&c, 0).unwrap();
+
+    let owner = json!([{"apiVersion": "apps/v1", "kind": "ReplicaSet", "name": "web", "uid": "5c1f0000-0000-4000-8000-000000000001", "controller": true}]);
+    for i in 0..9 {
+        let mut p = unbound(&format!("web-{i}"));
+        p["metadata"]["ownerReferences"] = owner.clone();
+        pods::create(&c, i % 3, &p).await.unwrap();
+    }
+    let mut per_node: BTreeMap<String, usize> = BTreeMap::new();
+    for i in 0..9 {
+        let p = wait_pod(&c, &format!("web-{i}"), "a replica running", all_running).await;
+        *per_node.entry(p["spec"]["nodeName"].as_str().unwrap().to_string()).or_default() += 1;
+    }
+    assert_eq!(per_node.values().copied().collect::<Vec<_>>(), vec![3, 3, 3], "{per_node:?}");
+
+    // No node has the label: Unschedulable, with kube-scheduler's message.
+    let mut picky = unbound("picky");
+    picky["spec"]["nodeSelector"] = json!({"disktype": "ssd"});
+    pods::create(&c, 1, &picky).await.unwrap();
+    let waiting = wait_pod(&c, "picky", "PodScheduled=False", |p| {
+        p["status"]["conditions"].as_array().is_some_and(|cs| cs.iter().any(|c| c["type"] == "PodScheduled" && c["status"] == "False"))
+    })
+    .await;
+    let cond = waiting["status"]["conditions"].as_array().unwrap().iter().find(|c| c["type"] == "PodScheduled").unwrap().clone();
+    assert_eq!(cond["reason"], "Unschedulable");
+    assert_eq!(cond["message"], "0/3 nodes are available: 3 node(s) didn't match Pod's node affinity/selector.");
+    assert!(waiting["spec"]["nodeName"].is_null());
+
+    // Label a worker: the pod goes there and runs.
+    let worker = c.nodes[2].name.clone();
+    let patch = json!({"metadata": {"labels": {"disktype": "ssd"}}});
+    c.client.json_as(hyper::Method::PATCH, &c.url(0, &format!("/api/v1/nodes/{worker}")), Some(&patch), "application/merge-patch+json").await.unwrap();
+    let placed = wait_pod(&c, "picky", "picky running", all_running).await;
+    assert_eq!(placed["spec"]["nodeName"], worker.as_str());
+}

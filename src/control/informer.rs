@@ -1,0 +1,100 @@
+//! An informer: a local copy of one resource kind, kept current by a watch on the
+//! leader's own store (list, then events), with the revision it reflects and a wake-up
+//! for loops that react to changes. A watch that falls too far behind (410) starts over.
+
+use std::collections::BTreeMap;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use serde_json::Value;
+use tokio::sync::Notify;
+
+use crate::api::resources::Resource;
+use crate::api::store::{Filter, ObjectStore, WatchItem};
+
+#[derive(Default)]
+struct State {
+    objects: BTreeMap<String, Value>,
+    revision: u64,
+}
+
+#[derive(Clone)]
+pub struct Informer {
+    state: Arc<Mutex<State>>,
+    pub changed: Arc<Notify>,
+}
+
+fn key(obj: &Value) -> String {
+    let m = &obj["metadata"];
+    format!("{}/{}", m["namespace"].as_str().unwrap_or(""), m["name"].as_str().unwrap_or(""))
+}
+
+fn revision(obj: &Value) -> u64 {
+    obj["metadata"]["resourceVersion"].as_str().and_then(|r| r.parse().ok()).unwrap_or(0)
+}
+
+impl Informer {
+    /// Start following `res` (all namespaces); the task ends when the informer is dropped.
+    pub fn start(store: ObjectStore, res: &'static Resource) -> Informer {
+        let informer = Informer { state: Arc::default(), changed: Arc::new(Notify::new()) };
+        let weak = Arc::downgrade(&informer.state);
+        let changed = informer.changed.clone();
+        tokio::spawn(async move {
+            loop {
+                let Some(state) = weak.upgrade() else { return };
+                state.lock().expect("informer lock").objects.clear();
+                drop(state);
+                let mut rx = match store.watch(res, None, Filter::default(), None, true).await {
+                    Ok(rx) => rx,
+                    Err(e) => {
+                        tracing::debug!(kind = res.kind, error = %e, "informer: watch failed; retrying");
+                        tokio::time::sleep(Duration::from_millis(200)).await;
+                        continue;
+                    }
+                };
+                while let Some(item) = rx.recv().await {
+                    let Some(state) = weak.upgrade() else { return };
+                    let mut s = state.lock().expect("informer lock");
+                    match item {
+                        WatchItem::Event { kind, object } => {
+                            s.revision = s.revision.max(revision(&object));
+                            if kind == "DELETED" {
+                                s.objects.remove(&key(&object));
+                            } else {
+                                s.objects.insert(key(&object), object);
+                            }
+                        }
+                        WatchItem::Bookmark(rev) => s.revision = s.revision.max(rev),
+                        WatchItem::Error(e) => {
+                            tracing::debug!(kind = res.kind, error = %e, "informer: watch ended; listing again");
+                            break;
+                        }
+                    }
+                    drop(s);
+                    changed.notify_one();
+                }
+            }
+        });
+        informer
+    }
+
+    /// Every object, as of `revision()`.
+    pub fn objects(&self) -> Vec<Value> {
+        self.state.lock().expect("informer lock").objects.values().cloned().collect()
+    }
+
+    /// The newest revision the copy reflects.
+    pub fn revision(&self) -> u64 {
+        self.state.lock().expect("informer lock").revision
+    }
+
+    /// Wait until the copy reflects `rev` (e.g. this loop's own last write), or `limit` passes.
+    pub async fn wait_for(&self, rev: u64, limit: Duration) {
+        let deadline = tokio::time::Instant::now() + limit;
+        while self.revision() < rev {
+            if tokio::time::timeout_at(deadline, self.changed.notified()).await.is_err() {
+                return;
+            }
+        }
+    }
+}

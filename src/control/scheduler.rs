@@ -1,0 +1,128 @@
+//! The scheduler loop on the leader: pods without a node are placed with `sched::schedule`
+//! over informer copies of nodes and pods; a placement is committed as a compare-and-set of
+//! the pod's `spec.nodeName` through the fenced store, and a pod no node fits gets
+//! `PodScheduled=False` with kube-scheduler's message. After binding, the loop waits for
+//! its own writes to reach the informer, so the next pass counts them.
+
+use std::collections::BTreeMap;
+use std::time::Duration;
+
+use k8s_openapi::api::core::v1::{Node, Pod};
+use serde_json::{json, Value};
+
+use super::informer::Informer;
+use super::ControlConfig;
+use crate::api::resources;
+use crate::api::store::ObjectStore;
+use crate::sched::{self, Decision, Snapshot};
+
+/// Pods waiting for a node, oldest first (then by name), as the scheduler takes them.
+pub fn pending(pods: &[Pod]) -> Vec<&Pod> {
+    let mut out: Vec<&Pod> = pods
+        .iter()
+        .filter(|p| p.metadata.deletion_timestamp.is_none())
+        .filter(|p| p.spec.as_ref().is_some_and(|s| s.node_name.as_deref().is_none_or(str::is_empty)))
+        .filter(|p| p.spec.as_ref().and_then(|s| s.scheduler_name.as_deref()).is_none_or(|n| n == "default-scheduler" || n == "orch"))
+        .collect();
+    out.sort_by(|a, b| (&a.metadata.creation_timestamp, &a.metadata.name).cmp(&(&b.metadata.creation_timestamp, &b.metadata.name)));
+    out
+}
+
+/// The PodScheduled=False condition for an unschedulable pod (None when it already says so).
+pub fn unschedulable_patch(pod: &Value, message: &str, now: &str) -> Option<Value> {
+    let current = pod["status"]["conditions"].as_array().and_then(|cs| cs.iter().find(|c| c["type"] == "PodScheduled").cloned());
+    if current.as_ref().is_some_and(|c| c["status"] == "False" && c["message"] == message) {
+        return None;
+    }
+    let mut conditions: Vec<Value> = pod["status"]["conditions"].as_array().cloned().unwrap_or_default();
+    conditions.retain(|c| c["type"] != "PodScheduled");
+    conditions.push(json!({"type": "PodScheduled", "status": "False", "reason": "Unschedulable", "message": message, "lastTransitionTime": now}));
+    Some(json!({"status": {"phase": "Pending", "conditions": conditions}}))
+}
+
+pub async fn run(store: ObjectStore, _cfg: ControlConfig) {
+    let pods_res = resources::by_plural("", "pods").expect("pods are registered");
+    let nodes_res = resources::by_plural("", "nodes").expect("nodes are registered");
+    let pods = Informer::start(store.clone(), pods_res);
+    let nodes = Informer::start(store.clone(), nodes_res);
+    let mut failing: BTreeMap<String, String> = BTreeMap::new();
+    loop {
+        // Wake on any change of either kind, and look again periodically regardless.
+        tokio::select! {
+            _ = pods.changed.notified() => {}
+            _ = nodes.changed.notified() => {}
+            _ = tokio::time::sleep(Duration::from_secs(5)) => {}
+        }
+        let pod_objs: Vec<Pod> = pods.objects().into_iter().filter_map(|v| serde_json::from_value(v).ok()).collect();
+        let node_objs: Vec<Node> = nodes.objects().into_iter().filter_map(|v| serde_json::from_value(v).ok()).collect();
+        let waiting = pending(&pod_objs);
+        if waiting.is_empty() {
+            continue;
+        }
+        let mut snap = Snapshot::from_objects(&node_objs, &pod_objs);
+        let infos: Vec<sched::PodInfo> = waiting.iter().map(|p| sched::snapshot::pod_info(p)).collect();
+        let decisions = sched::schedule(&mut snap, &infos);
+        let mut last_write = 0;
+        for (decision, pod) in decisions.iter().zip(&waiting) {
+            let (ns, name) = (pod.metadata.namespace.as_deref(), pod.metadata.name.as_deref().unwrap_or_default());
+            let rv = pod.metadata.resource_version.clone().unwrap_or_default();
+            match decision {
+                Decision::Bind { node, .. } => {
+                    let patch = json!({"metadata": {"resourceVersion": rv}, "spec": {"nodeName": node}});
+                    match store.patch(pods_res, ns, name, patch, false).await {
+                        Ok(obj) => {
+                            last_write = last_write.max(obj["metadata"]["resourceVersion"].as_str().and_then(|r| r.parse().ok()).unwrap_or(0));
+                            failing.remove(decision.pod());
+                            tracing::info!(pod = %decision.pod(), %node, "scheduled");
+                        }
+                        Err(e) => tracing::debug!(pod = %decision.pod(), error = %e, "binding not committed; next pass"),
+                    }
+                }
+                Decision::Unschedulable { reasons, .. } => {
+                    let message = sched::unschedulable_message(node_objs.len(), reasons);
+                    let obj = serde_json::to_value(pod).unwrap_or(Value::Null);
+                    let now = chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Secs, true);
+                    if let Some(mut patch) = unschedulable_patch(&obj, &message, &now) {
+                        patch["metadata"] = json!({"resourceVersion": rv});
+                        if store.patch(pods_res, ns, name, patch, true).await.is_ok() && failing.get(decision.pod()) != Some(&message) {
+                            tracing::info!(pod = %decision.pod(), %message, "unschedulable");
+                        }
+                    }
+                    failing.insert(decision.pod().to_string(), message);
+                }
+            }
+        }
+        pods.wait_for(last_write, Duration::from_secs(2)).await;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn pending_pods_are_unbound_alive_ours_and_oldest_first() {
+        let pod = |name: &str, created: &str, node: Option<&str>| -> Pod {
+            serde_json::from_value(json!({"metadata": {"name": name, "creationTimestamp": created}, "spec": {"containers": [], "nodeName": node}})).unwrap()
+        };
+        let mut deleting = pod("d", "2026-01-01T00:00:00Z", None);
+        deleting.metadata.deletion_timestamp = Some(k8s_openapi::apimachinery::pkg::apis::meta::v1::Time(chrono::Utc::now()));
+        let mut other = pod("o", "2026-01-01T00:00:00Z", None);
+        other.spec.as_mut().unwrap().scheduler_name = Some("someone-else".into());
+        let pods = vec![pod("b", "2026-01-02T00:00:00Z", None), pod("a", "2026-01-03T00:00:00Z", None), pod("z", "2026-01-01T00:00:00Z", Some("n1")), deleting, other];
+        let names: Vec<&str> = pending(&pods).iter().map(|p| p.metadata.name.as_deref().unwrap()).collect();
+        assert_eq!(names, vec!["b", "a"]);
+    }
+
+    #[test]
+    fn the_condition_is_written_once_per_message() {
+        let pod = json!({"status": {"conditions": [{"type": "Ready", "status": "False"}]}});
+        let patch = unschedulable_patch(&pod, "0/1 nodes are available: 1 Insufficient cpu.", "t").unwrap();
+        let conditions = patch["status"]["conditions"].as_array().unwrap();
+        assert_eq!(conditions.len(), 2);
+        assert_eq!(conditions[1]["reason"], "Unschedulable");
+        let after = json!({"status": patch["status"].clone()});
+        assert_eq!(unschedulable_patch(&after, "0/1 nodes are available: 1 Insufficient cpu.", "t2"), None);
+        assert!(unschedulable_patch(&after, "0/2 nodes are available: 2 Too many pods.", "t2").is_some());
+    }
+}
