@@ -66,3 +66,49 @@ async fn pending_pods_are_placed_spread_and_explained() {
     let placed = wait_pod(&c, "picky", "picky running", all_running).await;
     assert_eq!(placed["spec"]["nodeName"], worker.as_str());
 }
+
+async fn owned_pods(c: &Cluster, uid: &str) -> Vec<Value> {
+    let list = c.client.json(hyper::Method::GET, &c.url(0, "/api/v1/namespaces/default/pods"), None).await.unwrap();
+    list["items"].as_array().unwrap().iter().filter(|p| p["metadata"]["ownerReferences"][0]["uid"] == uid).cloned().collect()
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_replicaset_keeps_its_replicas_running_and_scales() {
+    let c = Cluster::start_opts(1, 2, Options { containerd: true, ..Default::default() }).await.expect("cluster starts");
+    load_busybox(&c, 0).unwrap();
+    let rs = json!({"apiVersion": "apps/v1", "kind": "ReplicaSet", "metadata": {"name": "web", "namespace": "default"},
+        "spec": {"replicas": 4, "selector": {"matchLabels": {"app": "web"}},
+            "template": {"metadata": {"labels": {"app": "web"}},
+                "spec": {"terminationGracePeriodSeconds": 1, "containers": [container("app", "exec sleep 3600")]}}}});
+    let url = c.url(1, "/apis/apps/v1/namespaces/default/replicasets");
+    let created = c.client.json(hyper::Method::POST, &url, Some(&rs)).await.unwrap();
+    let uid = created["metadata"]["uid"].as_str().unwrap().to_string();
+    let rs_url = c.url(0, "/apis/apps/v1/namespaces/default/replicasets/web");
+
+    let deadline = std::time::Instant::now() + Duration::from_secs(60);
+    loop {
+        let pods = owned_pods(&c, &uid).await;
+        let status = c.client.json(hyper::Method::GET, &rs_url, None).await.unwrap()["status"].clone();
+        if pods.len() == 4 && pods.iter().all(all_running) && status["readyReplicas"] == 4 {
+            assert!(pods.iter().all(|p| p["metadata"]["labels"]["app"] == "web"));
+            break;
+        }
+        assert!(std::time::Instant::now() < deadline, "{} pods, status {status}", pods.len());
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+
+    // Scale down: two pods go (gracefully), the status follows; nothing is created meanwhile.
+    let patch = json!({"spec": {"replicas": 2}});
+    c.client.json_as(hyper::Method::PATCH, &rs_url, Some(&patch), "application/merge-patch+json").await.unwrap();
+    let deadline = std::time::Instant::now() + Duration::from_secs(60);
+    loop {
+        let pods = owned_pods(&c, &uid).await;
+        let status = c.client.json(hyper::Method::GET, &rs_url, None).await.unwrap()["status"].clone();
+        assert!(pods.len() <= 4, "never more pods than before: {}", pods.len());
+        if pods.len() == 2 && status["replicas"] == 2 && status["readyReplicas"] == 2 {
+            break;
+        }
+        assert!(std::time::Instant::now() < deadline, "{} pods, status {status}", pods.len());
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}

@@ -6,6 +6,7 @@
 
 pub mod informer;
 pub mod podcidr;
+pub mod replicaset;
 pub mod scheduler;
 
 use std::time::Duration;
@@ -36,7 +37,8 @@ pub async fn run(store: ObjectStore, cfg: ControlConfig) {
             tracing::info!(term, "leading: controllers started");
             let fenced = store.fenced(term);
             tasks.spawn(podcidr::run(fenced.clone(), cfg.clone()));
-            tasks.spawn(scheduler::run(fenced, cfg.clone()));
+            tasks.spawn(scheduler::run(fenced.clone(), cfg.clone()));
+            tasks.spawn(replicaset::run(fenced, cfg.clone()));
         }
         if leadership.changed().await.is_err() {
             return;
