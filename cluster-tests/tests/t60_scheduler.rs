@@ -112,3 +112,70 @@ async fn a_replicaset_keeps_its_replicas_running_and_scales() {
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
 }
+
+/// Ready live pods, live pods (not terminating) labelled app=roll, and how many of the
+/// ready ones run version `env`.
+async fn roll_counts(c: &Cluster, env: &str) -> (usize, usize, usize) {
+    let list = c.client.json(hyper::Method::GET, &c.url(0, "/api/v1/namespaces/default/pods?labelSelector=app%3Droll"), None).await.unwrap();
+    let items = list["items"].as_array().unwrap();
+    let ready = |p: &&Value| p["status"]["conditions"].as_array().is_some_and(|cs| cs.iter().any(|c| c["type"] == "Ready" && c["status"] == "True"));
+    let live: Vec<&Value> = items.iter().filter(|p| p["metadata"]["deletionTimestamp"].is_null()).collect();
+    let updated = live.iter().filter(|p| ready(p) && p["spec"]["containers"][0]["env"][0]["value"] == env).count();
+    // Terminating pods do not count as ready, whatever their last status said.
+    (live.iter().filter(|p| ready(p)).count(), live.len(), updated)
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_deployment_rolls_out_a_new_template_within_its_budget() {
+    let c = Cluster::start_opts(1, 2, Options { containerd: true, ..Default::default() }).await.expect("cluster starts");
+    load_busybox(&c, 0).unwrap();
+    let d = |v: &str| {
+        let mut ctr = container("app", "exec sleep 3600");
+        ctr["env"] = json!([{"name": "VERSION", "value": v}]);
+        ctr["readinessProbe"] = json!({"exec": {"command": ["true"]}, "periodSeconds": 1});
+        json!({"apiVersion": "apps/v1", "kind": "Deployment", "metadata": {"name": "roll", "namespace": "default"},
+            "spec": {"replicas": 6, "selector": {"matchLabels": {"app": "roll"}},
+                "strategy": {"type": "RollingUpdate", "rollingUpdate": {"maxSurge": 1, "maxUnavailable": 1}},
+                "template": {"metadata": {"labels": {"app": "roll"}}, "spec": {"terminationGracePeriodSeconds": 1, "containers": [ctr]}}}})
+    };
+    let url = c.url(0, "/apis/apps/v1/namespaces/default/deployments");
+    c.client.json(hyper::Method::POST, &url, Some(&d("1"))).await.unwrap();
+    let deadline = std::time::Instant::now() + Duration::from_secs(90);
+    while roll_counts(&c, "1").await.2 < 6 {
+        assert!(std::time::Instant::now() < deadline, "first version not ready: {:?}", roll_counts(&c, "1").await);
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+
+    // Change the template: a new ReplicaSet takes over, never with fewer than 6 - 1 ready pods.
+    let one = c.url(1, "/apis/apps/v1/namespaces/default/deployments/roll");
+    let patch = json!({"spec": {"template": {"spec": {"containers": [d("2")["spec"]["template"]["spec"]["containers"][0].clone()]}}}});
+    c.client.json_as(hyper::Method::PATCH, &one, Some(&patch), "application/merge-patch+json").await.unwrap();
+    let mut lowest = usize::MAX;
+    let mut seen = Vec::new();
+    let deadline = std::time::Instant::now() + Duration::from_secs(120);
+    loop {
+        let (ready, live, updated) = roll_counts(&c, "2").await;
+        if seen.last() != Some(&(ready, live, updated)) {
+            seen.push((ready, live, updated));
+        }
+        lowest = lowest.min(ready);
+        assert!(live <= 6 + 1 + 1, "live pods {live} beyond replicas + maxSurge (+1 being replaced)");
+        if updated == 6 && live == 6 {
+            break;
+        }
+        assert!(std::time::Instant::now() < deadline, "rollout stuck: ready {ready}, live {live}, updated {updated}");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    assert!(lowest >= 5, "ready pods fell to {lowest} during the rollout (budget: 5); (ready, live, updated): {seen:?}");
+    // The Deployment's status catches up with its pods.
+    let deadline = std::time::Instant::now() + Duration::from_secs(30);
+    loop {
+        let status = c.client.json(hyper::Method::GET, &one, None).await.unwrap()["status"].clone();
+        if (status["updatedReplicas"].as_i64(), status["readyReplicas"].as_i64(), status["replicas"].as_i64()) == (Some(6), Some(6), Some(6)) {
+            assert_eq!(status["conditions"][1]["reason"], "NewReplicaSetAvailable");
+            break;
+        }
+        assert!(std::time::Instant::now() < deadline, "status did not settle: {status}");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}

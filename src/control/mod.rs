@@ -4,6 +4,7 @@
 //! controller is a pure decision function plus a thin loop in its own module; loops read
 //! through informers (`informer.rs`), local copies kept current by watches.
 
+pub mod deployment;
 pub mod informer;
 pub mod podcidr;
 pub mod replicaset;
@@ -38,7 +39,8 @@ pub async fn run(store: ObjectStore, cfg: ControlConfig) {
             let fenced = store.fenced(term);
             tasks.spawn(podcidr::run(fenced.clone(), cfg.clone()));
             tasks.spawn(scheduler::run(fenced.clone(), cfg.clone()));
-            tasks.spawn(replicaset::run(fenced, cfg.clone()));
+            tasks.spawn(replicaset::run(fenced.clone(), cfg.clone()));
+            tasks.spawn(deployment::run(fenced, cfg.clone()));
         }
         if leadership.changed().await.is_err() {
             return;

@@ -71,11 +71,14 @@ pub fn reconcile(rs: &Value, pods: &[Value], names: &mut dyn FnMut() -> String) 
             }
         } else if active.len() > want {
             active.sort_by_key(|p| std::cmp::Reverse(deletion_rank(p)));
-            for p in &active[..active.len() - want] {
+            let excess = active.len() - want;
+            for p in active.drain(..excess) {
                 actions.push(Action::Delete { namespace: ns.into(), name: p["metadata"]["name"].as_str().unwrap_or_default().into() });
             }
         }
     }
+    // The status describes the set after this pass's deletions: reporting the pods being
+    // deleted as ready would let a Deployment take away more than its budget allows.
     let ready_count = active.iter().filter(|p| ready(p)).count();
     let status = json!({
         "replicas": active.len(),
@@ -186,6 +189,8 @@ mod tests {
         let deleted: Vec<String> =
             reconcile(&rs(1), &pods, &mut names()).into_iter().filter_map(|a| if let Action::Delete { name, .. } = a { Some(name) } else { None }).collect();
         assert_eq!(deleted, vec!["pending", "unready", "new-ready"]);
+        let status = reconcile(&rs(1), &pods, &mut names()).into_iter().find_map(|a| if let Action::Status(s) = a { Some(s) } else { None }).unwrap();
+        assert_eq!((status["replicas"].as_u64(), status["readyReplicas"].as_u64()), (Some(1), Some(1)), "deleted pods are not counted");
     }
 
     #[test]
