@@ -51,3 +51,19 @@ pub fn container_status<'a>(pod: &'a Value, name: &str) -> &'a Value {
 pub fn all_running(pod: &Value) -> bool {
     pod["status"]["containerStatuses"].as_array().is_some_and(|cs| !cs.is_empty() && cs.iter().all(|c| c["state"]["running"].is_object()))
 }
+
+/// Poll pod `name` (through node 0) until `check` holds, for up to `limit`; panics with the
+/// last state seen and `context()` (e.g. container logs) otherwise.
+pub async fn wait_pod(c: &Cluster, name: &str, what: &str, limit: std::time::Duration, check: impl Fn(&Value) -> bool, context: impl Fn() -> String) -> Value {
+    let deadline = std::time::Instant::now() + limit;
+    loop {
+        let last = get(c, 0, name).await.unwrap_or(Value::Null);
+        if check(&last) {
+            return last;
+        }
+        if std::time::Instant::now() > deadline {
+            panic!("timed out waiting for {what}; last seen: {}\n{}", serde_json::to_string_pretty(&last).unwrap_or_default(), context());
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
+}

@@ -20,17 +20,19 @@ async fn create(c: &Cluster, via: usize, obj: &Value) {
 }
 
 async fn wait_pod(c: &Cluster, name: &str, what: &str, check: impl Fn(&Value) -> bool) -> Value {
-    let deadline = std::time::Instant::now() + Duration::from_secs(60);
-    loop {
-        let last = get(c, 0, name).await.unwrap_or(Value::Null);
-        if check(&last) {
-            return last;
-        }
-        if std::time::Instant::now() > deadline {
-            panic!("timed out waiting for {what}; last seen: {}\ncontainer logs:\n{}", serde_json::to_string_pretty(&last).unwrap(), container_logs(c));
-        }
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
+    pods::wait_pod(c, name, what, Duration::from_secs(60), check, || format!("container logs:\n{}", container_logs(c))).await
+}
+
+/// Poll until neither node holds anything of a pod (see `leftovers`).
+async fn wait_clean(c: &Cluster) {
+    let mut left = Vec::new();
+    poll(Duration::from_secs(30), "nodes clean", || {
+        left = (0..2).flat_map(|i| leftovers(c, i)).collect();
+        let clean = left.is_empty();
+        async move { Ok(clean) }
+    })
+    .await
+    .unwrap_or_else(|e| panic!("{e}: {left:?}"));
 }
 
 /// Every container log on every node, for failure messages.
@@ -127,14 +129,7 @@ async fn a_two_container_pod_serves_its_neighbour_and_a_pod_on_another_node() {
     poll(Duration::from_secs(60), "pods gone from the API", || async { Ok(get(&c, 0, "web").await.is_none() && get(&c, 0, "probe").await.is_none()) })
         .await
         .unwrap();
-    let mut left = Vec::new();
-    poll(Duration::from_secs(30), "nodes clean", || {
-        left = (0..2).flat_map(|i| leftovers(&c, i)).collect();
-        let clean = left.is_empty();
-        async move { Ok(clean) }
-    })
-    .await
-    .unwrap_or_else(|e| panic!("{e}: {left:?}"));
+    wait_clean(&c).await;
 }
 
 async fn restart_count(c: &Cluster, pod: &str) -> u64 {
@@ -253,14 +248,7 @@ async fn thirty_pods_come_and_go_and_a_restarted_orchd_keeps_its_pods_running() 
     })
     .await
     .unwrap();
-    let mut left = Vec::new();
-    poll(Duration::from_secs(30), "nodes clean", || {
-        left = (0..2).flat_map(|i| leftovers(&c, i)).collect();
-        let clean = left.is_empty();
-        async move { Ok(clean) }
-    })
-    .await
-    .unwrap_or_else(|e| panic!("{e}: {left:?}"));
+    wait_clean(&c).await;
 }
 
 fn ready(p: &Value) -> Option<bool> {

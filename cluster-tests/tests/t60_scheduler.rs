@@ -7,19 +7,11 @@ use std::collections::BTreeMap;
 use std::time::Duration;
 
 use cluster_tests::cluster::{Cluster, Options};
-use cluster_tests::pods::{self, all_running, container, get, load_busybox, pod};
+use cluster_tests::pods::{self, all_running, container, load_busybox, pod};
 use serde_json::{json, Value};
 
 async fn wait_pod(c: &Cluster, name: &str, what: &str, check: impl Fn(&Value) -> bool) -> Value {
-    let deadline = std::time::Instant::now() + Duration::from_secs(60);
-    loop {
-        let last = get(c, 0, name).await.unwrap_or(Value::Null);
-        if check(&last) {
-            return last;
-        }
-        assert!(std::time::Instant::now() < deadline, "timed out waiting for {what}; last seen: {last}");
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
+    pods::wait_pod(c, name, what, Duration::from_secs(60), check, String::new).await
 }
 
 fn unbound(name: &str) -> Value {

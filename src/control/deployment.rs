@@ -193,7 +193,7 @@ pub async fn run(store: ObjectStore, _cfg: ControlConfig) {
                 };
                 match written {
                     Ok(obj) => {
-                        let rev = obj["metadata"]["resourceVersion"].as_str().and_then(|r| r.parse().ok()).unwrap_or(0);
+                        let rev = super::informer::revision(&obj);
                         let last = if on_sets { &mut rs_write } else { &mut d_write };
                         *last = (*last).max(rev);
                     }

@@ -29,7 +29,8 @@ fn key(obj: &Value) -> String {
     format!("{}/{}", m["namespace"].as_str().unwrap_or(""), m["name"].as_str().unwrap_or(""))
 }
 
-fn revision(obj: &Value) -> u64 {
+/// An object's resourceVersion as a number (0 when absent).
+pub fn revision(obj: &Value) -> u64 {
     obj["metadata"]["resourceVersion"].as_str().and_then(|r| r.parse().ok()).unwrap_or(0)
 }
 

@@ -127,7 +127,7 @@ pub async fn run(store: ObjectStore, _cfg: ControlConfig) {
                 };
                 match written {
                     Ok(obj) => {
-                        let rev = obj["metadata"]["resourceVersion"].as_str().and_then(|r| r.parse().ok()).unwrap_or(0);
+                        let rev = super::informer::revision(&obj);
                         let last = if on_pods { &mut pod_write } else { &mut rs_write };
                         *last = (*last).max(rev);
                     }

@@ -71,7 +71,7 @@ pub async fn run(store: ObjectStore, _cfg: ControlConfig) {
                     let patch = json!({"metadata": {"resourceVersion": rv}, "spec": {"nodeName": node}});
                     match store.patch(pods_res, ns, name, patch, false).await {
                         Ok(obj) => {
-                            last_write = last_write.max(obj["metadata"]["resourceVersion"].as_str().and_then(|r| r.parse().ok()).unwrap_or(0));
+                            last_write = last_write.max(super::informer::revision(&obj));
                             failing.remove(decision.pod());
                             tracing::info!(pod = %decision.pod(), %node, "scheduled");
                         }
