@@ -5,12 +5,13 @@ use http_body_util::BodyExt;
 use serde_json::Value;
 use tokio::sync::mpsc;
 
-/// One decoded watch event: its type, object name and resourceVersion.
+/// One decoded watch event: its type, object name and resourceVersion, and the object.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Seen {
     pub kind: String,
     pub name: String,
     pub revision: u64,
+    pub object: Value,
 }
 
 /// Open `url` (a `?watch=true...` URL) and forward each event until the stream ends.
@@ -49,5 +50,5 @@ fn decode(line: &[u8]) -> anyhow::Result<Seen> {
     }
     let revision = v["object"]["metadata"]["resourceVersion"].as_str().context("no resourceVersion")?.parse()?;
     let name = v["object"]["metadata"]["name"].as_str().unwrap_or_default().to_string();
-    Ok(Seen { kind, name, revision })
+    Ok(Seen { kind, name, revision, object: v["object"].clone() })
 }

@@ -269,23 +269,28 @@ async fn probes_gate_readiness_and_restart_unhealthy_containers() {
     p["spec"]["containers"][0]["startupProbe"] = json!({"tcpSocket": {"port": 8080}, "periodSeconds": 1, "failureThreshold": 10});
     p["spec"]["containers"][0]["readinessProbe"] = json!({"httpGet": {"path": "/index.html", "port": "http"}, "periodSeconds": 1, "failureThreshold": 1});
     p["spec"]["containers"][0]["livenessProbe"] = json!({"exec": {"command": ["sh", "-c", "test ! -f /tmp/die"]}, "periodSeconds": 1, "failureThreshold": 2});
-    create(&c, 0, &p).await;
 
+    // Every status the pod goes through, from a watch (polling could miss a short state).
+    let url = c.url(0, "/api/v1/namespaces/default/pods?watch=true&fieldSelector=metadata.name=probed");
+    let mut events = cluster_tests::watch::open(&c.client, &url).await.unwrap();
+    create(&c, 0, &p).await;
     let mut seen: Vec<bool> = Vec::new();
-    let deadline = std::time::Instant::now() + Duration::from_secs(120);
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(120);
     loop {
-        let p = get(&c, 0, "probed").await.unwrap_or(Value::Null);
-        if let Some(r) = ready(&p).filter(|_| container_status(&p, "app")["restartCount"] == 0) {
-            if seen.last() != Some(&r) {
-                seen.push(r);
-            }
-        }
+        let event = tokio::time::timeout_at(deadline, events.recv()).await;
+        let p = match event {
+            Ok(Some(Ok(e))) => e.object,
+            other => panic!("no liveness restart; readiness seen: {seen:?}; last: {other:?}"),
+        };
         if container_status(&p, "app")["restartCount"].as_u64() >= Some(1) {
             assert_eq!(container_status(&p, "app")["lastState"]["terminated"]["exitCode"], 137, "{}", p["status"]);
             break;
         }
-        assert!(std::time::Instant::now() < deadline, "no liveness restart; readiness seen: {seen:?}; {}", p["status"]);
-        tokio::time::sleep(Duration::from_millis(50)).await;
+        if let Some(r) = ready(&p) {
+            if seen.last() != Some(&r) {
+                seen.push(r);
+            }
+        }
     }
     // Not ready before the startup and readiness probes passed, then ready, not ready while
     // index.html is gone, ready again.

@@ -301,15 +301,28 @@ impl ContainerRuntime for ContainerdRuntime {
             r.map_err(|e| RuntimeError::Runtime(e.to_string()))?.map_err(|e| RuntimeError::Runtime(format!("exec fifo: {e}")))
         };
         let receiver = |f: std::fs::File| tokio::net::unix::pipe::Receiver::from_file(f).map_err(|e| RuntimeError::Runtime(e.to_string()));
-        let stdout = receiver(fifo(stdout.await)?)?;
-        let stderr = receiver(fifo(stderr.await)?)?;
-        let stdin = match stdin_file {
-            Some(f) => Some(tokio::net::unix::pipe::Sender::from_file(fifo(f.await)?).map_err(|e| RuntimeError::Runtime(e.to_string()))?),
-            None => None,
+        let opened = async {
+            let stdout = receiver(fifo(stdout.await)?)?;
+            let stderr = receiver(fifo(stderr.await)?)?;
+            let stdin = match stdin_file {
+                Some(f) => Some(tokio::net::unix::pipe::Sender::from_file(fifo(f.await)?).map_err(|e| RuntimeError::Runtime(e.to_string()))?),
+                None => None,
+            };
+            Ok::<_, RuntimeError>(ExecIo { stdin, stdout, stderr })
         };
-        // Every end is open now: the names can go.
+        // The shim opens its ends when the process starts; if it never does, opening both
+        // ends ourselves frees the threads waiting on them.
+        let io = match tokio::time::timeout(FIFO_OPEN_LIMIT, opened).await {
+            Ok(io) => io,
+            Err(_) => {
+                release_fifos(&dir);
+                let _ = self.exec_signal(id, exec_id, 9).await;
+                Err(RuntimeError::Runtime(format!("exec {exec_id}: the shim did not open its stdio within {FIFO_OPEN_LIMIT:?}")))
+            }
+        };
+        // Every end is open (or given up): the names can go.
         let _ = std::fs::remove_dir_all(&dir);
-        Ok(ExecIo { stdin, stdout, stderr })
+        io
     }
 
     async fn exec_wait(&self, id: &str, exec_id: &str) -> Result<u32, RuntimeError> {
@@ -481,6 +494,9 @@ impl ContainerRuntime for ContainerdRuntime {
         }
     }
 }
+
+/// How long an exec'd process's stdio may take to be opened by the shim.
+const FIFO_OPEN_LIMIT: Duration = Duration::from_secs(10);
 
 /// Where exec'd processes' FIFOs live while they run.
 fn fifo_dir(exec_id: &str) -> PathBuf {

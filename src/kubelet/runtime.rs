@@ -161,7 +161,8 @@ pub async fn exec_capture<R: ContainerRuntime + ?Sized>(
         }
         Err(_) => {
             let _ = rt.exec_signal(id, &exec_id, 9).await;
-            let _ = rt.exec_wait(id, &exec_id).await;
+            // Bounded too: a process that does not die must not hold its caller.
+            let _ = tokio::time::timeout(std::time::Duration::from_secs(5), rt.exec_wait(id, &exec_id)).await;
             Err(RuntimeError::Runtime(format!("command timed out after {timeout:?}")))
         }
     }
