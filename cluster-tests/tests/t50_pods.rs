@@ -9,7 +9,8 @@ use cluster_tests::pods::{self, container, container_status, get, load_busybox, 
 use serde_json::{json, Value};
 
 async fn cluster() -> Cluster {
-    let opts = Options { containerd: true, extra: vec!["--restart-backoff-ms".into(), "500".into()] };
+    let extra = ["--restart-backoff-ms", "500", "--container-log-max-bytes", "65536"];
+    let opts = Options { containerd: true, extra: extra.iter().map(|s| s.to_string()).collect() };
     let c = Cluster::start_opts(1, 1, opts).await.expect("cluster starts");
     load_busybox(&c, 1).expect("the image loads into both nodes");
     c
@@ -339,4 +340,28 @@ async fn logs_and_exec_reach_a_pod_on_another_node_through_any_node() {
     let out = child.wait_with_output().unwrap();
     assert!(out.status.success());
     assert_eq!(String::from_utf8_lossy(&out.stdout), "hello through stdin\ndone\n");
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn container_logs_are_rotated_past_their_size_limit() {
+    let c = cluster().await;
+    let head = c.nodes[0].name.clone();
+    // 20 bursts of 500 lines of ~70 bytes, half a second apart: the 64 KiB limit is passed
+    // again and again while the kubelet's passes (every 2 s at most) rotate the file.
+    let chatty = "for b in $(seq 1 20); do i=0; while [ $i -lt 500 ]; do echo line-$b-$i-xxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxx; \
+                  i=$((i+1)); done; sleep 0.5; done; exec sleep 3600";
+    create(&c, 0, &pod("chatty", &head, "Always", json!([container("app", chatty)]))).await;
+    let p = wait_pod(&c, "chatty", "chatty running", |p| container_status(p, "app")["state"]["running"].is_object()).await;
+    let uid = p["metadata"]["uid"].as_str().unwrap().to_string();
+    let logs = c.nodes[0].data_dir.join("kubelet/pods").join(&uid).join("logs/app");
+    // Rotated copies appear and shift (.1 → .2); never more than the 4 kept.
+    poll(Duration::from_secs(60), "two rotated log files", || {
+        let rotated = logs.join("0.log.2").exists();
+        assert!(!logs.join("0.log.5").exists(), "more old copies than kept");
+        async move { Ok(rotated) }
+    })
+    .await
+    .unwrap();
+    let (ok, _, err) = c.orchctl(1, &["logs", "chatty", "--tail", "1"]).unwrap();
+    assert!(ok, "{err}");
 }

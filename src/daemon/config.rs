@@ -88,6 +88,9 @@ pub struct Flags {
     /// Most pods this node runs (its `pods` capacity).
     #[arg(long)]
     pub max_pods: Option<u64>,
+    /// Rotate a container's log file past this many bytes (5 files kept per container run).
+    #[arg(long)]
+    pub container_log_max_bytes: Option<u64>,
     /// containerd's gRPC socket.
     #[arg(long)]
     pub containerd_socket: Option<PathBuf>,
@@ -136,6 +139,7 @@ pub struct Settings {
     pub node_cidr_prefix: u8,
     pub kubelet: bool,
     pub max_pods: u64,
+    pub container_log_max_bytes: u64,
     pub containerd_socket: PathBuf,
     pub run_dir: PathBuf,
     pub cgroup_parent: String,
@@ -186,6 +190,7 @@ impl Flags {
             node_cidr_prefix,
             kubelet: !(self.no_kubelet || file.no_kubelet),
             max_pods: self.max_pods.or(file.max_pods).unwrap_or(110),
+            container_log_max_bytes: self.container_log_max_bytes.or(file.container_log_max_bytes).unwrap_or(10 << 20),
             containerd_socket: self.containerd_socket.or(file.containerd_socket).unwrap_or_else(crate::kubelet::containerd::default_socket),
             run_dir: std::path::absolute(self.run_dir.or(file.run_dir).unwrap_or_else(|| PathBuf::from("/run/orch")))?,
             cgroup_parent: self.cgroup_parent.or(file.cgroup_parent).unwrap_or_else(|| "orch".into()),

@@ -203,6 +203,8 @@ fn start_kubelet(s: &Settings, state: &NodeState) {
         cluster_cidr: s.cluster_cidr,
         backoff: Backoff { base: s.restart_backoff, ..Backoff::default() },
         resync: Duration::from_secs(2),
+        log_max_bytes: s.container_log_max_bytes,
+        log_files: 5,
     };
     let socket = s.containerd_socket.clone();
     tokio::spawn(async move {

@@ -1,12 +1,13 @@
 //! The kubelet role (issue #4): running the pods bound to this node. The runtime trait and
 //! its containerd implementation (`runtime`, `containerd`, `image`, `oci`), pod networking
-//! (`netns`, `network`, `ipam`), the pure per-pod decisions (`plan`, `status`), volumes
+//! (`netns`, `network`, `ipam`), log rotation (`logrotate`), the pure per-pod decisions (`plan`, `status`), volumes
 //! (`volumes`) and the loop that ties them to the API (`sync`).
 
 pub mod containerd;
 pub mod image;
 pub mod inputs;
 pub mod ipam;
+pub mod logrotate;
 pub mod netns;
 pub mod network;
 pub mod oci;

@@ -54,6 +54,9 @@ pub struct KubeletConfig {
     pub cluster_cidr: Ipv4Net,
     pub backoff: Backoff,
     pub resync: Duration,
+    /// Rotate a container's log file past this size, keeping `log_files - 1` old copies.
+    pub log_max_bytes: u64,
+    pub log_files: usize,
 }
 
 /// What the kubelet remembers about a pod between passes (lost on restart, harmlessly).
@@ -231,7 +234,21 @@ impl<R: ContainerRuntime + 'static, N: PodNetwork> Kubelet<R, N> {
             .map(|c| c.id)
             .collect();
         self.probes().retain(|(id, _), _| running.contains(id));
+        self.rotate_logs(&running).await;
         Ok(wake)
+    }
+
+    /// Rotate the log files of running containers that grew past the limit.
+    async fn rotate_logs(&self, running: &BTreeSet<String>) {
+        let Ok(all) = self.runtime.list().await else { return };
+        for c in all.iter().filter(|c| running.contains(&c.id)) {
+            let (Some(uid), Some(name)) = (c.labels.get(LABEL_UID), c.labels.get(LABEL_CONTAINER)) else { continue };
+            let attempt = c.labels.get(LABEL_ATTEMPT).and_then(|a| a.parse().ok()).unwrap_or(0);
+            let path = Self::log_path(&self.cfg.data_dir, uid, name, attempt);
+            if let Err(e) = super::logrotate::rotate_if_needed(&path, self.cfg.log_max_bytes, self.cfg.log_files.saturating_sub(1)) {
+                tracing::warn!(path = %path.display(), error = %e, "rotating a container log");
+            }
+        }
     }
 
     /// The node's pod CIDR (bridge) and routes to every other node's pod CIDR.
