@@ -178,7 +178,7 @@ impl ObjectStore {
             } else {
                 Ok(new.clone())
             }
-        })
+        }, false)
         .await
     }
 
@@ -194,23 +194,13 @@ impl ObjectStore {
                 return Ok(only);
             }
             Ok(merged)
-        })
+        }, false)
         .await
     }
 
+    /// Read, change, compare-and-set (retrying internal conflicts). With `marks_deletion` the
+    /// change may set the server-owned deletion fields (graceful deletion).
     async fn modify(
-        &self,
-        res: &Resource,
-        ns: Option<&str>,
-        name: &str,
-        expected: Option<u64>,
-        change: impl Fn(&Value) -> Result<Value, ApiError>,
-    ) -> Result<Value, ApiError> {
-        self.modify_marking(res, ns, name, expected, change, false).await
-    }
-
-    /// `modify`; with `marks_deletion` the change may set the server-owned deletion fields.
-    async fn modify_marking(
         &self,
         res: &Resource,
         ns: Option<&str>,
@@ -273,7 +263,7 @@ impl ObjectStore {
                 let now = self.clock.now_rfc3339();
                 if object::pod_deletion(&current, grace, &now).is_some() {
                     let mark = |cur: &Value| Ok(object::pod_deletion(cur, grace, &now).unwrap_or_else(|| cur.clone()));
-                    return self.modify_marking(res, ns, name, expected, mark, true).await;
+                    return self.modify(res, ns, name, expected, mark, true).await;
                 }
             }
         }
