@@ -96,6 +96,12 @@ impl Containerd {
         }
         let _ = Command::new("kill").arg(process.id().to_string()).status();
         let _ = process.wait();
+        // Shims outlive containerd; any still serving a task of ours (one that would not
+        // die in time above) goes now, with its container's processes.
+        for shim in shims_of(&self.socket()) {
+            let _ = Command::new("pkill").args(["-9", "-P", &shim.to_string()]).status();
+            let _ = Command::new("kill").args(["-9", &shim.to_string()]).status();
+        }
         unmount_under(&self.dir);
     }
 }
@@ -104,6 +110,21 @@ impl Drop for Containerd {
     fn drop(&mut self) {
         self.shutdown();
     }
+}
+
+/// PIDs of the containerd shims started for the containerd listening at `socket`.
+fn shims_of(socket: &Path) -> Vec<u32> {
+    let needle = format!("-address\0{}", socket.display());
+    let Ok(procs) = std::fs::read_dir("/proc") else { return vec![] };
+    procs
+        .flatten()
+        .filter_map(|e| e.file_name().to_str()?.parse::<u32>().ok())
+        .filter(|pid| {
+            let cmd = std::fs::read(format!("/proc/{pid}/cmdline")).unwrap_or_default();
+            let cmd = String::from_utf8_lossy(&cmd);
+            cmd.contains("containerd-shim") && cmd.contains(&needle)
+        })
+        .collect()
 }
 
 /// Lazily unmount everything mounted at or below `dir` (deepest first).
