@@ -84,14 +84,14 @@ impl Containerd {
         for id in self.list(&["tasks", "ls", "-q"]) {
             let _ = self.ctr(&["tasks", "kill", "--signal", "SIGKILL", &id]);
         }
-        let deadline = Instant::now() + Duration::from_secs(10);
+        // Killed tasks stop within moments; wait (briefly) until none runs, then delete
+        // tasks and containers once each. Stragglers' shims are killed below.
+        let deadline = Instant::now() + Duration::from_secs(3);
+        while !self.running_tasks().is_empty() && Instant::now() < deadline {
+            std::thread::sleep(Duration::from_millis(50));
+        }
         for id in self.containers() {
-            while self.ctr(&["tasks", "rm", "-f", &id]).is_ok_and(|o| !o.status.success() && !String::from_utf8_lossy(&o.stderr).contains("not found")) {
-                if Instant::now() > deadline {
-                    break;
-                }
-                std::thread::sleep(Duration::from_millis(50));
-            }
+            let _ = self.ctr(&["tasks", "rm", "-f", &id]);
             let _ = self.ctr(&["containers", "rm", &id]);
         }
         let _ = Command::new("kill").arg(process.id().to_string()).status();

@@ -90,12 +90,19 @@ impl Informer {
     }
 
     /// Wait until the copy reflects `rev` (e.g. this loop's own last write), or `limit` passes.
+    /// Changes it consumed while waiting are signalled again, so the caller's loop still
+    /// wakes for changes that arrived after its own write.
     pub async fn wait_for(&self, rev: u64, limit: Duration) {
         let deadline = tokio::time::Instant::now() + limit;
+        let mut consumed = false;
         while self.revision() < rev {
             if tokio::time::timeout_at(deadline, self.changed.notified()).await.is_err() {
-                return;
+                break;
             }
+            consumed = true;
+        }
+        if consumed {
+            self.changed.notify_one();
         }
     }
 }
