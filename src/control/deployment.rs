@@ -8,7 +8,7 @@ use std::time::Duration;
 use serde_json::{json, Value};
 use sha2::{Digest, Sha256};
 
-use super::informer::Informer;
+use super::owners::{write_status, OwnerLoop, Written};
 use super::ControlConfig;
 use crate::api::resources;
 use crate::api::store::ObjectStore;
@@ -168,41 +168,24 @@ pub fn reconcile(d: &Value, sets: &[Value]) -> Vec<Action> {
 pub async fn run(store: ObjectStore, _cfg: ControlConfig) {
     let d_res = resources::by_plural("apps", "deployments").expect("deployments are registered");
     let rs_res = resources::by_plural("apps", "replicasets").expect("replicasets are registered");
-    let deployments = Informer::start(store.clone(), d_res);
-    let sets = Informer::start(store.clone(), rs_res);
+    let lp = OwnerLoop::start(&store, d_res, rs_res, Duration::from_secs(10));
     loop {
-        tokio::select! {
-            _ = deployments.changed.notified() => {}
-            _ = sets.changed.notified() => {}
-            _ = tokio::time::sleep(Duration::from_secs(10)) => {}
-        }
-        let all_sets = sets.objects();
-        let (mut rs_write, mut d_write) = (0u64, 0u64);
-        for d in deployments.objects() {
+        lp.next_pass().await;
+        let mut written = Written::default();
+        for (d, sets) in lp.owners_with_children() {
             let ns = d["metadata"]["namespace"].as_str().unwrap_or("default").to_string();
             let name = d["metadata"]["name"].as_str().unwrap_or_default().to_string();
-            let in_ns: Vec<Value> = all_sets.iter().filter(|s| s["metadata"]["namespace"] == ns.as_str()).cloned().collect();
-            for action in reconcile(&d, &in_ns) {
-                let (written, on_sets) = match action {
-                    Action::CreateReplicaSet(rs) => (store.create(rs_res, Some(&ns), rs).await, true),
-                    Action::Scale { name, replicas } => (store.patch(rs_res, Some(&ns), &name, json!({"spec": {"replicas": replicas}}), false).await, true),
-                    Action::Status(status) => {
-                        let patch = json!({"metadata": {"resourceVersion": d["metadata"]["resourceVersion"]}, "status": status});
-                        (store.patch(d_res, Some(&ns), &name, patch, true).await, false)
-                    }
+            for action in reconcile(&d, &sets) {
+                let on_sets = !matches!(action, Action::Status(_));
+                let result = match action {
+                    Action::CreateReplicaSet(rs) => store.create(rs_res, Some(&ns), rs).await,
+                    Action::Scale { name, replicas } => store.patch(rs_res, Some(&ns), &name, json!({"spec": {"replicas": replicas}}), false).await,
+                    Action::Status(status) => write_status(&store, d_res, &d, status).await,
                 };
-                match written {
-                    Ok(obj) => {
-                        let rev = super::informer::revision(&obj);
-                        let last = if on_sets { &mut rs_write } else { &mut d_write };
-                        *last = (*last).max(rev);
-                    }
-                    Err(e) => tracing::debug!(deployment = %name, error = %e, "deployment action not applied; next pass"),
-                }
+                written.record(result, on_sets, &name);
             }
         }
-        sets.wait_for(rs_write, Duration::from_secs(2)).await;
-        deployments.wait_for(d_write, Duration::from_secs(2)).await;
+        lp.settle(&written).await;
     }
 }
 

@@ -6,6 +6,7 @@
 
 pub mod deployment;
 pub mod informer;
+pub mod owners;
 pub mod podcidr;
 pub mod replicaset;
 pub mod scheduler;

@@ -7,7 +7,7 @@ use std::time::Duration;
 
 use serde_json::{json, Value};
 
-use super::informer::Informer;
+use super::owners::{write_status, OwnerLoop, Written};
 use super::ControlConfig;
 use crate::api::resources;
 use crate::api::store::ObjectStore;
@@ -101,42 +101,24 @@ fn suffix() -> String {
 pub async fn run(store: ObjectStore, _cfg: ControlConfig) {
     let rs_res = resources::by_plural("apps", "replicasets").expect("replicasets are registered");
     let pods_res = resources::by_plural("", "pods").expect("pods are registered");
-    let sets = Informer::start(store.clone(), rs_res);
-    let pods = Informer::start(store.clone(), pods_res);
+    let lp = OwnerLoop::start(&store, rs_res, pods_res, Duration::from_secs(10));
     loop {
-        tokio::select! {
-            _ = sets.changed.notified() => {}
-            _ = pods.changed.notified() => {}
-            _ = tokio::time::sleep(Duration::from_secs(10)) => {}
-        }
-        let all_pods = pods.objects();
-        let (mut pod_write, mut rs_write) = (0u64, 0u64);
-        for rs in sets.objects() {
+        lp.next_pass().await;
+        let mut written = Written::default();
+        for (rs, pods) in lp.owners_with_children() {
             let ns = rs["metadata"]["namespace"].as_str().unwrap_or("default").to_string();
             let name = rs["metadata"]["name"].as_str().unwrap_or_default().to_string();
-            let in_ns: Vec<Value> = all_pods.iter().filter(|p| p["metadata"]["namespace"] == ns.as_str()).cloned().collect();
-            for action in reconcile(&rs, &in_ns, &mut suffix) {
+            for action in reconcile(&rs, &pods, &mut suffix) {
                 let on_pods = !matches!(action, Action::Status(_));
-                let written = match action {
+                let result = match action {
                     Action::Create(pod) => store.create(pods_res, Some(&ns), pod).await,
                     Action::Delete { namespace, name } => store.delete_gracefully(pods_res, Some(&namespace), &name, None, None).await,
-                    Action::Status(status) => {
-                        let patch = json!({"metadata": {"resourceVersion": rs["metadata"]["resourceVersion"]}, "status": status});
-                        store.patch(rs_res, Some(&ns), &name, patch, true).await
-                    }
+                    Action::Status(status) => write_status(&store, rs_res, &rs, status).await,
                 };
-                match written {
-                    Ok(obj) => {
-                        let rev = super::informer::revision(&obj);
-                        let last = if on_pods { &mut pod_write } else { &mut rs_write };
-                        *last = (*last).max(rev);
-                    }
-                    Err(e) => tracing::debug!(replicaset = %name, error = %e, "replicaset action not applied; next pass"),
-                }
+                written.record(result, on_pods, &name);
             }
         }
-        pods.wait_for(pod_write, Duration::from_secs(2)).await;
-        sets.wait_for(rs_write, Duration::from_secs(2)).await;
+        lp.settle(&written).await;
     }
 }
 

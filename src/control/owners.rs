@@ -1,0 +1,81 @@
+//! The loop shape shared by controllers of an owner kind with a child kind (Deployment →
+//! ReplicaSet, ReplicaSet → Pod): informers on both, a pass on any change (and every
+//! resync), each owner seen with its namespace's children, and — after the pass — a wait
+//! until both informers show the pass's own writes.
+
+use std::time::Duration;
+
+use serde_json::Value;
+
+use super::informer::{revision, Informer};
+use crate::api::resources::Resource;
+use crate::api::status::ApiError;
+use crate::api::store::ObjectStore;
+
+pub struct OwnerLoop {
+    pub owners: Informer,
+    pub children: Informer,
+    resync: Duration,
+}
+
+/// The newest revision a pass wrote, per kind.
+#[derive(Default)]
+pub struct Written {
+    owners: u64,
+    children: u64,
+}
+
+impl Written {
+    /// Note one write's outcome (`on_children`: it wrote the child kind).
+    pub fn record(&mut self, result: Result<Value, ApiError>, on_children: bool, owner: &str) {
+        match result {
+            Ok(obj) => {
+                let last = if on_children { &mut self.children } else { &mut self.owners };
+                *last = (*last).max(revision(&obj));
+            }
+            Err(e) => tracing::debug!(%owner, error = %e, "controller action not applied; next pass"),
+        }
+    }
+}
+
+/// Write `status` to `owner` (a compare-and-set at the revision the pass saw).
+pub async fn write_status(store: &ObjectStore, res: &'static Resource, owner: &Value, status: Value) -> Result<Value, ApiError> {
+    let m = &owner["metadata"];
+    let patch = serde_json::json!({"metadata": {"resourceVersion": m["resourceVersion"]}, "status": status});
+    store.patch(res, m["namespace"].as_str(), m["name"].as_str().unwrap_or_default(), patch, true).await
+}
+
+impl OwnerLoop {
+    pub fn start(store: &ObjectStore, owners: &'static Resource, children: &'static Resource, resync: Duration) -> OwnerLoop {
+        OwnerLoop { owners: Informer::start(store.clone(), owners), children: Informer::start(store.clone(), children), resync }
+    }
+
+    /// Wait for a change of either kind, or the resync interval.
+    pub async fn next_pass(&self) {
+        tokio::select! {
+            _ = self.owners.changed.notified() => {}
+            _ = self.children.changed.notified() => {}
+            _ = tokio::time::sleep(self.resync) => {}
+        }
+    }
+
+    /// Every owner with the children of its namespace.
+    pub fn owners_with_children(&self) -> Vec<(Value, Vec<Value>)> {
+        let children = self.children.objects();
+        self.owners
+            .objects()
+            .into_iter()
+            .map(|o| {
+                let ns = o["metadata"]["namespace"].clone();
+                let mine = children.iter().filter(|c| c["metadata"]["namespace"] == ns).cloned().collect();
+                (o, mine)
+            })
+            .collect()
+    }
+
+    /// Wait until the informers reflect this pass's writes (bounded).
+    pub async fn settle(&self, w: &Written) {
+        self.children.wait_for(w.children, Duration::from_secs(2)).await;
+        self.owners.wait_for(w.owners, Duration::from_secs(2)).await;
+    }
+}
