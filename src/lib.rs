@@ -13,3 +13,4 @@ pub mod metrics;
 pub mod proxy;
 pub mod remotecommand;
 pub mod sched;
+pub mod services;

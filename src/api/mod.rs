@@ -6,6 +6,7 @@ pub mod handlers;
 pub mod object;
 pub mod quantity;
 pub mod resources;
+pub mod service;
 pub mod status;
 pub mod store;
 

@@ -11,6 +11,7 @@ use tokio::sync::mpsc;
 
 use super::object::{self, FieldSelector, Selector};
 use super::resources::{self, Resource};
+use super::service::{self, ServiceRanges, Taken};
 use super::status::ApiError;
 use crate::clock::Clock;
 use crate::metrics::Metrics;
@@ -34,6 +35,8 @@ pub struct ObjectStore {
     /// Leader-only writers set the term they lead in: a write proposed after leadership
     /// moved on is refused by the state machine (fencing).
     fence: Option<u64>,
+    /// Where Services' ClusterIPs and NodePorts are allocated from.
+    services: Arc<ServiceRanges>,
 }
 
 /// Which objects a list or watch wants.
@@ -70,7 +73,12 @@ fn what(res: &Resource, ns: Option<&str>, name: &str) -> String {
 
 impl ObjectStore {
     pub fn new(node: RaftNode, clock: Arc<dyn Clock>, metrics: Arc<Metrics>) -> Self {
-        ObjectStore { node, clock, metrics, unsafe_local_reads: false, fence: None }
+        ObjectStore { node, clock, metrics, unsafe_local_reads: false, fence: None, services: Arc::default() }
+    }
+
+    /// This store, allocating Services' addresses and ports from `ranges`.
+    pub fn with_service_ranges(self, ranges: ServiceRanges) -> ObjectStore {
+        ObjectStore { services: Arc::new(ranges), ..self }
     }
 
     /// This store, with every write fenced to Raft term `term`.
@@ -143,19 +151,41 @@ impl ObjectStore {
         let uid = uuid::Uuid::new_v4().to_string();
         object::prepare_create(&mut obj, &uid, &self.clock.now_rfc3339());
         let key = res.key(ns, &name);
-        let mut conditions = vec![Condition::ModRevision { key: key.clone(), revision: 0 }];
-        if let (true, Some(ns)) = (res.namespaced, ns) {
-            conditions.push(Condition::Exists { key: resources::namespace_key(ns) });
-        }
-        let value = serde_json::to_vec(&obj).map_err(|e| ApiError::internal(e.to_string()))?;
-        match self.propose(Txn { conditions, ops: vec![Op::Put { key, value }] }).await? {
-            (rev, Outcome::Applied { .. }) => Ok(object::with_revision(obj, rev)),
-            (_, Outcome::ConditionFailed { index: 0, .. }) => Err(ApiError::already_exists(what(res, ns, &name))),
-            (_, Outcome::ConditionFailed { .. }) => {
-                Err(ApiError::not_found(format!("namespace {}", ns.unwrap_or_default())))
+        // A Service's allocations are claimed in the same transaction; losing a race for
+        // an IP or port (a failed claim condition) picks again.
+        for _attempt in 0..8 {
+            let mut conditions = vec![Condition::ModRevision { key: key.clone(), revision: 0 }];
+            if let (true, Some(ns)) = (res.namespaced, ns) {
+                conditions.push(Condition::Exists { key: resources::namespace_key(ns) });
             }
-            (_, other) => Err(ApiError::internal(format!("unexpected outcome {other:?}"))),
+            let first_claim = conditions.len();
+            let mut ops = vec![];
+            if res.kind == "Service" {
+                let taken = self.taken()?;
+                service::prepare(&mut obj, None, &self.services, &taken, rand::random()).map_err(|e| ApiError::invalid(e.0))?;
+                for k in service::held(&obj) {
+                    conditions.push(Condition::ModRevision { key: k.clone(), revision: 0 });
+                    ops.push(Op::Put { key: k, value: format!("{}/{name}", ns.unwrap_or_default()).into_bytes() });
+                }
+            }
+            let value = serde_json::to_vec(&obj).map_err(|e| ApiError::internal(e.to_string()))?;
+            ops.insert(0, Op::Put { key: key.clone(), value });
+            return match self.propose(Txn { conditions, ops }).await? {
+                (rev, Outcome::Applied { .. }) => Ok(object::with_revision(obj, rev)),
+                (_, Outcome::ConditionFailed { index: 0, .. }) => Err(ApiError::already_exists(what(res, ns, &name))),
+                (_, Outcome::ConditionFailed { index, .. }) if index >= first_claim => continue,
+                (_, Outcome::ConditionFailed { .. }) => Err(ApiError::not_found(format!("namespace {}", ns.unwrap_or_default()))),
+                (_, other) => Err(ApiError::internal(format!("unexpected outcome {other:?}"))),
+            };
         }
+        Err(ApiError::conflict(format!("{} could not claim an address or port; try again", what(res, ns, &name))))
+    }
+
+    /// ClusterIPs and NodePorts held by any service (as this node has applied them: a
+    /// stale view only costs a retry, as claims are conditions of the write).
+    fn taken(&self) -> Result<Taken, ApiError> {
+        let (kvs, _) = self.node.reader().range(service::IP_PREFIX.trim_end_matches("serviceips/"))?;
+        Ok(Taken::from_keys(kvs.iter().map(|kv| kv.key.as_str())))
     }
 
     /// Replace an object. With `expected` (the client's resourceVersion) a stale version is
@@ -234,10 +264,22 @@ impl ObjectStore {
             for (field, v) in marks {
                 next["metadata"][field] = v;
             }
+            let mut conditions = vec![Condition::ModRevision { key: key.clone(), revision: rev }];
+            let mut ops = vec![];
+            if res.kind == "Service" {
+                service::prepare(&mut next, Some(&current), &self.services, &self.taken()?, rand::random()).map_err(|e| ApiError::invalid(e.0))?;
+                let (before, after) = (service::held(&current), service::held(&next));
+                for k in after.difference(&before) {
+                    conditions.push(Condition::ModRevision { key: k.clone(), revision: 0 });
+                    ops.push(Op::Put { key: k.clone(), value: format!("{}/{name}", ns.unwrap_or_default()).into_bytes() });
+                }
+                ops.extend(before.difference(&after).map(|k| Op::Delete { key: k.clone() }));
+            }
             let value = serde_json::to_vec(&next).map_err(|e| ApiError::internal(e.to_string()))?;
-            let txn = Txn { conditions: vec![Condition::ModRevision { key: key.clone(), revision: rev }], ops: vec![Op::Put { key: key.clone(), value }] };
-            match self.propose(txn).await? {
+            ops.insert(0, Op::Put { key: key.clone(), value });
+            match self.propose(Txn { conditions, ops }).await? {
                 (new_rev, Outcome::Applied { .. }) => return Ok(object::with_revision(next, new_rev)),
+                (_, Outcome::ConditionFailed { index: 1.., .. }) => continue,
                 (_, Outcome::ConditionFailed { current: 0, .. }) => return Err(ApiError::not_found(what(res, ns, name))),
                 (_, Outcome::ConditionFailed { .. }) if expected.is_some() => return Err(stale(res, ns, name)),
                 (_, Outcome::ConditionFailed { .. }) => continue,
@@ -273,19 +315,33 @@ impl ObjectStore {
     /// Delete an object, optionally only at `expected` resourceVersion; returns its last state.
     pub async fn delete(&self, res: &Resource, ns: Option<&str>, name: &str, expected: Option<u64>) -> Result<Value, ApiError> {
         let key = res.key(ns, name);
-        let conditions = match expected {
-            Some(rev) => vec![Condition::ModRevision { key: key.clone(), revision: rev }],
-            None => vec![Condition::Exists { key: key.clone() }],
-        };
-        match self.propose(Txn { conditions, ops: vec![Op::Delete { key }] }).await? {
-            (rev, Outcome::Applied { prev }) => match prev.into_iter().next().flatten() {
-                Some(kv) => Ok(object::with_revision(decode(&kv)?, rev)),
-                None => Err(ApiError::not_found(what(res, ns, name))),
-            },
-            (_, Outcome::ConditionFailed { current: 0, .. }) => Err(ApiError::not_found(what(res, ns, name))),
-            (_, Outcome::ConditionFailed { .. }) => Err(stale(res, ns, name)),
-            (_, other) => Err(ApiError::internal(format!("unexpected outcome {other:?}"))),
+        for _attempt in 0..8 {
+            let mut conditions = match expected {
+                Some(rev) => vec![Condition::ModRevision { key: key.clone(), revision: rev }],
+                None => vec![Condition::Exists { key: key.clone() }],
+            };
+            let mut ops = vec![Op::Delete { key: key.clone() }];
+            let mut pinned = false;
+            if res.kind == "Service" {
+                // Release the service's IP and ports with it, as of the version read.
+                if let Some((current, rev)) = self.current(&key)? {
+                    conditions = vec![Condition::ModRevision { key: key.clone(), revision: expected.unwrap_or(rev) }];
+                    ops.extend(service::held(&current).into_iter().map(|key| Op::Delete { key }));
+                    pinned = expected.is_none();
+                }
+            }
+            return match self.propose(Txn { conditions, ops }).await? {
+                (rev, Outcome::Applied { prev }) => match prev.into_iter().next().flatten() {
+                    Some(kv) => Ok(object::with_revision(decode(&kv)?, rev)),
+                    None => Err(ApiError::not_found(what(res, ns, name))),
+                },
+                (_, Outcome::ConditionFailed { current: 0, .. }) => Err(ApiError::not_found(what(res, ns, name))),
+                (_, Outcome::ConditionFailed { .. }) if pinned => continue,
+                (_, Outcome::ConditionFailed { .. }) => Err(stale(res, ns, name)),
+                (_, other) => Err(ApiError::internal(format!("unexpected outcome {other:?}"))),
+            };
         }
+        Err(ApiError::conflict(format!("{} is changing too fast; try again", what(res, ns, name))))
     }
 
     /// Stream changes to objects of `res` in `ns` after revision `from`, in revision order,

@@ -5,6 +5,7 @@
 //! through informers (`informer.rs`), local copies kept current by watches.
 
 pub mod deployment;
+pub mod endpoints;
 pub mod informer;
 pub mod owners;
 pub mod podcidr;
@@ -41,7 +42,8 @@ pub async fn run(store: ObjectStore, cfg: ControlConfig) {
             tasks.spawn(podcidr::run(fenced.clone(), cfg.clone()));
             tasks.spawn(scheduler::run(fenced.clone(), cfg.clone()));
             tasks.spawn(replicaset::run(fenced.clone(), cfg.clone()));
-            tasks.spawn(deployment::run(fenced, cfg.clone()));
+            tasks.spawn(deployment::run(fenced.clone(), cfg.clone()));
+            tasks.spawn(endpoints::run(fenced, cfg.clone()));
         }
         if leadership.changed().await.is_err() {
             return;

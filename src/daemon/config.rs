@@ -103,6 +103,26 @@ pub struct Flags {
     /// First container restart back-off in milliseconds (doubles per restart, up to 5 minutes).
     #[arg(long)]
     pub restart_backoff_ms: Option<u64>,
+    /// Addresses Services' ClusterIPs come from (the same on every head).
+    #[arg(long)]
+    pub service_cidr: Option<String>,
+    /// NodePorts come from this range, as MIN-MAX.
+    #[arg(long)]
+    pub service_node_port_range: Option<String>,
+    /// How Service traffic is steered: `auto` (IPVS where the kernel has it, nftables
+    /// otherwise), `ipvs` or `nftables`.
+    #[arg(long)]
+    pub proxy_mode: Option<String>,
+    /// Full rewrite of the proxy's rules at this interval, in seconds (changes apply at once).
+    #[arg(long)]
+    pub proxy_resync_s: Option<u64>,
+    /// TTL of cluster DNS answers, in seconds.
+    #[arg(long)]
+    pub dns_ttl_s: Option<u32>,
+    /// Where cluster DNS forwards other names, as IP[:PORT],... (default: the servers in
+    /// /etc/resolv.conf).
+    #[arg(long)]
+    pub dns_upstream: Option<String>,
     /// UNSAFE, for fault-injection experiments only: acknowledge writes without fsync.
     #[arg(long, hide = true)]
     #[serde(default)]
@@ -144,6 +164,11 @@ pub struct Settings {
     pub run_dir: PathBuf,
     pub cgroup_parent: String,
     pub restart_backoff: Duration,
+    pub service_ranges: crate::api::service::ServiceRanges,
+    pub proxy_mode: crate::services::ProxyMode,
+    pub proxy_resync: Duration,
+    pub dns_ttl: u32,
+    pub dns_upstream: Vec<SocketAddr>,
 }
 
 impl Settings {
@@ -185,7 +210,34 @@ impl Flags {
         if node_cidr_prefix < cluster_cidr.prefix_len() || node_cidr_prefix > 30 {
             bail!("--node-cidr-prefix {node_cidr_prefix} must lie between the cluster CIDR's prefix ({}) and 30", cluster_cidr.prefix_len());
         }
+        let cidr = self.service_cidr.or(file.service_cidr).unwrap_or_else(|| "10.96.0.0/16".into());
+        let service_cidr: ipnet::Ipv4Net = cidr.parse().with_context(|| format!("--service-cidr {cidr:?} is not an IPv4 CIDR"))?;
+        if service_cidr.prefix_len() > 28 {
+            bail!("--service-cidr {cidr} is too small (at most /28)");
+        }
+        let range = self.service_node_port_range.or(file.service_node_port_range).unwrap_or_else(|| "30000-32767".into());
+        let (np_lo, np_hi) = range.split_once('-').context("--service-node-port-range must be MIN-MAX")?;
+        let (np_lo, np_hi): (u16, u16) = (np_lo.trim().parse()?, np_hi.trim().parse()?);
+        if np_lo == 0 || np_lo > np_hi {
+            bail!("--service-node-port-range {range}: MIN must be at least 1 and at most MAX");
+        }
+        let upstream = self.dns_upstream.or(file.dns_upstream).unwrap_or_default();
+        let dns_upstream = upstream
+            .split(',')
+            .filter(|u| !u.trim().is_empty())
+            .map(|u| {
+                let u = u.trim();
+                u.parse::<SocketAddr>().or_else(|_| u.parse::<IpAddr>().map(|ip| SocketAddr::new(ip, 53)))
+                    .with_context(|| format!("--dns-upstream: {u:?} is not IP[:PORT]"))
+            })
+            .collect::<anyhow::Result<Vec<_>>>()?;
+        let mode = self.proxy_mode.or(file.proxy_mode).unwrap_or_else(|| "auto".into());
         Ok(Settings {
+            service_ranges: crate::api::service::ServiceRanges { cidr: service_cidr.trunc(), node_ports: np_lo..=np_hi },
+            proxy_mode: mode.parse().map_err(|e: String| anyhow::anyhow!("--proxy-mode: {e}"))?,
+            proxy_resync: Duration::from_secs(self.proxy_resync_s.or(file.proxy_resync_s).unwrap_or(300).max(1)),
+            dns_upstream,
+            dns_ttl: self.dns_ttl_s.or(file.dns_ttl_s).unwrap_or(5),
             cluster_cidr: cluster_cidr.trunc(),
             node_cidr_prefix,
             kubelet: !(self.no_kubelet || file.no_kubelet),

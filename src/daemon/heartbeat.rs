@@ -19,6 +19,8 @@ pub struct Identity {
     pub api_addr: String,
     /// What the node offers pods (None on a node without the kubelet role).
     pub resources: Option<Resources>,
+    /// The proxy role's state, reported as the `ServiceProxy` condition.
+    pub proxy: Option<crate::services::proxy::SharedStatus>,
 }
 
 /// A node's capacity as Kubernetes counts it.
@@ -57,6 +59,26 @@ fn ready_condition(now: &str) -> Value {
         "lastHeartbeatTime": now, "lastTransitionTime": now})
 }
 
+/// The proxy's mode and last sync as a node condition (`kubectl describe node` shows it).
+fn proxy_condition(p: &crate::services::proxy::ProxyStatus, now: &str) -> Value {
+    let synced = p.last_sync.is_some() && p.last_error.is_none();
+    let message = match (&p.last_sync, &p.last_error) {
+        (_, Some(e)) => format!("{} mode; last sync failed: {e}", p.mode),
+        (Some(t), None) => format!("{} mode; last sync {t}; {} virtual services", p.mode, p.virtual_services),
+        (None, None) => format!("{} mode; not synced yet", p.mode),
+    };
+    json!({"type": "ServiceProxy", "status": if synced { "True" } else { "False" }, "reason": p.mode,
+        "message": message, "lastHeartbeatTime": now, "lastTransitionTime": p.last_sync.as_deref().unwrap_or(now)})
+}
+
+fn conditions(id: &Identity, now: &str) -> Value {
+    let mut c = vec![ready_condition(now)];
+    if let Some(p) = &id.proxy {
+        c.push(proxy_condition(&p.lock().expect("proxy status lock"), now));
+    }
+    Value::Array(c)
+}
+
 /// The Node object a node registers itself with.
 pub fn node_object(id: &Identity, now: &str) -> Value {
     let mut node = json!({
@@ -68,7 +90,7 @@ pub fn node_object(id: &Identity, now: &str) -> Value {
         },
         "status": {
             "addresses": [{"type": "InternalIP", "address": id.address}, {"type": "Hostname", "address": id.name}],
-            "conditions": [ready_condition(now)],
+            "conditions": conditions(id, now),
             "nodeInfo": node_info(),
         },
     });
@@ -98,7 +120,7 @@ fn node_info() -> Value {
 
 /// The merge patch one heartbeat sends to `nodes/NAME/status`.
 pub fn heartbeat_patch(id: &Identity, now: &str) -> Value {
-    let mut patch = json!({"status": {"conditions": [ready_condition(now)]}});
+    let mut patch = json!({"status": {"conditions": conditions(id, now)}});
     if let Some(r) = &id.resources {
         patch["status"]["capacity"] = r.quantities();
         patch["status"]["allocatable"] = r.quantities();
@@ -144,7 +166,7 @@ mod tests {
     #[test]
     fn node_object_carries_role_and_address() {
         let resources = Some(Resources { cpus: 2, memory_kib: 2048, max_pods: 110 });
-        let id = Identity { name: "w1".into(), role: Role::Worker, address: "10.0.0.9".into(), api_addr: "10.0.0.9:6443".into(), resources };
+        let id = Identity { name: "w1".into(), role: Role::Worker, address: "10.0.0.9".into(), api_addr: "10.0.0.9:6443".into(), resources, proxy: None };
         let n = node_object(&id, "2026-01-01T00:00:00Z");
         assert_eq!(n["metadata"]["labels"][ROLE_LABEL], "worker");
         assert_eq!(n["status"]["addresses"][0]["address"], "10.0.0.9");
@@ -153,5 +175,17 @@ mod tests {
         assert_eq!(heartbeat_patch(&id, "t")["status"]["capacity"]["pods"], "110");
         // The object is a valid Node for the API's own validation.
         crate::api::resources::lookup("nodes").unwrap().validate(n).unwrap();
+    }
+
+    #[test]
+    fn the_proxy_reports_its_mode_and_last_sync_as_a_condition() {
+        let status = crate::services::proxy::ProxyStatus { mode: "nftables".into(), last_sync: Some("t0".into()), virtual_services: 3, last_error: None };
+        let id = Identity { name: "w1".into(), role: Role::Worker, address: "a".into(), api_addr: "a".into(), resources: None,
+            proxy: Some(std::sync::Arc::new(std::sync::Mutex::new(status))) };
+        let c = &heartbeat_patch(&id, "t1")["status"]["conditions"][1];
+        assert_eq!((c["type"].as_str(), c["status"].as_str(), c["reason"].as_str()), (Some("ServiceProxy"), Some("True"), Some("nftables")));
+        assert_eq!(c["message"], "nftables mode; last sync t0; 3 virtual services");
+        id.proxy.as_ref().unwrap().lock().unwrap().last_error = Some("nft -f failed".into());
+        assert_eq!(heartbeat_patch(&id, "t2")["status"]["conditions"][1]["status"], "False");
     }
 }

@@ -8,6 +8,7 @@ pub mod exec;
 pub mod join;
 pub mod logs;
 pub mod node_api;
+pub mod service_roles;
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -84,7 +85,7 @@ async fn run_head(s: Settings, mut state: NodeState) -> anyhow::Result<()> {
     }
     let clock: Arc<dyn Clock> = Arc::new(SystemClock);
     let metrics = Arc::new(Metrics::default());
-    let mut store = ObjectStore::new(node.clone(), clock.clone(), metrics.clone());
+    let mut store = ObjectStore::new(node.clone(), clock.clone(), metrics.clone()).with_service_ranges(s.service_ranges.clone());
     if s.stale_reads {
         tracing::error!("UNSAFE: --unsafe-stale-reads is set; reads are not linearizable");
         store.skip_read_barrier();
@@ -109,7 +110,8 @@ async fn run_head(s: Settings, mut state: NodeState) -> anyhow::Result<()> {
     }
 
     let api_base = format!("http://{}", state.api_addr);
-    tokio::spawn(heartbeat::run(api_base, identity(&state, &s), s.node_heartbeat, clock));
+    let proxy = service_roles::start(&s, &state.name, &api_base)?;
+    tokio::spawn(heartbeat::run(api_base, identity(&state, &s, proxy), s.node_heartbeat, clock));
     tokio::spawn(crate::control::run(store.clone(), control_config(&s)));
     start_kubelet(&s, &state);
     let router = api::router(app).merge(node_api::router(node_api(&s, &state)));
@@ -152,13 +154,14 @@ async fn create_initial_namespaces(store: &ObjectStore) -> anyhow::Result<()> {
     Ok(())
 }
 
-fn identity(state: &NodeState, s: &Settings) -> heartbeat::Identity {
+fn identity(state: &NodeState, s: &Settings, proxy: Option<crate::services::proxy::SharedStatus>) -> heartbeat::Identity {
     heartbeat::Identity {
         name: state.name.clone(),
         role: state.role,
         address: s.advertise.to_string(),
         api_addr: state.api_addr.clone(),
         resources: s.kubelet.then(|| heartbeat::Resources::of_host(s.max_pods)),
+        proxy,
     }
 }
 
@@ -170,7 +173,8 @@ async fn run_worker(s: Settings, state: NodeState) -> anyhow::Result<()> {
         .await
         .with_context(|| format!("binding the API port {}", s.api_port))?;
     let api_base = format!("http://{}", state.api_addr);
-    tokio::spawn(heartbeat::run(api_base, identity(&state, &s), s.node_heartbeat, Arc::new(SystemClock)));
+    let service_proxy = service_roles::start(&s, &state.name, &api_base)?;
+    tokio::spawn(heartbeat::run(api_base, identity(&state, &s, service_proxy), s.node_heartbeat, Arc::new(SystemClock)));
     start_kubelet(&s, &state);
     tracing::info!(api = %state.api_addr, heads = ?state.seeds, "serving the API (forwarding to heads)");
     let router = crate::proxy::router(proxy).merge(node_api::router(node_api(&s, &state)));

@@ -1,0 +1,120 @@
+//! A node's watch cache of one resource kind, through the node's own API (as kube-proxy's
+//! and CoreDNS's informers do): list, then watch from the list's resourceVersion, keeping
+//! the copy current; after an error it lists again and swaps the copy in whole, so readers
+//! never see a half-filled cache. Readers are woken on every change.
+
+use std::collections::BTreeMap;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use http_body_util::BodyExt;
+use hyper::Method;
+use serde_json::Value;
+use tokio::sync::watch;
+
+use crate::client::ApiClient;
+
+#[derive(Default)]
+struct State {
+    objects: BTreeMap<String, Value>,
+    synced: bool,
+}
+
+#[derive(Clone)]
+pub struct WatchCache {
+    state: Arc<Mutex<State>>,
+    /// Bumped on every change; each reader subscribes.
+    changed: watch::Sender<u64>,
+}
+
+fn key(obj: &Value) -> String {
+    let m = &obj["metadata"];
+    format!("{}/{}", m["namespace"].as_str().unwrap_or(""), m["name"].as_str().unwrap_or(""))
+}
+
+impl WatchCache {
+    /// Follow `path` (a collection such as `/api/v1/services`) on the API at `base`; the
+    /// task ends when every clone of the cache is dropped.
+    pub fn start(base: String, path: &'static str) -> WatchCache {
+        let cache = WatchCache { state: Arc::default(), changed: watch::Sender::new(0) };
+        let weak = Arc::downgrade(&cache.state);
+        let changed = cache.changed.clone();
+        tokio::spawn(async move {
+            let client = ApiClient::new(Duration::from_secs(10));
+            loop {
+                if weak.strong_count() == 0 {
+                    return;
+                }
+                if let Err(e) = follow(&client, &base, path, &weak, &changed).await {
+                    tracing::debug!(path, error = %e, "watch cache: listing again");
+                }
+                tokio::time::sleep(Duration::from_millis(500)).await;
+            }
+        });
+        cache
+    }
+
+    /// A receiver that sees every later change.
+    pub fn subscribe(&self) -> watch::Receiver<u64> {
+        self.changed.subscribe()
+    }
+
+    pub fn objects(&self) -> Vec<Value> {
+        self.state.lock().expect("cache lock").objects.values().cloned().collect()
+    }
+
+    /// Whether a first list has arrived (before that, "nothing" means "not known yet").
+    pub fn synced(&self) -> bool {
+        self.state.lock().expect("cache lock").synced
+    }
+}
+
+/// One list and the watch after it; returns when the watch ends or fails.
+async fn follow(client: &ApiClient, base: &str, path: &str, weak: &std::sync::Weak<Mutex<State>>, changed: &watch::Sender<u64>) -> anyhow::Result<()> {
+    let list = client.json(Method::GET, &format!("{base}{path}"), None).await?;
+    let mut rv = list["metadata"]["resourceVersion"].as_str().unwrap_or("0").to_string();
+    let objects = list["items"].as_array().into_iter().flatten().map(|o| (key(o), o.clone())).collect();
+    let Some(state) = weak.upgrade() else { return Ok(()) };
+    *state.lock().expect("cache lock") = State { objects, synced: true };
+    drop(state);
+    changed.send_modify(|n| *n += 1);
+    loop {
+        let url = format!("{base}{path}?watch=true&allowWatchBookmarks=true&resourceVersion={rv}");
+        let resp = client.send(Method::GET, &url, None, bytes::Bytes::new()).await?;
+        anyhow::ensure!(resp.status().is_success(), "watch {path}: HTTP {}", resp.status());
+        let mut body = resp.into_body();
+        let mut buf = Vec::new();
+        while let Some(frame) = body.frame().await {
+            let Ok(data) = frame?.into_data() else { continue };
+            buf.extend_from_slice(&data);
+            while let Some(end) = buf.iter().position(|&b| b == b'\n') {
+                let line: Vec<u8> = buf.drain(..=end).collect();
+                if line.iter().all(u8::is_ascii_whitespace) {
+                    continue;
+                }
+                let event: Value = serde_json::from_slice(&line)?;
+                let object = &event["object"];
+                match event["type"].as_str().unwrap_or("") {
+                    "ERROR" => anyhow::bail!("watch {path}: {}", object["message"]),
+                    kind => {
+                        if let Some(r) = object["metadata"]["resourceVersion"].as_str() {
+                            rv = r.to_string();
+                        }
+                        if kind == "BOOKMARK" {
+                            continue;
+                        }
+                        let Some(state) = weak.upgrade() else { return Ok(()) };
+                        let mut s = state.lock().expect("cache lock");
+                        if kind == "DELETED" {
+                            s.objects.remove(&key(object));
+                        } else {
+                            s.objects.insert(key(object), object.clone());
+                        }
+                        drop(s);
+                        changed.send_modify(|n| *n += 1);
+                    }
+                }
+            }
+        }
+    }
+}

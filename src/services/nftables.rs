@@ -1,0 +1,332 @@
+//! The nftables dataplane: Service VIPs and NodePorts as verdict maps in table
+//! `ip orch-proxy`, one chain per service port picking a backend at random (or by the
+//! client's address with ClientIP affinity), one chain per backend doing the DNAT. The
+//! script rendering is pure; `NftablesDataplane` pipes it to `nft -f -` (one atomic
+//! transaction per batch of changes), the interface nftables' authors support and the one
+//! kube-proxy's nftables mode uses.
+
+use std::fmt::Write as _;
+use std::process::Stdio;
+
+use sha2::{Digest, Sha256};
+use tokio::io::AsyncWriteExt;
+
+use super::model::{Backend, Change, Table, VirtualService};
+use super::{Dataplane, DataplaneError};
+
+pub const TABLE: &str = "orch-proxy";
+/// Packet mark asking the postrouting chain to masquerade (hairpin and NodePort traffic).
+const MASQ_MARK: u32 = 0x4000;
+
+/// The table with its maps and base chains, replacing any previous one atomically.
+fn skeleton() -> String {
+    format!(
+        "table ip {TABLE}\n\
+         delete table ip {TABLE}\n\
+         table ip {TABLE} {{\n\
+         \tmap service-ips {{ type ipv4_addr . inet_proto . inet_service : verdict; }}\n\
+         \tmap service-nodeports {{ type inet_proto . inet_service : verdict; }}\n\
+         \tmap no-endpoints {{ type ipv4_addr . inet_proto . inet_service : verdict; }}\n\
+         \tchain prerouting {{ type nat hook prerouting priority dstnat; policy accept; jump services; }}\n\
+         \tchain output {{ type nat hook output priority -100; policy accept; jump services; }}\n\
+         \tchain postrouting {{ type nat hook postrouting priority srcnat; policy accept; meta mark & {MASQ_MARK:#x} == {MASQ_MARK:#x} masquerade; }}\n\
+         \tchain filter-forward {{ type filter hook forward priority filter - 10; policy accept; ct state new ip daddr . meta l4proto . th dport vmap @no-endpoints; }}\n\
+         \tchain filter-output {{ type filter hook output priority filter - 10; policy accept; ct state new ip daddr . meta l4proto . th dport vmap @no-endpoints; }}\n\
+         \tchain services {{\n\
+         \t\tip daddr . meta l4proto . th dport vmap @service-ips\n\
+         \t\tip daddr != 127.0.0.0/8 fib daddr type local meta l4proto . th dport vmap @service-nodeports\n\
+         \t}}\n\
+         \tchain mark-masq {{ meta mark set meta mark | {MASQ_MARK:#x}; }}\n\
+         \tchain reject-svc {{ reject with icmp type host-unreachable; }}\n\
+         }}\n"
+    )
+}
+
+fn short_hash(parts: &[&str]) -> String {
+    let mut h = Sha256::new();
+    for p in parts {
+        h.update(p.as_bytes());
+        h.update([0]);
+    }
+    h.finalize()[..6].iter().map(|b| format!("{b:02x}")).collect()
+}
+
+/// Chain and set names of one service port (stable across restarts, short).
+struct Names {
+    svc: String,
+    ext: String,
+}
+
+fn names(key: &str) -> Names {
+    let h = short_hash(&[key]);
+    Names { svc: format!("svc-{h}"), ext: format!("ext-{h}") }
+}
+
+/// A backend's chain; its affinity set (if any) has the same suffix, and the timeout is part
+/// of the name so a changed timeout makes a new set.
+fn backend_names(key: &str, vs: &VirtualService, b: &Backend) -> (String, Option<String>) {
+    let h = short_hash(&[key, &b.to_string()]);
+    (format!("ep-{h}"), vs.affinity_timeout.map(|t| format!("aff-{h}-{t}")))
+}
+
+fn element(vs: &VirtualService) -> String {
+    format!("{} . {} . {}", vs.vip, vs.protocol.name(), vs.port)
+}
+
+/// The script that applies `changes` to a table holding their `old` sides.
+pub fn change_script(changes: &[Change]) -> String {
+    let mut s = String::new();
+    for c in changes {
+        match c {
+            Change::Upsert { key, old, new } => upsert(&mut s, key, old.as_ref(), new),
+            Change::Remove { key, old } => {
+                remove_elements(&mut s, old);
+                remove_chains(&mut s, key, old, &[]);
+            }
+        }
+    }
+    s
+}
+
+/// The whole table for `table`, from scratch.
+pub fn full_script(table: &Table) -> String {
+    let mut s = skeleton();
+    for (key, vs) in table {
+        upsert(&mut s, key, None, vs);
+    }
+    s
+}
+
+fn upsert(s: &mut String, key: &str, old: Option<&VirtualService>, new: &VirtualService) {
+    let n = names(key);
+    // Backend chains first: the service chain refers to them.
+    for b in &new.backends {
+        let (ep, aff) = backend_names(key, new, b);
+        if let Some(aff) = &aff {
+            let _ = writeln!(s, "add set ip {TABLE} {aff} {{ type ipv4_addr; flags dynamic,timeout; timeout {}s; }}", new.affinity_timeout.unwrap_or(0));
+        }
+        let _ = writeln!(s, "add chain ip {TABLE} {ep}\nflush chain ip {TABLE} {ep}");
+        // Hairpin: a pod reaching itself through the service must see the reply come back
+        // through the node, so its source is masqueraded.
+        let _ = writeln!(s, "add rule ip {TABLE} {ep} ip saddr {} jump mark-masq", b.ip);
+        if let Some(aff) = &aff {
+            let _ = writeln!(s, "add rule ip {TABLE} {ep} update @{aff} {{ ip saddr }}");
+        }
+        let _ = writeln!(s, "add rule ip {TABLE} {ep} meta l4proto {} dnat to {}:{}", new.protocol.name(), b.ip, b.port);
+    }
+    let _ = writeln!(s, "add chain ip {TABLE} {svc}\nflush chain ip {TABLE} {svc}", svc = n.svc);
+    for b in &new.backends {
+        if let (ep, Some(aff)) = backend_names(key, new, b) {
+            let _ = writeln!(s, "add rule ip {TABLE} {} ip saddr @{aff} goto {ep}", n.svc);
+        }
+    }
+    if !new.backends.is_empty() {
+        let arms: Vec<String> = new.backends.iter().enumerate().map(|(i, b)| format!("{i} : goto {}", backend_names(key, new, b).0)).collect();
+        let _ = writeln!(s, "add rule ip {TABLE} {} numgen random mod {} vmap {{ {} }}", n.svc, new.backends.len(), arms.join(", "));
+    }
+    if new.node_port.is_some() {
+        let _ = writeln!(s, "add chain ip {TABLE} {ext}\nflush chain ip {TABLE} {ext}", ext = n.ext);
+        let _ = writeln!(s, "add rule ip {TABLE} {} jump mark-masq\nadd rule ip {TABLE} {} goto {}", n.ext, n.ext, n.svc);
+    }
+    if let Some(old) = old {
+        remove_elements(s, old);
+    }
+    if new.backends.is_empty() {
+        let _ = writeln!(s, "add element ip {TABLE} no-endpoints {{ {} : goto reject-svc }}", element(new));
+    } else {
+        let _ = writeln!(s, "add element ip {TABLE} service-ips {{ {} : goto {} }}", element(new), n.svc);
+        if let Some(np) = new.node_port {
+            let _ = writeln!(s, "add element ip {TABLE} service-nodeports {{ {} . {np} : goto {} }}", new.protocol.name(), n.ext);
+        }
+    }
+    if let Some(old) = old {
+        remove_chains(s, key, old, std::slice::from_ref(new));
+    }
+}
+
+fn remove_elements(s: &mut String, old: &VirtualService) {
+    if old.backends.is_empty() {
+        let _ = writeln!(s, "delete element ip {TABLE} no-endpoints {{ {} }}", element(old));
+    } else {
+        let _ = writeln!(s, "delete element ip {TABLE} service-ips {{ {} }}", element(old));
+        if let Some(np) = old.node_port {
+            let _ = writeln!(s, "delete element ip {TABLE} service-nodeports {{ {} . {np} }}", old.protocol.name());
+        }
+    }
+}
+
+/// Delete the chains and sets of `old` that `keep` (the replacement, if any) does not use.
+fn remove_chains(s: &mut String, key: &str, old: &VirtualService, keep: &[VirtualService]) {
+    let n = names(key);
+    let replaced = keep.first();
+    if old.node_port.is_some() && replaced.is_none_or(|k| k.node_port.is_none()) {
+        let _ = writeln!(s, "delete chain ip {TABLE} {}", n.ext);
+    }
+    if replaced.is_none() {
+        let _ = writeln!(s, "delete chain ip {TABLE} {}", n.svc);
+    }
+    for b in &old.backends {
+        let (ep, aff) = backend_names(key, old, b);
+        let kept = replaced.map(|k| (k.backends.contains(b), backend_names(key, k, b).1));
+        if !kept.as_ref().is_some_and(|(has, _)| *has) {
+            let _ = writeln!(s, "delete chain ip {TABLE} {ep}");
+        }
+        if let Some(aff) = aff {
+            if kept.as_ref().is_none_or(|(has, new_aff)| !has || new_aff.as_deref() != Some(aff.as_str())) {
+                let _ = writeln!(s, "delete set ip {TABLE} {aff}");
+            }
+        }
+    }
+}
+
+/// nftables in the namespace orchd runs in (or through `command`, e.g. `ip netns exec X nft`).
+pub struct NftablesDataplane {
+    command: Vec<String>,
+}
+
+impl NftablesDataplane {
+    pub fn new() -> Self {
+        NftablesDataplane { command: vec!["nft".into()] }
+    }
+
+    /// Run nft through a wrapper command (tests use `ip netns exec NAME nft`).
+    pub fn with_command(command: Vec<String>) -> Self {
+        NftablesDataplane { command }
+    }
+
+    async fn run(&self, script: &str) -> Result<(), DataplaneError> {
+        let mut child = tokio::process::Command::new(&self.command[0])
+            .args(&self.command[1..])
+            .args(["-f", "-"])
+            .stdin(Stdio::piped())
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped())
+            .spawn()
+            .map_err(|e| DataplaneError(format!("running nft: {e}")))?;
+        let mut stdin = child.stdin.take().expect("piped stdin");
+        stdin.write_all(script.as_bytes()).await.map_err(|e| DataplaneError(format!("writing to nft: {e}")))?;
+        drop(stdin);
+        let out = child.wait_with_output().await.map_err(|e| DataplaneError(format!("nft: {e}")))?;
+        if !out.status.success() {
+            return Err(DataplaneError(format!("nft -f failed: {}", String::from_utf8_lossy(&out.stderr).trim())));
+        }
+        Ok(())
+    }
+
+    /// Remove the table (when the proxy role ends for good, and in tests).
+    pub async fn remove(&self) -> Result<(), DataplaneError> {
+        self.run(&format!("table ip {TABLE}\ndelete table ip {TABLE}\n")).await
+    }
+}
+
+impl Default for NftablesDataplane {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl Dataplane for NftablesDataplane {
+    fn mode(&self) -> &'static str {
+        "nftables"
+    }
+
+    async fn sync(&mut self, table: &Table) -> Result<(), DataplaneError> {
+        self.run(&full_script(table)).await
+    }
+
+    async fn apply(&mut self, changes: &[Change]) -> Result<(), DataplaneError> {
+        if changes.is_empty() {
+            return Ok(());
+        }
+        self.run(&change_script(changes)).await
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::super::model::Protocol;
+    use super::*;
+
+    fn vs(backends: &[&str], node_port: Option<u16>, affinity: Option<u32>) -> VirtualService {
+        VirtualService {
+            vip: "10.96.0.10".parse().unwrap(),
+            port: 80,
+            protocol: Protocol::Tcp,
+            node_port,
+            affinity_timeout: affinity,
+            backends: backends.iter().map(|ip| Backend { ip: ip.parse().unwrap(), port: 8080 }).collect(),
+        }
+    }
+
+    fn lines(s: &str) -> Vec<&str> {
+        s.lines().collect()
+    }
+
+    #[test]
+    fn a_new_service_gets_backend_chains_a_random_pick_and_its_map_elements() {
+        let s = change_script(&[Change::Upsert { key: "default/web:".into(), old: None, new: vs(&["10.244.0.2", "10.244.1.3"], Some(30080), None) }]);
+        let n = names("default/web:");
+        let (ep0, _) = backend_names("default/web:", &vs(&[], None, None), &Backend { ip: "10.244.0.2".parse().unwrap(), port: 8080 });
+        assert!(s.contains(&format!("add rule ip orch-proxy {ep0} ip saddr 10.244.0.2 jump mark-masq\n")), "{s}");
+        assert!(s.contains(&format!("add rule ip orch-proxy {ep0} meta l4proto tcp dnat to 10.244.0.2:8080\n")));
+        assert!(s.contains(&format!("numgen random mod 2 vmap {{ 0 : goto {ep0}, 1 : goto ep-")));
+        assert!(s.contains(&format!("add element ip orch-proxy service-ips {{ 10.96.0.10 . tcp . 80 : goto {} }}", n.svc)));
+        assert!(s.contains(&format!("add element ip orch-proxy service-nodeports {{ tcp . 30080 : goto {} }}", n.ext)));
+        // Chains are defined before the rules and elements that jump to them.
+        let pos = |needle: &str| s.find(needle).unwrap();
+        assert!(pos(&format!("add chain ip orch-proxy {ep0}")) < pos("numgen"));
+        assert!(pos(&format!("add chain ip orch-proxy {}", n.ext)) < pos("service-nodeports"));
+        assert!(!s.contains("delete"));
+    }
+
+    #[test]
+    fn an_endpoint_change_touches_only_that_service_and_deletes_what_left() {
+        let old = vs(&["10.244.0.2", "10.244.1.3"], None, None);
+        let new = vs(&["10.244.1.3", "10.244.2.4"], None, None);
+        let s = change_script(&[Change::Upsert { key: "default/web:".into(), old: Some(old.clone()), new }]);
+        let (gone, _) = backend_names("default/web:", &old, &old.backends[0]);
+        let l = lines(&s);
+        assert_eq!(l.iter().filter(|l| l.starts_with("delete chain")).collect::<Vec<_>>(), vec![&format!("delete chain ip orch-proxy {gone}").as_str()]);
+        // The old element goes before the new one is added, and the gone chain only after
+        // the service chain stopped jumping to it.
+        let pos = |needle: &str| s.find(needle).unwrap();
+        assert!(pos("delete element ip orch-proxy service-ips") < pos("add element ip orch-proxy service-ips"));
+        assert!(pos("numgen") < pos(&format!("delete chain ip orch-proxy {gone}")));
+    }
+
+    #[test]
+    fn services_without_endpoints_reject_and_removal_cleans_up() {
+        let empty = vs(&[], Some(30080), Some(60));
+        let s = change_script(&[Change::Upsert { key: "k".into(), old: None, new: empty.clone() }]);
+        assert!(s.contains("add element ip orch-proxy no-endpoints { 10.96.0.10 . tcp . 80 : goto reject-svc }"));
+        assert!(!s.contains("service-ips"));
+        let sticky = vs(&["10.244.0.9"], Some(30080), Some(60));
+        let s = change_script(&[Change::Upsert { key: "k".into(), old: Some(empty), new: sticky.clone() }]);
+        assert!(s.contains("delete element ip orch-proxy no-endpoints { 10.96.0.10 . tcp . 80 }"));
+        let (ep, aff) = backend_names("k", &sticky, &sticky.backends[0]);
+        let aff = aff.unwrap();
+        assert!(aff.ends_with("-60"));
+        assert!(s.contains(&format!("add set ip orch-proxy {aff} {{ type ipv4_addr; flags dynamic,timeout; timeout 60s; }}")));
+        assert!(s.contains(&format!("ip saddr @{aff} goto {ep}")));
+        let s = change_script(&[Change::Remove { key: "k".into(), old: sticky }]);
+        let n = names("k");
+        for want in [
+            "delete element ip orch-proxy service-ips { 10.96.0.10 . tcp . 80 }".to_string(),
+            "delete element ip orch-proxy service-nodeports { tcp . 30080 }".to_string(),
+            format!("delete chain ip orch-proxy {}", n.ext),
+            format!("delete chain ip orch-proxy {}", n.svc),
+            format!("delete chain ip orch-proxy {ep}"),
+            format!("delete set ip orch-proxy {aff}"),
+        ] {
+            assert!(lines(&s).contains(&want.as_str()), "missing {want:?} in\n{s}");
+        }
+    }
+
+    #[test]
+    fn a_full_sync_replaces_the_table_atomically() {
+        let table = Table::from([("default/web:".to_string(), vs(&["10.244.0.2"], None, None))]);
+        let s = full_script(&table);
+        assert!(s.starts_with("table ip orch-proxy\ndelete table ip orch-proxy\ntable ip orch-proxy {"));
+        assert!(s.contains("add element ip orch-proxy service-ips"));
+    }
+}
