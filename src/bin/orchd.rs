@@ -5,8 +5,12 @@ use orch::daemon::{self, config::Flags};
 
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
-    let filter = tracing_subscriber::EnvFilter::try_from_env("ORCH_LOG")
+    let mut filter = tracing_subscriber::EnvFilter::try_from_env("ORCH_LOG")
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info,openraft=warn,h2=warn,tower=warn,hyper=warn"));
+    // hickory logs every DNS query at info: kept at warn unless ORCH_LOG names it.
+    if !std::env::var("ORCH_LOG").is_ok_and(|v| v.contains("hickory")) {
+        filter = filter.add_directive("hickory_server=warn".parse().expect("a valid directive"));
+    }
     let builder = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr);
     if std::env::var("ORCH_LOG_FORMAT").is_ok_and(|f| f == "json") {
         builder.json().init();

@@ -33,6 +33,11 @@ pub fn start(s: &Settings, node_name: &str, api_base: &str) -> anyhow::Result<Op
         (ProxyMode::Auto, false) => tracing::info!("the kernel has no IPVS: the proxy uses nftables"),
         (ProxyMode::Nftables, _) => {}
     }
+    // Replies of a pod reached through a VIP by a pod on the same bridge must pass through
+    // conntrack to be translated back: bridged IPv4 traffic has to see the ip hooks.
+    if let Err(e) = std::fs::write("/proc/sys/net/bridge/bridge-nf-call-iptables", "1") {
+        tracing::warn!(error = %e, "cannot enable bridge-nf-call-iptables (br_netfilter): pods may not reach services served on their own node");
+    }
     let services = WatchCache::start(api_base.to_string(), "/api/v1/services");
     let endpoints = WatchCache::start(api_base.to_string(), "/api/v1/endpoints");
     let status = SharedStatus::default();

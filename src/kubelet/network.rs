@@ -12,7 +12,7 @@ use std::sync::Mutex;
 use futures::TryStreamExt;
 use ipnet::Ipv4Net;
 use rtnetlink::packet_route::route::{RouteAddress, RouteAttribute, RouteProtocol};
-use rtnetlink::{Handle, LinkBridge, LinkUnspec, LinkVeth, RouteMessageBuilder};
+use rtnetlink::{Handle, LinkBridge, LinkBridgePort, LinkUnspec, LinkVeth, RouteMessageBuilder};
 use sha2::{Digest, Sha256};
 
 use super::netns::{self, NsKind};
@@ -240,6 +240,9 @@ impl PodNetwork for NetlinkNetwork {
         let host_index = link_index(&self.handle, &host).await?.ok_or_else(|| NetError::Netlink(format!("{host} vanished")))?;
         let bridge = link_index(&self.handle, BRIDGE).await?.ok_or_else(|| NetError::Netlink("no bridge".into()))?;
         self.handle.link().set(LinkUnspec::new_with_index(host_index).controller(bridge).up().build()).execute().await?;
+        // Hairpin: a pod reaching itself through a Service VIP is DNAT'd back to the port
+        // its packet came in on; the bridge sends it there only with hairpin mode on.
+        self.handle.link().set_port(LinkBridgePort::new(host_index).hairpin(true).build()).execute().await?;
 
         // Inside the pod: eth0 with the pod IP, lo up, default route via the bridge.
         let runtime = tokio::runtime::Handle::current();
