@@ -14,12 +14,7 @@ use crate::clock::SystemClock;
 use crate::services::cache::WatchCache;
 use crate::services::nftables::NftablesDataplane;
 use crate::services::proxy::{self, Proxy, SharedStatus};
-use crate::services::{dns_server, ProxyMode};
-
-/// Whether the kernel offers IPVS (the `ip_vs` module exposes /proc/net/ip_vs).
-pub fn kernel_has_ipvs() -> bool {
-    std::path::Path::new("/proc/net/ip_vs").exists()
-}
+use crate::services::{dns_server, ipvs, ProxyMode};
 
 /// Start the proxy and DNS roles (on nodes running pods); returns the proxy's status for
 /// the heartbeat to report.
@@ -27,12 +22,15 @@ pub fn start(s: &Settings, node_name: &str, api_base: &str) -> anyhow::Result<Op
     if !s.kubelet {
         return Ok(None);
     }
-    match (s.proxy_mode, kernel_has_ipvs()) {
-        (ProxyMode::Ipvs, _) => anyhow::bail!("--proxy-mode ipvs: orch's IPVS dataplane is not available yet; use nftables or auto"),
-        (ProxyMode::Auto, true) => tracing::warn!("the kernel has IPVS, but orch's IPVS dataplane is not available yet: using nftables"),
-        (ProxyMode::Auto, false) => tracing::info!("the kernel has no IPVS: the proxy uses nftables"),
-        (ProxyMode::Nftables, _) => {}
-    }
+    let use_ipvs = match (s.proxy_mode, ipvs::kernel_has_ipvs()) {
+        (ProxyMode::Ipvs, false) => anyhow::bail!("--proxy-mode ipvs: the kernel has no IPVS generic-netlink family (CONFIG_IP_VS)"),
+        (ProxyMode::Ipvs, true) | (ProxyMode::Auto, true) => true,
+        (ProxyMode::Auto, false) => {
+            tracing::info!("the kernel has no IPVS: the proxy uses nftables");
+            false
+        }
+        (ProxyMode::Nftables, _) => false,
+    };
     // Replies of a pod reached through a VIP by a pod on the same bridge must pass through
     // conntrack to be translated back: bridged IPv4 traffic has to see the ip hooks.
     if let Err(e) = std::fs::write("/proc/sys/net/bridge/bridge-nf-call-iptables", "1") {
@@ -41,7 +39,18 @@ pub fn start(s: &Settings, node_name: &str, api_base: &str) -> anyhow::Result<Op
     let services = WatchCache::start(api_base.to_string(), "/api/v1/services");
     let endpoints = WatchCache::start(api_base.to_string(), "/api/v1/endpoints");
     let status = SharedStatus::default();
-    tokio::spawn(proxy::run(Proxy::new(NftablesDataplane::new()), services.clone(), endpoints.clone(), s.proxy_resync, status.clone(), Arc::new(SystemClock)));
+    let (svc, eps, resync, st, clock) = (services.clone(), endpoints.clone(), s.proxy_resync, status.clone(), Arc::new(SystemClock));
+    if use_ipvs {
+        let node_ips = match s.advertise {
+            IpAddr::V4(ip) => vec![ip],
+            IpAddr::V6(_) => vec![],
+        };
+        let dataplane = ipvs::IpvsDataplane::new(node_ips).map_err(|e| anyhow::anyhow!("IPVS: {e}"))?;
+        tracing::info!("the proxy uses IPVS");
+        tokio::spawn(proxy::run(Proxy::new(dataplane), svc, eps, resync, st, clock));
+    } else {
+        tokio::spawn(proxy::run(Proxy::new(NftablesDataplane::new()), svc, eps, resync, st, clock));
+    }
 
     let cfg = dns_server::DnsConfig { ttl: s.dns_ttl, service_cidr: s.service_ranges.cidr, upstream: s.dns_upstream.clone() };
     let (base, name) = (api_base.to_string(), node_name.to_string());

@@ -116,12 +116,12 @@ pub struct NetlinkNetwork {
 }
 
 /// A netlink connection in the namespace the calling thread is in.
-fn connect() -> std::io::Result<(Handle, tokio::task::JoinHandle<()>)> {
+pub(crate) fn connect() -> std::io::Result<(Handle, tokio::task::JoinHandle<()>)> {
     let (conn, handle, _) = rtnetlink::new_connection()?;
     Ok((handle, tokio::spawn(conn)))
 }
 
-async fn link_index(handle: &Handle, name: &str) -> Result<Option<u32>, NetError> {
+pub(crate) async fn link_index(handle: &Handle, name: &str) -> Result<Option<u32>, NetError> {
     let mut links = handle.link().get().match_name(name.to_string()).execute();
     match links.try_next().await {
         Ok(Some(msg)) => Ok(Some(msg.header.index)),

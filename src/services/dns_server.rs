@@ -19,6 +19,7 @@ use ipnet::Ipv4Net;
 
 use super::cache::WatchCache;
 use super::dns::{Answer, Zone};
+use super::nftables::NftablesDataplane;
 
 pub struct DnsConfig {
     pub ttl: u32,
@@ -127,6 +128,18 @@ impl RequestHandler for Handler {
     }
 }
 
+pub const NOTRACK_TABLE: &str = "orch-dns";
+
+fn notrack_script(listen: IpAddr) -> String {
+    format!(
+        "table ip {t}\ndelete table ip {t}\ntable ip {t} {{\n\
+         \tchain prerouting {{ type filter hook prerouting priority raw; ip daddr {listen} udp dport 53 notrack; ip daddr {listen} tcp dport 53 notrack; }}\n\
+         \tchain output {{ type filter hook output priority raw; ip saddr {listen} udp sport 53 notrack; ip saddr {listen} tcp sport 53 notrack; }}\n\
+         }}\n",
+        t = NOTRACK_TABLE
+    )
+}
+
 /// Serve DNS on `listen` (binding retries until the address exists, as the gateway address
 /// appears with the node's pod network) until the process ends.
 pub async fn run(listen: IpAddr, cfg: DnsConfig, services: WatchCache, endpoints: WatchCache) {
@@ -159,6 +172,12 @@ pub async fn run(listen: IpAddr, cfg: DnsConfig, services: WatchCache, endpoints
         }
     };
     tracing::info!(%addr, "cluster DNS serving");
+    // Queries to the node-local server skip conntrack, as NodeLocal DNSCache does: parallel
+    // A/AAAA lookups from one socket otherwise race in conntrack and a query is dropped
+    // (the resolver then waits out its 5 s timeout), and a busy node fills its table.
+    if let Err(e) = NftablesDataplane::new().run_script(&notrack_script(listen)).await {
+        tracing::warn!(error = %e, "dns: could not exempt DNS traffic from conntrack");
+    }
     let mut server = ServerFuture::new(handler);
     server.register_socket(udp);
     server.register_listener(tcp, Duration::from_secs(10));

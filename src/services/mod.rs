@@ -6,6 +6,7 @@
 pub mod cache;
 pub mod dns;
 pub mod dns_server;
+pub mod ipvs;
 pub mod model;
 pub mod nftables;
 pub mod proxy;

@@ -194,7 +194,8 @@ impl NftablesDataplane {
         NftablesDataplane { command }
     }
 
-    async fn run(&self, script: &str) -> Result<(), DataplaneError> {
+    /// Apply one nft script as a single transaction.
+    pub async fn run_script(&self, script: &str) -> Result<(), DataplaneError> {
         let mut child = tokio::process::Command::new(&self.command[0])
             .args(&self.command[1..])
             .args(["-f", "-"])
@@ -215,7 +216,7 @@ impl NftablesDataplane {
 
     /// Remove the table (when the proxy role ends for good, and in tests).
     pub async fn remove(&self) -> Result<(), DataplaneError> {
-        self.run(&format!("table ip {TABLE}\ndelete table ip {TABLE}\n")).await
+        self.run_script(&format!("table ip {TABLE}\ndelete table ip {TABLE}\n")).await
     }
 }
 
@@ -231,14 +232,14 @@ impl Dataplane for NftablesDataplane {
     }
 
     async fn sync(&mut self, table: &Table) -> Result<(), DataplaneError> {
-        self.run(&full_script(table)).await
+        self.run_script(&full_script(table)).await
     }
 
     async fn apply(&mut self, changes: &[Change]) -> Result<(), DataplaneError> {
         if changes.is_empty() {
             return Ok(());
         }
-        self.run(&change_script(changes)).await
+        self.run_script(&change_script(changes)).await
     }
 }
 
