@@ -29,7 +29,7 @@ pub struct Rss {
     pub rss_kib: u64,
 }
 
-fn summarize(name: &str, mut d: Vec<Duration>) -> Latencies {
+pub fn summarize(name: &str, mut d: Vec<Duration>) -> Latencies {
     d.sort();
     let pct = |p: f64| d.get(((d.len() as f64 * p).ceil() as usize).clamp(1, d.len().max(1)) - 1).map_or(0.0, |x| x.as_secs_f64() * 1000.0);
     Latencies { name: name.into(), pods: d.len(), p50_ms: pct(0.5), p99_ms: pct(0.99), max_ms: pct(1.0) }

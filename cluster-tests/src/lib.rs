@@ -4,6 +4,7 @@
 
 pub mod bench;
 pub mod bench_pods;
+pub mod bench_services;
 pub mod chaos;
 pub mod check;
 pub mod cluster;

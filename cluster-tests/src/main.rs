@@ -32,6 +32,17 @@ enum Cmd {
         #[arg(long, default_value_t = 30)]
         pods: usize,
     },
+    /// Service rule propagation at 1/10 and all of SERVICES services, and DNS queries/s next to NSD.
+    BenchServices {
+        /// Where to write services.{md,json}.
+        #[arg(long, default_value = "docs/benchmarks")]
+        out: PathBuf,
+        #[arg(long, default_value_t = 10_000)]
+        services: usize,
+        /// Endpoints changes timed at each size.
+        #[arg(long, default_value_t = 200)]
+        changes: usize,
+    },
     /// A long chaos run: leader kills, pauses and partitions under a checked workload.
     Chaos {
         #[arg(long, default_value_t = 5)]
@@ -73,6 +84,7 @@ async fn main() -> anyhow::Result<()> {
     match Cli::parse().command {
         Cmd::BenchWrites { out, sequential, concurrent } => cluster_tests::bench::writes(&out, sequential, concurrent).await,
         Cmd::BenchPods { out, pods } => cluster_tests::bench_pods::bench(&out, pods).await,
+        Cmd::BenchServices { out, services, changes } => cluster_tests::bench_services::bench(&out, services, changes).await,
         Cmd::Chaos { heads, duration, seed, clients, keys, watchers, orchd_flags, out } => {
             use cluster_tests::chaos::{self, report, Config, LONG_ROTATION};
             let seed = seed.unwrap_or_else(|| std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_secs());

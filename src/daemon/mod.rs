@@ -111,10 +111,10 @@ async fn run_head(s: Settings, mut state: NodeState) -> anyhow::Result<()> {
 
     let api_base = format!("http://{}", state.api_addr);
     let proxy = service_roles::start(&s, &state.name, &api_base)?;
-    tokio::spawn(heartbeat::run(api_base, identity(&state, &s, proxy), s.node_heartbeat, clock));
+    tokio::spawn(heartbeat::run(api_base, identity(&state, &s, proxy.clone()), s.node_heartbeat, clock));
     tokio::spawn(crate::control::run(store.clone(), control_config(&s)));
     start_kubelet(&s, &state);
-    let router = api::router(app).merge(node_api::router(node_api(&s, &state)));
+    let router = api::router(app).merge(node_api::router(node_api(&s, &state, proxy)));
     tracing::info!(api = %state.api_addr, "serving the API");
     serve(listener, router).await?;
     node.shutdown().await;
@@ -174,16 +174,17 @@ async fn run_worker(s: Settings, state: NodeState) -> anyhow::Result<()> {
         .with_context(|| format!("binding the API port {}", s.api_port))?;
     let api_base = format!("http://{}", state.api_addr);
     let service_proxy = service_roles::start(&s, &state.name, &api_base)?;
-    tokio::spawn(heartbeat::run(api_base, identity(&state, &s, service_proxy), s.node_heartbeat, Arc::new(SystemClock)));
+    tokio::spawn(heartbeat::run(api_base, identity(&state, &s, service_proxy.clone()), s.node_heartbeat, Arc::new(SystemClock)));
     start_kubelet(&s, &state);
     tracing::info!(api = %state.api_addr, heads = ?state.seeds, "serving the API (forwarding to heads)");
-    let router = crate::proxy::router(proxy).merge(node_api::router(node_api(&s, &state)));
+    let router = crate::proxy::router(proxy).merge(node_api::router(node_api(&s, &state, service_proxy)));
     serve(listener, router).await?;
     Ok(())
 }
 
-fn node_api(s: &Settings, state: &NodeState) -> node_api::NodeApi {
-    node_api::NodeApi::new(&state.name, &format!("http://{}", state.api_addr), s.containerd_socket.clone(), s.data_dir.join("kubelet"))
+fn node_api(s: &Settings, state: &NodeState, proxy: Option<crate::services::proxy::SharedStatus>) -> node_api::NodeApi {
+    let api = node_api::NodeApi::new(&state.name, &format!("http://{}", state.api_addr), s.containerd_socket.clone(), s.data_dir.join("kubelet"));
+    node_api::NodeApi { proxy, ..api }
 }
 
 fn control_config(s: &Settings) -> crate::control::ControlConfig {

@@ -37,6 +37,8 @@ pub struct NodeApi {
     /// The kubelet's data dir (pod directories with their logs).
     pub kubelet_dir: PathBuf,
     pub client: ApiClient,
+    /// This node's proxy role, if it runs one.
+    pub proxy: Option<crate::services::proxy::SharedStatus>,
 }
 
 pub fn router(api: NodeApi) -> Router {
@@ -44,12 +46,24 @@ pub fn router(api: NodeApi) -> Router {
         .route("/orch/v1/nodes/{node}/images", post(load_image))
         .route("/api/v1/namespaces/{ns}/pods/{name}/log", get(pod_log))
         .route("/api/v1/namespaces/{ns}/pods/{name}/exec", get(pod_exec).post(pod_exec))
+        .route("/orch/v1/proxy", get(proxy_status))
         .with_state(api)
+}
+
+/// This node's proxy: mode, last sync, and the revisions of Services and Endpoints its
+/// rules reflect (what the service benchmark waits for).
+async fn proxy_status(State(api): State<NodeApi>) -> Result<axum::Json<Value>, ApiError> {
+    let Some(p) = &api.proxy else { return Err(ApiError::not_found(format!("node {} runs no proxy", api.name))) };
+    let p = p.lock().expect("proxy status lock").clone();
+    Ok(axum::Json(serde_json::json!({
+        "mode": p.mode, "lastSync": p.last_sync, "virtualServices": p.virtual_services, "lastError": p.last_error,
+        "servicesRevision": p.services_revision, "endpointsRevision": p.endpoints_revision, "lastStepMicros": p.last_step_micros,
+    })))
 }
 
 impl NodeApi {
     pub fn new(name: &str, api_base: &str, containerd_socket: PathBuf, kubelet_dir: PathBuf) -> Self {
-        NodeApi { name: name.into(), api_base: api_base.into(), containerd_socket, kubelet_dir, client: ApiClient::new(Duration::from_secs(600)) }
+        NodeApi { name: name.into(), api_base: api_base.into(), containerd_socket, kubelet_dir, client: ApiClient::new(Duration::from_secs(600)), proxy: None }
     }
 
     /// A pod as this node's API serves it (errors keep their status code).

@@ -18,6 +18,8 @@ use crate::client::ApiClient;
 struct State {
     objects: BTreeMap<String, Value>,
     synced: bool,
+    /// The newest resourceVersion the copy reflects.
+    revision: u64,
 }
 
 #[derive(Clone)]
@@ -63,6 +65,11 @@ impl WatchCache {
         self.state.lock().expect("cache lock").objects.values().cloned().collect()
     }
 
+    /// The newest resourceVersion the copy reflects (its list's, or a later event's).
+    pub fn revision(&self) -> u64 {
+        self.state.lock().expect("cache lock").revision
+    }
+
     /// Whether a first list has arrived (before that, "nothing" means "not known yet").
     pub fn synced(&self) -> bool {
         self.state.lock().expect("cache lock").synced
@@ -75,7 +82,7 @@ async fn follow(client: &ApiClient, base: &str, path: &str, weak: &std::sync::We
     let mut rv = list["metadata"]["resourceVersion"].as_str().unwrap_or("0").to_string();
     let objects = list["items"].as_array().into_iter().flatten().map(|o| (key(o), o.clone())).collect();
     let Some(state) = weak.upgrade() else { return Ok(()) };
-    *state.lock().expect("cache lock") = State { objects, synced: true };
+    *state.lock().expect("cache lock") = State { objects, synced: true, revision: rv.parse().unwrap_or(0) };
     drop(state);
     changed.send_modify(|n| *n += 1);
     loop {
@@ -100,11 +107,12 @@ async fn follow(client: &ApiClient, base: &str, path: &str, weak: &std::sync::We
                         if let Some(r) = object["metadata"]["resourceVersion"].as_str() {
                             rv = r.to_string();
                         }
+                        let Some(state) = weak.upgrade() else { return Ok(()) };
+                        let mut s = state.lock().expect("cache lock");
+                        s.revision = s.revision.max(rv.parse().unwrap_or(0));
                         if kind == "BOOKMARK" {
                             continue;
                         }
-                        let Some(state) = weak.upgrade() else { return Ok(()) };
-                        let mut s = state.lock().expect("cache lock");
                         if kind == "DELETED" {
                             s.objects.remove(&key(object));
                         } else {

@@ -21,6 +21,11 @@ pub struct ProxyStatus {
     pub last_sync: Option<String>,
     pub virtual_services: usize,
     pub last_error: Option<String>,
+    /// Revisions of the Services and Endpoints caches the rules were computed from.
+    pub services_revision: u64,
+    pub endpoints_revision: u64,
+    /// How long the last step that changed rules took (computing and applying).
+    pub last_step_micros: u64,
 }
 
 pub type SharedStatus = Arc<Mutex<ProxyStatus>>;
@@ -94,9 +99,10 @@ pub async fn run<D: Dataplane>(mut proxy: Proxy<D>, services: WatchCache, endpoi
     let mut last_full: Option<Instant> = None;
     loop {
         if services.synced() && endpoints.synced() {
+            let started = Instant::now();
+            let (svc_rev, ep_rev) = (services.revision(), endpoints.revision());
             let desired = model::desired(&services.objects(), &endpoints.objects());
             let full = last_full.is_none_or(|t| t.elapsed() >= resync);
-            let started = Instant::now();
             let result = proxy.step(desired, full).await;
             let gone = {
                 let mut s = status.lock().expect("status lock");
@@ -105,7 +111,9 @@ pub async fn run<D: Dataplane>(mut proxy: Proxy<D>, services: WatchCache, endpoi
                         if step != Step::Unchanged {
                             tracing::debug!(?step, took = ?started.elapsed(), "proxy rules updated");
                             s.last_sync = Some(clock.now_rfc3339());
+                            s.last_step_micros = started.elapsed().as_micros() as u64;
                         }
+                        (s.services_revision, s.endpoints_revision) = (svc_rev, ep_rev);
                         if matches!(step, Step::Full(_)) {
                             last_full = Some(Instant::now());
                         }
