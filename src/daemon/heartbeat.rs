@@ -179,7 +179,7 @@ mod tests {
 
     #[test]
     fn the_proxy_reports_its_mode_and_last_sync_as_a_condition() {
-        let status = crate::services::proxy::ProxyStatus { mode: "nftables".into(), last_sync: Some("t0".into()), virtual_services: 3, last_error: None };
+        let status = crate::services::proxy::ProxyStatus { mode: "nftables".into(), last_sync: Some("t0".into()), virtual_services: 3, last_error: None, ..Default::default() };
         let id = Identity { name: "w1".into(), role: Role::Worker, address: "a".into(), api_addr: "a".into(), resources: None,
             proxy: Some(std::sync::Arc::new(std::sync::Mutex::new(status))) };
         let c = &heartbeat_patch(&id, "t1")["status"]["conditions"][1];
