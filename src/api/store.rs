@@ -152,8 +152,10 @@ impl ObjectStore {
         object::prepare_create(&mut obj, &uid, &self.clock.now_rfc3339());
         let key = res.key(ns, &name);
         // A Service's allocations are claimed in the same transaction; losing a race for
-        // an IP or port (a failed claim condition) picks again.
+        // an IP or port (a failed claim condition) picks again, from the object as sent.
+        let sent = obj;
         for _attempt in 0..8 {
+            let mut obj = sent.clone();
             let mut conditions = vec![Condition::ModRevision { key: key.clone(), revision: 0 }];
             if let (true, Some(ns)) = (res.namespaced, ns) {
                 conditions.push(Condition::Exists { key: resources::namespace_key(ns) });
