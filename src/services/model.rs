@@ -73,32 +73,36 @@ pub fn desired<'a>(services: impl IntoIterator<Item = &'a Value>, endpoints: imp
     let endpoints: BTreeMap<String, &Value> = endpoints.into_iter().map(|e| (ns_name(e), e)).collect();
     let mut table = Table::new();
     for svc in services {
-        let spec = &svc["spec"];
-        let Some(vip) = spec["clusterIP"].as_str().and_then(|s| s.parse::<Ipv4Addr>().ok()) else { continue };
-        let key = ns_name(svc);
-        let affinity_timeout = (spec["sessionAffinity"] == "ClientIP").then(|| {
-            spec["sessionAffinityConfig"]["clientIP"]["timeoutSeconds"].as_u64().map_or(DEFAULT_AFFINITY_TIMEOUT, |t| t.clamp(1, 86_400) as u32)
-        });
-        for p in spec["ports"].as_array().into_iter().flatten() {
-            let (Some(port), Some(protocol)) = (p["port"].as_u64(), Protocol::parse(p["protocol"].as_str().unwrap_or("TCP"))) else { continue };
-            let name = p["name"].as_str().unwrap_or("");
-            let mut backends: Vec<Backend> = endpoints.get(&key).map(|e| backends_of(e, name, protocol)).unwrap_or_default();
-            backends.sort();
-            backends.dedup();
-            table.insert(
-                format!("{key}:{name}"),
-                VirtualService {
-                    vip,
-                    port: port as u16,
-                    protocol,
-                    node_port: p["nodePort"].as_u64().map(|n| n as u16),
-                    affinity_timeout,
-                    backends,
-                },
-            );
-        }
+        table.extend(entries_of(svc, endpoints.get(&ns_name(svc)).copied()));
     }
     table
+}
+
+/// The virtual services of one Service (`namespace/name`) given its Endpoints.
+pub fn entries_of(svc: &Value, endpoints: Option<&Value>) -> Table {
+    let mut table = Table::new();
+    let spec = &svc["spec"];
+    let Some(vip) = spec["clusterIP"].as_str().and_then(|s| s.parse::<Ipv4Addr>().ok()) else { return table };
+    let key = ns_name(svc);
+    let affinity_timeout = (spec["sessionAffinity"] == "ClientIP").then(|| {
+        spec["sessionAffinityConfig"]["clientIP"]["timeoutSeconds"].as_u64().map_or(DEFAULT_AFFINITY_TIMEOUT, |t| t.clamp(1, 86_400) as u32)
+    });
+    for p in spec["ports"].as_array().into_iter().flatten() {
+        let (Some(port), Some(protocol)) = (p["port"].as_u64(), Protocol::parse(p["protocol"].as_str().unwrap_or("TCP"))) else { continue };
+        let name = p["name"].as_str().unwrap_or("");
+        let mut backends: Vec<Backend> = endpoints.map(|e| backends_of(e, name, protocol)).unwrap_or_default();
+        backends.sort();
+        backends.dedup();
+        let node_port = p["nodePort"].as_u64().map(|n| n as u16);
+        table.insert(format!("{key}:{name}"), VirtualService { vip, port: port as u16, protocol, node_port, affinity_timeout, backends });
+    }
+    table
+}
+
+/// The entries of `table` that belong to the Service `namespace/name` (keys `ns/name:port`).
+fn entries_in<'t>(table: &'t Table, service: &str) -> impl Iterator<Item = (&'t String, &'t VirtualService)> {
+    // ';' is the character after ':', so the range holds exactly the keys `service:...`.
+    table.range(format!("{service}:")..format!("{service};"))
 }
 
 /// Ready addresses of an Endpoints object for the service port named `port_name`.
@@ -136,6 +140,25 @@ pub fn changes(applied: &Table, desired: &Table) -> Vec<Change> {
         }
     }
     for (key, new) in desired {
+        let old = applied.get(key);
+        if old != Some(new) {
+            out.push(Change::Upsert { key: key.clone(), old: old.cloned(), new: new.clone() });
+        }
+    }
+    out
+}
+
+/// The changes that turn the entries of one Service (`namespace/name`) in `applied` into
+/// `entries` (that Service's virtual services now, empty when it is gone): the cost
+/// follows the size of that Service, not the number of services.
+pub fn changes_for(applied: &Table, service: &str, entries: &Table) -> Vec<Change> {
+    let mut out = vec![];
+    for (key, old) in entries_in(applied, service) {
+        if !entries.contains_key(key) {
+            out.push(Change::Remove { key: key.clone(), old: old.clone() });
+        }
+    }
+    for (key, new) in entries {
         let old = applied.get(key);
         if old != Some(new) {
             out.push(Change::Upsert { key: key.clone(), old: old.cloned(), new: new.clone() });
@@ -234,6 +257,22 @@ mod tests {
         let removed = changes(&b, &a);
         assert_eq!(removed.len(), 2);
         assert!(matches!(&removed[0], Change::Remove { key, .. } if key == "default/b:"));
+    }
+
+    #[test]
+    fn changes_for_one_service_see_only_its_entries() {
+        let a = svc("a", json!({"clusterIP": "10.96.0.1", "ports": [{"name": "http", "port": 80}, {"name": "dns", "port": 53, "protocol": "UDP"}]}));
+        // "a-b" sorts between "a:" keys' neighbours; it must not be taken for a port of "a".
+        let ab = svc("a-b", json!({"clusterIP": "10.96.0.2", "ports": [{"port": 80}]}));
+        let ax = svc("a", json!({"clusterIP": "10.96.0.1", "ports": [{"name": "http", "port": 8080}]}));
+        let applied = desired(&[a.clone(), ab.clone()], &[]);
+        let after = desired(&[ax.clone(), ab], &[]);
+        let c = changes_for(&applied, "default/a", &entries_of(&ax, None));
+        assert_eq!(c, changes(&applied, &after));
+        assert_eq!(c.len(), 2);
+        let gone = changes_for(&applied, "default/a", &Table::new());
+        assert_eq!(gone.iter().filter(|c| matches!(c, Change::Remove { .. })).count(), 2);
+        assert!(changes_for(&applied, "default/a-b", &entries_of(&svc("a-b", json!({"clusterIP": "10.96.0.2", "ports": [{"port": 80}]})), None)).is_empty());
     }
 
     #[test]

@@ -1,6 +1,7 @@
-//! The proxy role's loop: on every change of Services or Endpoints, compute the table
-//! (`model::desired`), apply only the difference to the dataplane, flush conntrack entries
-//! of UDP backends that left; rewrite everything on start, after a failure and every
+//! The proxy role's loop: on every change of Services or Endpoints, recompute the virtual
+//! services of the Services that changed (`model::entries_of`), apply only the difference
+//! to the dataplane, flush conntrack entries of UDP backends that left; rewrite everything
+//! (`model::desired`) on start, after a failure, when a cache was listed again and every
 //! resync period. Its mode and last sync are shared with the heartbeat, which reports
 //! them on the Node.
 
@@ -8,7 +9,7 @@ use std::net::Ipv4Addr;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use super::cache::WatchCache;
+use super::cache::{Changed, WatchCache};
 use super::model::{self, Backend, Table};
 use super::{Dataplane, DataplaneError};
 use crate::clock::Clock;
@@ -54,20 +55,19 @@ impl<D: Dataplane> Proxy<D> {
         &self.dataplane
     }
 
+    /// Whether the next step must be a full one (nothing applied yet, or a failure left the
+    /// dataplane's state unknown).
+    pub fn needs_full(&self) -> bool {
+        self.applied.is_none()
+    }
+
     /// Bring the dataplane to `desired`: all of it when `full` or when its state is not
     /// known, otherwise only the changes. Returns UDP backends that left (for conntrack).
     pub async fn step(&mut self, desired: Table, full: bool) -> Result<(Step, Vec<(Ipv4Addr, Backend)>), DataplaneError> {
         match self.applied.take() {
-            Some(mut applied) if !full => {
+            Some(applied) if !full => {
                 let changes = model::changes(&applied, &desired);
-                if changes.is_empty() {
-                    self.applied = Some(applied);
-                    return Ok((Step::Unchanged, vec![]));
-                }
-                self.dataplane.apply(&changes).await?;
-                model::apply(&mut applied, &changes);
-                self.applied = Some(applied);
-                Ok((Step::Changes(changes.len()), model::stale_udp(&changes)))
+                self.apply_changes(applied, changes).await
             }
             previous => {
                 self.dataplane.sync(&desired).await?;
@@ -77,6 +77,36 @@ impl<D: Dataplane> Proxy<D> {
             }
         }
     }
+
+    /// Bring the given Services (`namespace/name` → their virtual services now, empty when
+    /// gone) up to date, leaving all others alone. Needs a dataplane in a known state.
+    pub async fn step_services(&mut self, services: &[(String, Table)]) -> Result<(Step, Vec<(Ipv4Addr, Backend)>), DataplaneError> {
+        let applied = self.applied.take().ok_or_else(|| DataplaneError("no full sync yet".into()))?;
+        let changes = services.iter().flat_map(|(name, entries)| model::changes_for(&applied, name, entries)).collect();
+        self.apply_changes(applied, changes).await
+    }
+
+    async fn apply_changes(&mut self, mut applied: Table, changes: Vec<model::Change>) -> Result<(Step, Vec<(Ipv4Addr, Backend)>), DataplaneError> {
+        if changes.is_empty() {
+            self.applied = Some(applied);
+            return Ok((Step::Unchanged, vec![]));
+        }
+        // On failure `applied` stays None: the dataplane may hold part of the changes.
+        self.dataplane.apply(&changes).await?;
+        model::apply(&mut applied, &changes);
+        self.applied = Some(applied);
+        Ok((Step::Changes(changes.len()), model::stale_udp(&changes)))
+    }
+}
+
+/// The virtual services of the Services named `keys`, from the caches as they are now.
+fn entries_now(keys: &std::collections::BTreeSet<String>, services: &WatchCache, endpoints: &WatchCache) -> Vec<(String, Table)> {
+    keys.iter()
+        .map(|k| {
+            let entries = services.get(k).map(|svc| model::entries_of(&svc, endpoints.get(k).as_ref())).unwrap_or_default();
+            (k.clone(), entries)
+        })
+        .collect()
 }
 
 /// Forget conntrack entries of a UDP backend that left a VIP (best effort: without the
@@ -97,13 +127,22 @@ pub async fn run<D: Dataplane>(mut proxy: Proxy<D>, services: WatchCache, endpoi
     let (mut svc_rx, mut ep_rx) = (services.subscribe(), endpoints.subscribe());
     status.lock().expect("status lock").mode = proxy.dataplane.mode().to_string();
     let mut last_full: Option<Instant> = None;
+    let (mut svc_seen, mut ep_seen) = (0, 0);
     loop {
         if services.synced() && endpoints.synced() {
             let started = Instant::now();
             let (svc_rev, ep_rev) = (services.revision(), endpoints.revision());
-            let desired = model::desired(&services.objects(), &endpoints.objects());
-            let full = last_full.is_none_or(|t| t.elapsed() >= resync);
-            let result = proxy.step(desired, full).await;
+            let (svc_seq, svc_changed) = services.changes_since(svc_seen);
+            let (ep_seq, ep_changed) = endpoints.changes_since(ep_seen);
+            let full = last_full.is_none_or(|t| t.elapsed() >= resync) || proxy.needs_full();
+            let result = match (svc_changed, ep_changed) {
+                (Changed::Keys(mut keys), Changed::Keys(ep_keys)) if !full => {
+                    keys.extend(ep_keys);
+                    proxy.step_services(&entries_now(&keys, &services, &endpoints)).await
+                }
+                _ => proxy.step(model::desired(&services.objects(), &endpoints.objects()), true).await,
+            };
+            (svc_seen, ep_seen) = (svc_seq, ep_seq);
             let gone = {
                 let mut s = status.lock().expect("status lock");
                 match result {
@@ -173,5 +212,27 @@ mod tests {
         assert_eq!(p.step(table(&["10.244.0.4"]), false).await.unwrap().0, Step::Full(1));
         assert_eq!(p.step(table(&["10.244.0.4"]), true).await.unwrap().0, Step::Full(1));
         assert_eq!(p.dataplane().calls.len(), 5);
+    }
+
+    #[tokio::test]
+    async fn a_change_to_one_service_applies_only_its_entries_and_needs_a_full_sync_first() {
+        let mut p = Proxy::new(FakeDataplane::default());
+        assert!(p.needs_full());
+        assert!(p.step_services(&[]).await.is_err());
+        let mut all = table(&["10.244.0.2"]);
+        let other = other_service();
+        all.insert("default/other:".into(), other.clone());
+        p.step(all, false).await.unwrap();
+        let (step, _) = p.step_services(&[("kube/dns".into(), table(&["10.244.0.3"]))]).await.unwrap();
+        assert_eq!(step, Step::Changes(1));
+        let FakeCall::Apply(changes) = &p.dataplane().calls[1] else { panic!("expected an apply") };
+        assert!(matches!(&changes[..], [Change::Upsert { key, .. }] if key == "kube/dns:"));
+        // A Service that is gone takes its entries with it; the other stays.
+        assert_eq!(p.step_services(&[("kube/dns".into(), Table::new())]).await.unwrap().0, Step::Changes(1));
+        assert_eq!(p.applied.as_ref().unwrap().keys().collect::<Vec<_>>(), vec!["default/other:"]);
+    }
+
+    fn other_service() -> model::VirtualService {
+        model::VirtualService { vip: "10.96.0.20".parse().unwrap(), port: 80, protocol: model::Protocol::Tcp, node_port: None, affinity_timeout: None, backends: vec![] }
     }
 }
