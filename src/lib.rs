@@ -3,6 +3,7 @@
 //! store is the `orch-raft` crate. See docs/ARCHITECTURE.md for the map.
 
 pub mod api;
+pub mod changelog;
 pub mod client;
 pub mod clock;
 pub mod control;

@@ -32,20 +32,43 @@ fn endpoints(i: usize, generation: usize) -> Value {
         "subsets": [{"addresses": [{"ip": ip(0)}, {"ip": ip(1)}], "ports": [{"name": "http", "port": 8080, "protocol": "TCP"}]}]})
 }
 
-/// Create services `range` with their Endpoints, 64 requests in flight; returns the last revision.
+/// POST `body` to `url`; a timed-out attempt is retried, and a retry that finds the object
+/// already there (409: the first attempt did land) reads it back. Returns its resourceVersion.
+async fn create(c: &Cluster, url: &str, body: &Value) -> anyhow::Result<u64> {
+    let rv = |v: &Value| v["metadata"]["resourceVersion"].as_str().and_then(|r| r.parse().ok()).unwrap_or(0);
+    let name = body["metadata"]["name"].as_str().context("metadata.name")?;
+    for attempt in 0..5 {
+        match c.client.json(Method::POST, url, Some(body)).await {
+            Ok(v) => return Ok(rv(&v)),
+            Err(e) if attempt > 0 && e.downcast_ref::<orch::client::HttpError>().is_some_and(|h| h.code == 409) => {
+                return Ok(rv(&c.client.json(Method::GET, &format!("{url}/{name}"), None).await?));
+            }
+            Err(e) if e.to_string().contains("timed out") => eprintln!("bench: {name}: {e}; retrying"),
+            Err(e) => return Err(e),
+        }
+    }
+    anyhow::bail!("{url}: {name}: 5 attempts timed out")
+}
+
+/// Create services `range` with their Endpoints, 32 requests in flight; returns the last
+/// revision. Prints progress every 1,000 services.
 async fn populate(c: &Cluster, range: std::ops::Range<usize>) -> anyhow::Result<u64> {
     let svc_url = c.url(0, "/api/v1/namespaces/default/services");
     let ep_url = c.url(0, "/api/v1/namespaces/default/endpoints");
+    let started = Instant::now();
     let results: Vec<anyhow::Result<u64>> = futures::stream::iter(range)
         .map(|i| {
             let (svc_url, ep_url) = (&svc_url, &ep_url);
             async move {
-                c.client.json(Method::POST, svc_url, Some(&service(i))).await?;
-                let e = c.client.json(Method::POST, ep_url, Some(&endpoints(i, 0))).await?;
-                Ok(e["metadata"]["resourceVersion"].as_str().and_then(|r| r.parse().ok()).unwrap_or(0))
+                create(c, svc_url, &service(i)).await?;
+                let rv = create(c, ep_url, &endpoints(i, 0)).await?;
+                if (i + 1) % 1000 == 0 {
+                    eprintln!("bench: {} services created, {:.0} s", i + 1, started.elapsed().as_secs_f64());
+                }
+                Ok(rv)
             }
         })
-        .buffer_unordered(64)
+        .buffer_unordered(32)
         .collect()
         .await;
     let mut last = 0;

@@ -81,7 +81,19 @@ fn parse_duration(s: &str) -> Result<std::time::Duration, String> {
 
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
-    match Cli::parse().command {
+    let command = Cli::parse().command;
+    // On Ctrl-C or SIGTERM the run is dropped, and with it the cluster, whose Drop kills
+    // the nodes and removes their namespaces, mounts and cgroups.
+    let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())?;
+    tokio::select! {
+        r = run(command) => r,
+        _ = tokio::signal::ctrl_c() => anyhow::bail!("interrupted; cluster removed"),
+        _ = term.recv() => anyhow::bail!("terminated; cluster removed"),
+    }
+}
+
+async fn run(command: Cmd) -> anyhow::Result<()> {
+    match command {
         Cmd::BenchWrites { out, sequential, concurrent } => cluster_tests::bench::writes(&out, sequential, concurrent).await,
         Cmd::BenchPods { out, pods } => cluster_tests::bench_pods::bench(&out, pods).await,
         Cmd::BenchServices { out, services, changes } => cluster_tests::bench_services::bench(&out, services, changes).await,

@@ -1,15 +1,17 @@
 //! The Endpoints controller: for every Service with a selector, an Endpoints object of the
 //! same name listing the ready pods that match (named target ports resolved per pod;
 //! not-ready pods under `notReadyAddresses`, terminating ones left out so they leave the
-//! rotation before their containers stop). `reconcile` is pure; `run` writes the
-//! differences (concurrently: openraft batches concurrent proposals into one append).
+//! rotation before their containers stop). `reconcile_one` is pure; `run` applies it to the
+//! services a change touches (all of them on a resync) and writes the differences
+//! (concurrently: openraft batches concurrent proposals into one append).
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::time::Duration;
 
 use serde_json::{json, Map, Value};
 
 use super::informer::{revision, Informer};
+use crate::changelog::Changed;
 use super::ControlConfig;
 use crate::api::resources;
 use crate::api::store::ObjectStore;
@@ -120,64 +122,156 @@ fn key(obj: &Value) -> (String, String) {
     (obj["metadata"]["namespace"].as_str().unwrap_or("").to_string(), obj["metadata"]["name"].as_str().unwrap_or("").to_string())
 }
 
-/// What to write so every selector service has its Endpoints and no managed Endpoints
-/// outlives its service.
+/// A service's selector when it has Endpoints managed for it (a non-empty selector, not
+/// ExternalName).
+fn selector(svc: &Value) -> Option<&Map<String, Value>> {
+    svc["spec"]["selector"].as_object().filter(|m| !m.is_empty() && svc["spec"]["type"] != "ExternalName")
+}
+
+fn selects(selector: &Map<String, Value>, pod: &Value) -> bool {
+    let labels = &pod["metadata"]["labels"];
+    selector.iter().all(|(k, v)| labels.get(k) == Some(v))
+}
+
+fn managed(e: &Value) -> bool {
+    labels(e).get(MANAGED_BY).map(String::as_str) == Some(CONTROLLER)
+}
+
+/// What brings one service's Endpoints in line, given the service (`None`: gone), the pods
+/// of its namespace and its current Endpoints.
+pub fn reconcile_one(k: &(String, String), svc: Option<&Value>, pods: &[Value], existing: Option<&Value>) -> Option<Action> {
+    let Some(svc) = svc.filter(|s| selector(s).is_some()) else {
+        return existing.filter(|e| managed(e)).map(|_| Action::Delete { namespace: k.0.clone(), name: k.1.clone() });
+    };
+    let subsets = subsets(svc, pods);
+    match existing {
+        Some(cur) => {
+            let current = if cur["subsets"].is_null() { json!([]) } else { cur["subsets"].clone() };
+            (current != subsets || !managed(cur)).then(|| {
+                let mut next = cur.clone();
+                next["subsets"] = subsets;
+                next["metadata"]["labels"][MANAGED_BY] = json!(CONTROLLER);
+                Action::Update(next)
+            })
+        }
+        None => Some(Action::Create(json!({
+            "apiVersion": "v1", "kind": "Endpoints",
+            "metadata": {"name": k.1, "namespace": k.0, "labels": {MANAGED_BY: CONTROLLER}},
+            "subsets": subsets,
+        }))),
+    }
+}
+
+/// Everything that makes the Endpoints match the services and pods (what a full resync
+/// writes): one `reconcile_one` per service or Endpoints object.
 pub fn reconcile(services: &[Value], pods: &[Value], endpoints: &[Value]) -> Vec<Action> {
     let existing: BTreeMap<(String, String), &Value> = endpoints.iter().map(|e| (key(e), e)).collect();
+    let services: BTreeMap<(String, String), &Value> = services.iter().map(|s| (key(s), s)).collect();
     let mut by_ns: BTreeMap<&str, Vec<Value>> = BTreeMap::new();
     for p in pods {
         by_ns.entry(p["metadata"]["namespace"].as_str().unwrap_or("")).or_default().push(p.clone());
     }
-    let mut actions = vec![];
-    let mut wanted = std::collections::BTreeSet::new();
-    for svc in services {
-        let selector_set = svc["spec"]["selector"].as_object().is_some_and(|m| !m.is_empty());
-        if !selector_set || svc["spec"]["type"] == "ExternalName" {
-            continue;
-        }
-        let k = key(svc);
-        wanted.insert(k.clone());
-        let subsets = subsets(svc, by_ns.get(k.0.as_str()).map(Vec::as_slice).unwrap_or(&[]));
-        match existing.get(&k) {
-            Some(cur) => {
-                let managed = labels(cur).get(MANAGED_BY).map(String::as_str) == Some(CONTROLLER);
-                let current = if cur["subsets"].is_null() { json!([]) } else { cur["subsets"].clone() };
-                if current != subsets || !managed {
-                    let mut next = (*cur).clone();
-                    next["subsets"] = subsets;
-                    next["metadata"]["labels"][MANAGED_BY] = json!(CONTROLLER);
-                    actions.push(Action::Update(next));
-                }
-            }
-            None => actions.push(Action::Create(json!({
-                "apiVersion": "v1", "kind": "Endpoints",
-                "metadata": {"name": k.1, "namespace": k.0, "labels": {MANAGED_BY: CONTROLLER}},
-                "subsets": subsets,
-            }))),
-        }
-    }
-    for (k, e) in &existing {
-        if !wanted.contains(k) && labels(e).get(MANAGED_BY).map(String::as_str) == Some(CONTROLLER) {
-            actions.push(Action::Delete { namespace: k.0.clone(), name: k.1.clone() });
-        }
-    }
-    actions
+    let keys: BTreeSet<&(String, String)> = services.keys().chain(existing.keys()).collect();
+    keys.into_iter()
+        .filter_map(|k| {
+            let pods = by_ns.get(k.0.as_str()).map(Vec::as_slice).unwrap_or(&[]);
+            reconcile_one(k, services.get(k).copied(), pods, existing.get(k).copied())
+        })
+        .collect()
 }
 
+fn split(key: &str) -> (String, String) {
+    let (ns, name) = key.split_once('/').unwrap_or(("", key));
+    (ns.to_string(), name.to_string())
+}
+
+/// The services to look at after a change: the changed services and Endpoints themselves,
+/// and for each changed pod the services of its namespace that select it now or listed it
+/// last time (`listed`: pod key → service keys, kept by `run`).
+fn affected(services: &Informer, pods: &Informer, svc_keys: BTreeSet<String>, ep_keys: BTreeSet<String>, pod_keys: &BTreeSet<String>, listed: &BTreeMap<String, BTreeSet<String>>) -> BTreeSet<String> {
+    let mut out: BTreeSet<String> = svc_keys.into_iter().chain(ep_keys).collect();
+    for pk in pod_keys {
+        out.extend(listed.get(pk).into_iter().flatten().cloned());
+        let Some(pod) = pods.get(pk) else { continue };
+        let (ns, _) = split(pk);
+        let selecting = services.in_namespace(&ns, |s| selector(s).is_some_and(|sel| selects(sel, &pod)));
+        out.extend(selecting.iter().map(|s| format!("{}/{}", key(s).0, key(s).1)));
+    }
+    out
+}
+
+/// Record which pods `action`'s Endpoints list for service `svc_key`.
+fn remember(listed: &mut BTreeMap<String, BTreeSet<String>>, svc_key: &str, action: &Action) {
+    let (Action::Create(e) | Action::Update(e)) = action else { return };
+    for subset in e["subsets"].as_array().into_iter().flatten() {
+        for a in ["addresses", "notReadyAddresses"].iter().flat_map(|f| subset[*f].as_array().into_iter().flatten()) {
+            let r = &a["targetRef"];
+            if let (Some(ns), Some(name)) = (r["namespace"].as_str(), r["name"].as_str()) {
+                listed.entry(format!("{ns}/{name}")).or_default().insert(svc_key.to_string());
+            }
+        }
+    }
+}
+
+/// Follow services, pods and Endpoints; after each change reconcile only the services it
+/// touches, and everything on start, after an informer relists, and every `cfg.resync`.
 pub async fn run(store: ObjectStore, cfg: ControlConfig) {
     let res = |plural| resources::by_plural("", plural).expect("core kinds are registered");
     let (svc_res, pod_res, ep_res) = (res("services"), res("pods"), res("endpoints"));
     let services = Informer::start(store.clone(), svc_res);
     let pods = Informer::start(store.clone(), pod_res);
     let endpoints = Informer::start(store.clone(), ep_res);
+    let (mut svc_seen, mut pod_seen, mut ep_seen) = (0, 0, 0);
+    let mut listed: BTreeMap<String, BTreeSet<String>> = BTreeMap::new();
+    let mut full = true;
+    // Services whose write failed (a conflict, a lost leadership): looked at again soon.
+    let mut retry: BTreeSet<String> = BTreeSet::new();
     loop {
+        let again = if retry.is_empty() { cfg.resync } else { Duration::from_millis(200).min(cfg.resync) };
         tokio::select! {
             _ = services.changed.notified() => {}
             _ = pods.changed.notified() => {}
             _ = endpoints.changed.notified() => {}
-            _ = tokio::time::sleep(cfg.resync) => {}
+            _ = tokio::time::sleep(again) => full = retry.is_empty(),
         }
-        let actions = reconcile(&services.objects(), &pods.objects(), &endpoints.objects());
+        let (s_seq, s_changed) = services.changes_since(svc_seen);
+        let (p_seq, p_changed) = pods.changes_since(pod_seen);
+        let (e_seq, e_changed) = endpoints.changes_since(ep_seen);
+        (svc_seen, pod_seen, ep_seen) = (s_seq, p_seq, e_seq);
+        let mut actions = vec![];
+        match (s_changed, p_changed, e_changed) {
+            (Changed::Keys(s), Changed::Keys(p), Changed::Keys(e)) if !full => {
+                let mut keys = affected(&services, &pods, s, e, &p, &listed);
+                keys.append(&mut retry);
+                for k in keys {
+                    let (ns, name) = split(&k);
+                    let svc = services.get(&k);
+                    let sel = svc.as_ref().and_then(|s| selector(s).cloned());
+                    let ns_pods = sel.map(|sel| pods.in_namespace(&ns, |p| selects(&sel, p))).unwrap_or_default();
+                    if let Some(a) = reconcile_one(&(ns, name), svc.as_ref(), &ns_pods, endpoints.get(&k).as_ref()) {
+                        remember(&mut listed, &k, &a);
+                        actions.push(a);
+                    }
+                }
+            }
+            _ => {
+                full = false;
+                retry.clear();
+                let current = endpoints.objects();
+                listed.clear();
+                for e in &current {
+                    let (ns, name) = key(e);
+                    remember(&mut listed, &format!("{ns}/{name}"), &Action::Update(e.clone()));
+                }
+                actions = reconcile(&services.objects(), &pods.objects(), &current);
+                for a in &actions {
+                    if let Action::Create(e) | Action::Update(e) = a {
+                        let (ns, name) = key(e);
+                        remember(&mut listed, &format!("{ns}/{name}"), a);
+                    }
+                }
+            }
+        }
         let writes = actions.into_iter().map(|a| {
             let store = &store;
             async move {
@@ -190,10 +284,22 @@ pub async fn run(store: ObjectStore, cfg: ControlConfig) {
                     }
                     Action::Delete { namespace, name } => store.delete(ep_res, Some(namespace), name, None).await,
                 };
-                r.map_err(|e| tracing::debug!(error = %e, ?a, "endpoints not written; next pass")).map(|o| revision(&o)).unwrap_or(0)
+                r.map(|o| revision(&o)).map_err(|e| {
+                    tracing::debug!(error = %e, ?a, "endpoints not written; trying again");
+                    match &a {
+                        Action::Create(e) | Action::Update(e) => format!("{}/{}", key(e).0, key(e).1),
+                        Action::Delete { namespace, name } => format!("{namespace}/{name}"),
+                    }
+                })
             }
         });
-        let newest = futures::future::join_all(writes).await.into_iter().max().unwrap_or(0);
+        let mut newest = 0;
+        for r in futures::future::join_all(writes).await {
+            match r {
+                Ok(rev) => newest = newest.max(rev),
+                Err(k) => _ = retry.insert(k),
+            }
+        }
         endpoints.wait_for(newest, Duration::from_secs(2)).await;
     }
 }

@@ -1,6 +1,7 @@
 //! An informer: a local copy of one resource kind, kept current by a watch on the
 //! leader's own store (list, then events), with the revision it reflects and a wake-up
-//! for loops that react to changes. A watch that falls too far behind (410) starts over.
+//! for loops that react to changes, and a log of the keys that changed so those loops can
+//! work on just them. A watch that falls too far behind (410) starts over.
 
 use std::collections::BTreeMap;
 use std::sync::{Arc, Mutex};
@@ -10,12 +11,14 @@ use serde_json::Value;
 use tokio::sync::Notify;
 
 use crate::api::resources::Resource;
+use crate::changelog::{ChangeLog, Changed};
 use crate::api::store::{Filter, ObjectStore, WatchItem};
 
 #[derive(Default)]
 struct State {
     objects: BTreeMap<String, Value>,
     revision: u64,
+    changes: ChangeLog,
 }
 
 #[derive(Clone)]
@@ -43,7 +46,11 @@ impl Informer {
         tokio::spawn(async move {
             loop {
                 let Some(state) = weak.upgrade() else { return };
-                state.lock().expect("informer lock").objects.clear();
+                {
+                    let mut s = state.lock().expect("informer lock");
+                    s.objects.clear();
+                    s.changes.reset();
+                }
                 drop(state);
                 let mut rx = match store.watch(res, None, Filter::default(), None, true).await {
                     Ok(rx) => rx,
@@ -59,10 +66,12 @@ impl Informer {
                     match item {
                         WatchItem::Event { kind, object } => {
                             s.revision = s.revision.max(revision(&object));
+                            let k = key(&object);
+                            s.changes.record(k.clone());
                             if kind == "DELETED" {
-                                s.objects.remove(&key(&object));
+                                s.objects.remove(&k);
                             } else {
-                                s.objects.insert(key(&object), object);
+                                s.objects.insert(k, object);
                             }
                         }
                         WatchItem::Bookmark(rev) => s.revision = s.revision.max(rev),
@@ -82,6 +91,25 @@ impl Informer {
     /// Every object, as of `revision()`.
     pub fn objects(&self) -> Vec<Value> {
         self.state.lock().expect("informer lock").objects.values().cloned().collect()
+    }
+
+    /// One object by `namespace/name`.
+    pub fn get(&self, key: &str) -> Option<Value> {
+        self.state.lock().expect("informer lock").objects.get(key).cloned()
+    }
+
+    /// The objects of one namespace that `keep` accepts (looked at in place, cloned only
+    /// when kept).
+    pub fn in_namespace(&self, ns: &str, keep: impl Fn(&Value) -> bool) -> Vec<Value> {
+        let s = self.state.lock().expect("informer lock");
+        // Keys are `ns/name`; '0' is the character after '/'.
+        s.objects.range(format!("{ns}/")..format!("{ns}0")).map(|(_, v)| v).filter(|v| keep(v)).cloned().collect()
+    }
+
+    /// The change counter now, and what changed after `seen` (see `ChangeLog::since`).
+    pub fn changes_since(&self, seen: u64) -> (u64, Changed) {
+        let s = self.state.lock().expect("informer lock");
+        (s.changes.seq(), s.changes.since(seen))
     }
 
     /// The newest revision the copy reflects.

@@ -4,7 +4,7 @@
 //! never see a half-filled cache. Readers are woken on every change and can ask which
 //! objects changed since they last looked, so their work follows the change.
 
-use std::collections::{BTreeMap, BTreeSet, VecDeque};
+use std::collections::BTreeMap;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -13,6 +13,8 @@ use hyper::Method;
 use serde_json::Value;
 use tokio::sync::watch;
 
+pub use crate::changelog::Changed;
+use crate::changelog::ChangeLog;
 use crate::client::ApiClient;
 
 #[derive(Default)]
@@ -21,42 +23,7 @@ struct State {
     synced: bool,
     /// The newest resourceVersion the copy reflects.
     revision: u64,
-    /// Bumped on every change of `objects`.
-    seq: u64,
-    /// Keys changed, by `seq`, newest last; at most `LOG_LEN` of them.
-    log: VecDeque<(u64, String)>,
-    /// `seq` of the last list, which replaced the copy whole.
-    listed_at: u64,
-}
-
-/// How many changed keys a cache remembers for readers that are behind.
-const LOG_LEN: usize = 8192;
-
-/// What changed since a reader's last look.
-#[derive(Debug, PartialEq, Eq)]
-pub enum Changed {
-    /// These `namespace/name` keys (added, modified or deleted).
-    Keys(BTreeSet<String>),
-    /// Possibly anything: the copy was listed again, or the reader fell too far behind.
-    Everything,
-}
-
-impl State {
-    fn record(&mut self, key: String) {
-        self.seq += 1;
-        if self.log.len() == LOG_LEN {
-            self.log.pop_front();
-        }
-        self.log.push_back((self.seq, key));
-    }
-
-    fn changes_since(&self, seen: u64) -> Changed {
-        let oldest_kept = self.log.front().map_or(self.seq + 1, |(s, _)| *s);
-        if seen < self.listed_at || oldest_kept > seen + 1 {
-            return Changed::Everything;
-        }
-        Changed::Keys(self.log.iter().filter(|(s, _)| *s > seen).map(|(_, k)| k.clone()).collect())
-    }
+    changes: ChangeLog,
 }
 
 #[derive(Clone)]
@@ -111,7 +78,7 @@ impl WatchCache {
     /// returned before; 0 at first, which yields `Everything`).
     pub fn changes_since(&self, seen: u64) -> (u64, Changed) {
         let s = self.state.lock().expect("cache lock");
-        (s.seq, s.changes_since(seen))
+        (s.changes.seq(), s.changes.since(seen))
     }
 
     /// The newest resourceVersion the copy reflects (its list's, or a later event's).
@@ -133,8 +100,10 @@ async fn follow(client: &ApiClient, base: &str, path: &str, weak: &std::sync::We
     let Some(state) = weak.upgrade() else { return Ok(()) };
     {
         let mut s = state.lock().expect("cache lock");
-        let seq = s.seq + 1;
-        *s = State { objects, synced: true, revision: rv.parse().unwrap_or(0), seq, log: VecDeque::new(), listed_at: seq };
+        s.objects = objects;
+        s.synced = true;
+        s.revision = rv.parse().unwrap_or(0);
+        s.changes.reset();
     }
     drop(state);
     changed.send_modify(|n| *n += 1);
@@ -171,37 +140,12 @@ async fn follow(client: &ApiClient, base: &str, path: &str, weak: &std::sync::We
                         } else {
                             s.objects.insert(key(object), object.clone());
                         }
-                        s.record(key(object));
+                        s.changes.record(key(object));
                         drop(s);
                         changed.send_modify(|n| *n += 1);
                     }
                 }
             }
         }
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn readers_get_the_keys_changed_since_they_looked_or_everything_after_a_relist_or_overflow() {
-        let mut s = State { seq: 1, listed_at: 1, synced: true, ..State::default() };
-        assert_eq!(s.changes_since(0), Changed::Everything);
-        assert_eq!(s.changes_since(1), Changed::Keys(BTreeSet::new()));
-        s.record("default/a".into());
-        s.record("default/b".into());
-        s.record("default/a".into());
-        assert_eq!(s.changes_since(1), Changed::Keys(["default/a".to_string(), "default/b".to_string()].into()));
-        assert_eq!(s.changes_since(3), Changed::Keys(["default/a".to_string()].into()));
-        for i in 0..LOG_LEN {
-            s.record(format!("default/n{i}"));
-        }
-        // The change at seq 4 was pushed out: a reader at 3 can't be told what it missed,
-        // one at 4 can.
-        assert_eq!(s.changes_since(3), Changed::Everything);
-        assert!(matches!(s.changes_since(4), Changed::Keys(k) if k.len() == LOG_LEN));
-        assert!(matches!(s.changes_since(s.seq - 2), Changed::Keys(k) if k.len() == 2));
     }
 }

@@ -1,8 +1,8 @@
 //! Cluster DNS answers, as Kubernetes' DNS specification defines them: a zone built from
 //! Services and Endpoints (`svc.ns.svc.cluster.local` A records, headless services'
 //! ready addresses, SRV per named port, PTR for service IPs, CNAME for ExternalName, pod
-//! names `a-b-c-d.ns.pod.cluster.local`) and the answer to one question. Pure; the
-//! server in `dns_server` asks and forwards what is not ours.
+//! names `a-b-c-d.ns.pod.cluster.local`), updated one Service at a time, and the answer
+//! to one question. Pure; the server in `dns_server` asks and forwards what is not ours.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::net::Ipv4Addr;
@@ -13,15 +13,6 @@ use ipnet::Ipv4Net;
 use serde_json::Value;
 
 pub const DOMAIN: &str = "cluster.local";
-
-/// The names the cluster serves, rebuilt on every change of Services or Endpoints.
-#[derive(Debug, Default)]
-pub struct Zone {
-    records: BTreeMap<String, Vec<RData>>,
-    /// Names that exist only as parents of others (`ns.svc.cluster.local`): NOERROR, no data.
-    parents: BTreeSet<String>,
-    service_cidr: Option<Ipv4Net>,
-}
 
 /// The answer to one question.
 #[derive(Debug, PartialEq)]
@@ -47,65 +38,37 @@ fn fqdn(name: &str) -> Name {
     Name::from_ascii(format!("{name}.")).unwrap_or_else(|_| Name::root())
 }
 
-impl Zone {
-    pub fn build<'a>(services: impl IntoIterator<Item = &'a Value>, endpoints: impl IntoIterator<Item = &'a Value>, service_cidr: Option<Ipv4Net>) -> Zone {
-        let endpoints: BTreeMap<(String, String), &Value> = endpoints
-            .into_iter()
-            .map(|e| ((e["metadata"]["namespace"].as_str().unwrap_or("").to_string(), e["metadata"]["name"].as_str().unwrap_or("").to_string()), e))
-            .collect();
-        let mut zone = Zone { service_cidr, ..Zone::default() };
-        for svc in services {
-            let (Some(ns), Some(name)) = (svc["metadata"]["namespace"].as_str(), svc["metadata"]["name"].as_str()) else { continue };
-            let base = format!("{name}.{ns}.svc.{DOMAIN}");
-            let spec = &svc["spec"];
-            if spec["type"] == "ExternalName" {
-                if let Some(target) = spec["externalName"].as_str() {
-                    zone.add(&base, RData::CNAME(CNAME(fqdn(target.trim_end_matches('.')))));
-                }
-                continue;
-            }
-            let ports: Vec<&Value> = spec["ports"].as_array().into_iter().flatten().collect();
-            match spec["clusterIP"].as_str() {
-                Some("None") => {
-                    let Some(eps) = endpoints.get(&(ns.to_string(), name.to_string())) else {
-                        zone.parents.insert(base.clone());
-                        continue;
-                    };
-                    zone.parents.insert(base.clone());
-                    for subset in eps["subsets"].as_array().into_iter().flatten() {
-                        for a in subset["addresses"].as_array().into_iter().flatten() {
-                            let Some(ip) = a["ip"].as_str().and_then(|s| s.parse::<Ipv4Addr>().ok()) else { continue };
-                            let host = a["hostname"].as_str().map(str::to_string).unwrap_or_else(|| dashed(ip));
-                            let target = format!("{host}.{base}");
-                            zone.add(&base, RData::A(A(ip)));
-                            zone.add(&target, RData::A(A(ip)));
-                            for p in subset["ports"].as_array().into_iter().flatten() {
-                                if let (Some(pname), Some(port)) = (p["name"].as_str().filter(|n| !n.is_empty()), p["port"].as_u64()) {
-                                    let proto = p["protocol"].as_str().unwrap_or("TCP").to_ascii_lowercase();
-                                    zone.add(&format!("_{pname}._{proto}.{base}"), RData::SRV(SRV::new(0, 100, port as u16, fqdn(&target))));
-                                }
-                            }
-                        }
-                    }
-                }
-                Some(ip) => {
-                    let Ok(ip) = ip.parse::<Ipv4Addr>() else { continue };
-                    zone.add(&base, RData::A(A(ip)));
-                    zone.records.entry(reverse_name(ip)).or_default().push(RData::PTR(PTR(fqdn(&base))));
-                    for p in &ports {
-                        if let (Some(pname), Some(port)) = (p["name"].as_str().filter(|n| !n.is_empty()), p["port"].as_u64()) {
-                            let proto = p["protocol"].as_str().unwrap_or("TCP").to_ascii_lowercase();
-                            zone.add(&format!("_{pname}._{proto}.{base}"), RData::SRV(SRV::new(0, 100, port as u16, fqdn(&base))));
-                        }
-                    }
-                }
-                None => {}
-            }
+/// The names the cluster serves, kept per Service so a change of one Service or its
+/// Endpoints rewrites only that Service's names.
+#[derive(Debug, Default)]
+pub struct Zone {
+    /// Name → its records, each with the `namespace/name` of the Service it comes from.
+    records: BTreeMap<String, Vec<(String, RData)>>,
+    /// Names that exist only as parents of others (`ns.svc.cluster.local`): NOERROR, no
+    /// data; counted, as several Services make the same parents.
+    parents: BTreeMap<String, usize>,
+    /// Each Service's share, to take back when it changes.
+    shares: BTreeMap<String, Share>,
+    service_cidr: Option<Ipv4Net>,
+}
+
+/// The names one Service contributes.
+#[derive(Debug, Default, PartialEq)]
+struct Share {
+    records: Vec<(String, RData)>,
+    parents: BTreeSet<String>,
+}
+
+impl Share {
+    fn add(&mut self, name: &str, data: RData) {
+        self.parent_of(name);
+        if !self.records.iter().any(|(n, d)| n == name && *d == data) {
+            self.records.push((name.to_string(), data));
         }
-        zone
     }
 
-    fn add(&mut self, name: &str, data: RData) {
+    /// Make every ancestor of `name` down to the cluster domain exist.
+    fn parent_of(&mut self, name: &str) {
         let mut parent = name;
         while let Some((_, rest)) = parent.split_once('.') {
             if rest.len() < DOMAIN.len() {
@@ -114,14 +77,116 @@ impl Zone {
             self.parents.insert(rest.to_string());
             parent = rest;
         }
-        let v = self.records.entry(name.to_string()).or_default();
-        if !v.contains(&data) {
-            v.push(data);
+    }
+
+    /// What `svc` (with its Endpoints `eps`, for headless services) puts in the zone.
+    fn of(svc: &Value, eps: Option<&Value>) -> Share {
+        let mut share = Share::default();
+        let (Some(ns), Some(name)) = (svc["metadata"]["namespace"].as_str(), svc["metadata"]["name"].as_str()) else { return share };
+        let base = format!("{name}.{ns}.svc.{DOMAIN}");
+        let spec = &svc["spec"];
+        if spec["type"] == "ExternalName" {
+            if let Some(target) = spec["externalName"].as_str() {
+                share.add(&base, RData::CNAME(CNAME(fqdn(target.trim_end_matches('.')))));
+            }
+            return share;
         }
+        match spec["clusterIP"].as_str() {
+            Some("None") => {
+                share.parents.insert(base.clone());
+                share.parent_of(&base);
+                for subset in eps.and_then(|e| e["subsets"].as_array()).into_iter().flatten() {
+                    for a in subset["addresses"].as_array().into_iter().flatten() {
+                        let Some(ip) = a["ip"].as_str().and_then(|s| s.parse::<Ipv4Addr>().ok()) else { continue };
+                        let host = a["hostname"].as_str().map(str::to_string).unwrap_or_else(|| dashed(ip));
+                        let target = format!("{host}.{base}");
+                        share.add(&base, RData::A(A(ip)));
+                        share.add(&target, RData::A(A(ip)));
+                        for p in subset["ports"].as_array().into_iter().flatten() {
+                            if let (Some(pname), Some(port)) = (p["name"].as_str().filter(|n| !n.is_empty()), p["port"].as_u64()) {
+                                let proto = p["protocol"].as_str().unwrap_or("TCP").to_ascii_lowercase();
+                                share.add(&format!("_{pname}._{proto}.{base}"), RData::SRV(SRV::new(0, 100, port as u16, fqdn(&target))));
+                            }
+                        }
+                    }
+                }
+            }
+            Some(ip) => {
+                let Ok(ip) = ip.parse::<Ipv4Addr>() else { return share };
+                share.add(&base, RData::A(A(ip)));
+                share.records.push((reverse_name(ip), RData::PTR(PTR(fqdn(&base)))));
+                for p in spec["ports"].as_array().into_iter().flatten() {
+                    if let (Some(pname), Some(port)) = (p["name"].as_str().filter(|n| !n.is_empty()), p["port"].as_u64()) {
+                        let proto = p["protocol"].as_str().unwrap_or("TCP").to_ascii_lowercase();
+                        share.add(&format!("_{pname}._{proto}.{base}"), RData::SRV(SRV::new(0, 100, port as u16, fqdn(&base))));
+                    }
+                }
+            }
+            None => {}
+        }
+        share
+    }
+}
+
+fn object_key(obj: &Value) -> String {
+    format!("{}/{}", obj["metadata"]["namespace"].as_str().unwrap_or(""), obj["metadata"]["name"].as_str().unwrap_or(""))
+}
+
+impl Zone {
+    pub fn new(service_cidr: Option<Ipv4Net>) -> Zone {
+        Zone { service_cidr, ..Zone::default() }
+    }
+
+    /// A zone of all `services` (headless ones with their `endpoints`).
+    pub fn build<'a>(services: impl IntoIterator<Item = &'a Value>, endpoints: impl IntoIterator<Item = &'a Value>, service_cidr: Option<Ipv4Net>) -> Zone {
+        let endpoints: BTreeMap<String, &Value> = endpoints.into_iter().map(|e| (object_key(e), e)).collect();
+        let mut zone = Zone::new(service_cidr);
+        for svc in services {
+            let key = object_key(svc);
+            zone.set(&key, Some(svc), endpoints.get(&key).copied());
+        }
+        zone
+    }
+
+    /// Replace the names of Service `key` (`namespace/name`) with those of `svc` (`None`:
+    /// it is gone) and its Endpoints `eps`.
+    pub fn set(&mut self, key: &str, svc: Option<&Value>, eps: Option<&Value>) {
+        let share = svc.map(|s| Share::of(s, eps)).unwrap_or_default();
+        if self.shares.get(key) == Some(&share) {
+            return;
+        }
+        if let Some(old) = self.shares.remove(key) {
+            for (name, _) in &old.records {
+                if let Some(v) = self.records.get_mut(name) {
+                    v.retain(|(k, _)| k != key);
+                    if v.is_empty() {
+                        self.records.remove(name);
+                    }
+                }
+            }
+            for p in &old.parents {
+                if let Some(n) = self.parents.get_mut(p) {
+                    *n -= 1;
+                    if *n == 0 {
+                        self.parents.remove(p);
+                    }
+                }
+            }
+        }
+        if share == Share::default() {
+            return;
+        }
+        for (name, data) in &share.records {
+            self.records.entry(name.clone()).or_default().push((key.to_string(), data.clone()));
+        }
+        for p in &share.parents {
+            *self.parents.entry(p.clone()).or_default() += 1;
+        }
+        self.shares.insert(key.to_string(), share);
     }
 
     /// The zone's SOA, sent with negative answers so resolvers cache them for `ttl`.
-    pub fn soa(&self, ttl: u32) -> Record {
+    pub fn soa(ttl: u32) -> Record {
         let soa = SOA::new(fqdn(&format!("ns.dns.{DOMAIN}")), fqdn(&format!("hostmaster.{DOMAIN}")), 1, 7200, 1800, 86400, ttl);
         Record::from_rdata(fqdn(DOMAIN), ttl, RData::SOA(soa))
     }
@@ -145,10 +210,18 @@ impl Zone {
         }
         let owner = fqdn(&name);
         let data: Vec<RData> = match self.records.get(&name) {
-            Some(d) => d.clone(),
+            Some(d) => {
+                let mut data: Vec<RData> = Vec::with_capacity(d.len());
+                for (_, r) in d {
+                    if !data.contains(r) {
+                        data.push(r.clone());
+                    }
+                }
+                data
+            }
             None => match pod_address(&name) {
                 Some(ip) => vec![RData::A(A(ip))],
-                None if self.parents.contains(&name) || name == DOMAIN => return Answer::NoData,
+                None if self.parents.contains_key(&name) || name == DOMAIN => return Answer::NoData,
                 None => return Answer::NxDomain,
             },
         };
@@ -258,5 +331,32 @@ mod tests {
         assert_eq!(rdata(z.answer("ext.shop.svc.cluster.local", RecordType::A, 5)), vec!["example.org."]);
         assert_eq!(rdata(z.answer("10-244-0-9.shop.pod.cluster.local", RecordType::A, 5)), vec!["10.244.0.9"]);
         assert_eq!(z.answer("10-244-0-x.shop.pod.cluster.local", RecordType::A, 5), Answer::NxDomain);
+    }
+
+    #[test]
+    fn a_change_to_one_service_rewrites_only_its_names_and_keeps_shared_parents() {
+        let mut z = zone();
+        let web2 = json!({"metadata": {"name": "web", "namespace": "shop"}, "spec": {"clusterIP": "10.96.0.11", "ports": [{"name": "http", "port": 8080}]}});
+        z.set("shop/web", Some(&web2), None);
+        assert_eq!(rdata(z.answer("web.shop.svc.cluster.local", RecordType::A, 5)), vec!["10.96.0.11"]);
+        assert_eq!(z.answer("10.0.96.10.in-addr.arpa", RecordType::PTR, 5), Answer::NxDomain, "the old IP's PTR went");
+        assert_eq!(z.answer("_dns._udp.web.shop.svc.cluster.local", RecordType::SRV, 5), Answer::NxDomain, "the old port went");
+        assert_eq!(rdata(z.answer("_http._tcp.web.shop.svc.cluster.local", RecordType::SRV, 5)), vec!["0 100 8080 web.shop.svc.cluster.local."]);
+
+        // Headless `db`'s Endpoints change: its addresses follow.
+        let db = json!({"metadata": {"name": "db", "namespace": "shop"}, "spec": {"clusterIP": "None"}});
+        let eps = json!({"metadata": {"name": "db", "namespace": "shop"}, "subsets": [{"addresses": [{"ip": "10.244.9.9"}]}]});
+        z.set("shop/db", Some(&db), Some(&eps));
+        assert_eq!(rdata(z.answer("db.shop.svc.cluster.local", RecordType::A, 5)), vec!["10.244.9.9"]);
+        assert_eq!(z.answer("db-0.db.shop.svc.cluster.local", RecordType::A, 5), Answer::NxDomain);
+
+        // Services go one by one: the namespace stays while one is left.
+        z.set("shop/web", None, None);
+        z.set("shop/db", None, None);
+        assert_eq!(z.answer("web.shop.svc.cluster.local", RecordType::A, 5), Answer::NxDomain);
+        assert_eq!(z.answer("shop.svc.cluster.local", RecordType::A, 5), Answer::NoData, "ext is still there");
+        z.set("shop/ext", None, None);
+        assert_eq!(z.answer("shop.svc.cluster.local", RecordType::A, 5), Answer::NxDomain);
+        assert!(z.records.is_empty() && z.parents.is_empty() && z.shares.is_empty(), "{z:?}");
     }
 }

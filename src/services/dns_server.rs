@@ -1,6 +1,6 @@
 //! The DNS role's server: hickory-server on the node's pod gateway address (port 53, UDP
-//! and TCP), answering cluster names from a `Zone` rebuilt on every change of the watch
-//! caches, and forwarding every other name through hickory's resolver to the upstream
+//! and TCP), answering cluster names from a `Zone` updated for the Services that change in
+//! the watch caches (rebuilt whole when a cache relists), and forwarding every other name through hickory's resolver to the upstream
 //! servers (the host's resolv.conf unless `--dns-upstream` is given).
 
 use std::net::{IpAddr, SocketAddr};
@@ -17,7 +17,7 @@ use hickory_server::server::{Request, RequestHandler, ResponseHandler, ResponseI
 use hickory_server::ServerFuture;
 use ipnet::Ipv4Net;
 
-use super::cache::WatchCache;
+use super::cache::{Changed, WatchCache};
 use super::dns::{Answer, Zone};
 use super::nftables::NftablesDataplane;
 
@@ -29,7 +29,7 @@ pub struct DnsConfig {
 }
 
 struct Handler {
-    zone: Arc<RwLock<Arc<Zone>>>,
+    zone: Arc<RwLock<Zone>>,
     ttl: u32,
     forwarder: Option<TokioResolver>,
 }
@@ -70,20 +70,21 @@ impl Handler {
         };
         let qname = info.query.name().to_string();
         let qtype = info.query.query_type();
-        let zone = self.zone.read().expect("zone lock").clone();
-        let (answers, soa): (Vec<Record>, Vec<Record>) = match zone.answer(&qname, qtype, self.ttl) {
+        let answer = self.zone.read().expect("zone lock").answer(&qname, qtype, self.ttl);
+        let soa = || vec![Zone::soa(self.ttl)];
+        let (answers, soa): (Vec<Record>, Vec<Record>) = match answer {
             Answer::Records(r) => {
                 header.set_authoritative(true);
                 (r, vec![])
             }
             Answer::NoData => {
                 header.set_authoritative(true);
-                (vec![], vec![zone.soa(self.ttl)])
+                (vec![], soa())
             }
             Answer::NxDomain => {
                 header.set_authoritative(true);
                 header.set_response_code(ResponseCode::NXDomain);
-                (vec![], vec![zone.soa(self.ttl)])
+                (vec![], soa())
             }
             Answer::NotOurs => {
                 header.set_recursion_available(true);
@@ -143,15 +144,30 @@ fn notrack_script(listen: IpAddr) -> String {
 /// Serve DNS on `listen` (binding retries until the address exists, as the gateway address
 /// appears with the node's pod network) until the process ends.
 pub async fn run(listen: IpAddr, cfg: DnsConfig, services: WatchCache, endpoints: WatchCache) {
-    let zone = Arc::new(RwLock::new(Arc::new(Zone::default())));
+    let zone = Arc::new(RwLock::new(Zone::new(Some(cfg.service_cidr))));
     {
         let zone = zone.clone();
         let (mut svc_rx, mut ep_rx) = (services.subscribe(), endpoints.subscribe());
         let cidr = cfg.service_cidr;
+        let (mut svc_seen, mut ep_seen) = (0, 0);
         tokio::spawn(async move {
             loop {
-                let built = Zone::build(&services.objects(), &endpoints.objects(), Some(cidr));
-                *zone.write().expect("zone lock") = Arc::new(built);
+                let (s_seq, s_changed) = services.changes_since(svc_seen);
+                let (e_seq, e_changed) = endpoints.changes_since(ep_seen);
+                (svc_seen, ep_seen) = (s_seq, e_seq);
+                match (s_changed, e_changed) {
+                    (Changed::Keys(mut keys), Changed::Keys(mut ep_keys)) => {
+                        keys.append(&mut ep_keys);
+                        for key in keys {
+                            let (svc, eps) = (services.get(&key), endpoints.get(&key));
+                            zone.write().expect("zone lock").set(&key, svc.as_ref(), eps.as_ref());
+                        }
+                    }
+                    _ => {
+                        let built = Zone::build(&services.objects(), &endpoints.objects(), Some(cidr));
+                        *zone.write().expect("zone lock") = built;
+                    }
+                }
                 tokio::select! {
                     r = svc_rx.changed() => if r.is_err() { return },
                     r = ep_rx.changed() => if r.is_err() { return },
