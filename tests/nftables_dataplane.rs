@@ -13,8 +13,8 @@ use orch::services::Dataplane;
 struct Netns(String);
 
 impl Netns {
-    fn new() -> Netns {
-        let name = format!("orch-nft-{}", std::process::id());
+    fn new(tag: &str) -> Netns {
+        let name = format!("orch-nft{tag}-{}", std::process::id());
         let ok = Command::new("ip").args(["netns", "add", &name]).status().expect("ip netns add").success();
         assert!(ok, "creating netns {name} (needs root)");
         Netns(name)
@@ -55,6 +55,18 @@ fn vs(vip: &str, backends: &[&str], node_port: Option<u16>, affinity: Option<u32
     }
 }
 
+/// The table as nft lists it, in a canonical order: lines sorted, element lists split
+/// and sorted (the kernel lists elements in hash order).
+fn canonical(listing: &str) -> Vec<String> {
+    let mut out: Vec<String> = listing
+        .lines()
+        .flat_map(|l| l.trim().trim_start_matches("elements = {").trim_end_matches('}').split(',').map(|p| p.trim().to_string()).collect::<Vec<_>>())
+        .filter(|l| !l.is_empty())
+        .collect();
+    out.sort();
+    out
+}
+
 /// The table's own maps and chains, there whatever the services.
 const BASE: [&str; 11] = [
     "filter-forward", "filter-output", "mark-masq", "no-endpoints", "output", "postrouting", "prerouting", "reject-svc", "service-ips",
@@ -67,8 +79,8 @@ fn base() -> BTreeSet<String> {
 
 #[tokio::test]
 async fn the_kernel_accepts_every_script_and_the_table_follows_the_model() {
-    let ns = Netns::new();
-    let mut dp = NftablesDataplane::with_command(vec!["ip".into(), "netns".into(), "exec".into(), ns.0.clone(), "nft".into()]);
+    let ns = Netns::new("");
+    let mut dp = NftablesDataplane::in_netns(&ns.0);
     let mut applied = Table::new();
     let step = |dp_table: &mut Table, next: Table| {
         let changes = model::changes(dp_table, &next);
@@ -119,4 +131,45 @@ async fn the_kernel_accepts_every_script_and_the_table_follows_the_model() {
     dp.remove().await.unwrap();
     let out = Command::new("ip").args(["netns", "exec", &ns.0, "nft", "list", "tables"]).output().unwrap();
     assert!(!String::from_utf8_lossy(&out.stdout).contains("orch-proxy"));
+}
+
+/// Changes go to the kernel as netlink batches written by orch; the same changes as an
+/// `nft` script must leave the same table, rule for rule.
+#[tokio::test]
+async fn netlink_batches_leave_the_table_nft_scripts_leave() {
+    let (a, b) = (Netns::new("a"), Netns::new("b"));
+    let mut dp = NftablesDataplane::in_netns(&a.0);
+    let mut script_dp = NftablesDataplane::in_netns(&b.0);
+    dp.sync(&Table::new()).await.unwrap();
+    script_dp.sync(&Table::new()).await.unwrap();
+    let steps = [
+        Table::from([("default/web:".to_string(), vs("10.96.0.10", &["10.244.0.2", "10.244.1.3"], Some(30080), None))]),
+        Table::from([
+            ("default/web:".to_string(), vs("10.96.0.10", &["10.244.1.3", "10.244.2.4", "10.244.2.5"], Some(30080), Some(60))),
+            ("default/empty:".to_string(), vs("10.96.0.11", &[], None, None)),
+        ]),
+        Table::from([
+            ("default/web:".to_string(), vs("10.96.0.10", &["10.244.1.3"], None, Some(120))),
+            ("default/empty:".to_string(), vs("10.96.0.11", &["10.244.7.7"], Some(30999), None)),
+        ]),
+        Table::new(),
+    ];
+    let mut applied = Table::new();
+    for (i, next) in steps.into_iter().enumerate() {
+        let changes = model::changes(&applied, &next);
+        applied = next;
+        dp.apply(&changes).await.unwrap_or_else(|e| panic!("step {i}: {e}"));
+        script_dp.run_script(&orch::services::nftables::change_script(&changes)).await.unwrap();
+        let (got, want) = (a.nft(&["list", "table", "ip", "orch-proxy"]), b.nft(&["list", "table", "ip", "orch-proxy"]));
+        assert_eq!(canonical(&got), canonical(&want), "step {i}: netlink made\n{got}\nnft made\n{want}");
+    }
+
+    // A batch the kernel refuses (a chain that does not exist) is an error and changes nothing.
+    let before = a.nft(&["list", "table", "ip", "orch-proxy"]);
+    let bad = model::changes(&Table::new(), &Table::from([("x/y:".to_string(), vs("10.96.0.12", &["10.244.0.9"], None, None))]));
+    let mut ops = orch::services::nftables::plan(&bad);
+    ops.push(orch::services::nftables::Op::DeleteChain("no-such-chain".into()));
+    let err = orch::services::nft_netlink::NftSocket::open_in(&a.0).unwrap().apply(&ops).unwrap_err();
+    assert!(err.to_string().contains("No such file") && err.to_string().contains("no-such-chain"), "{err}");
+    assert_eq!(a.nft(&["list", "table", "ip", "orch-proxy"]), before);
 }

@@ -9,7 +9,7 @@
 //! A benchmark, not a test: it asserts nothing and writes services.{md,json}.
 
 use std::path::Path;
-use std::process::{Command, Stdio};
+use std::process::Command;
 use std::time::{Duration, Instant};
 
 use anyhow::Context;
@@ -19,6 +19,7 @@ use serde_json::{json, Value};
 
 use crate::bench_pods::{summarize, Latencies};
 use crate::cluster::{Cluster, Options};
+use crate::nsd::Nsd;
 
 fn service(i: usize) -> Value {
     json!({"apiVersion": "v1", "kind": "Service", "metadata": {"name": format!("svc-{i:05}"), "namespace": "default"},
@@ -156,41 +157,6 @@ fn dnsperf(c: &Cluster, name: &str, server: &str, port: u16, queries: &Path, sec
     Ok(DnsRun { server: name.into(), queries_per_s: qps, lost, avg_latency_ms: avg * 1000.0 })
 }
 
-/// NSD serving `cluster.local` with the same A records, on `addr:5353` in node 0's namespace.
-struct Nsd {
-    child: std::process::Child,
-}
-
-impl Nsd {
-    fn start(c: &Cluster, dir: &Path, addr: &str, records: &[(String, String)]) -> anyhow::Result<Nsd> {
-        let mut zone = String::from("$ORIGIN cluster.local.\n$TTL 5\n@ IN SOA ns.dns.cluster.local. hostmaster.cluster.local. 1 7200 1800 86400 5\n@ IN NS ns.dns\nns.dns IN A 127.0.0.1\n");
-        for (name, ip) in records {
-            zone.push_str(&format!("{} IN A {ip}\n", name.trim_end_matches(".cluster.local.")));
-        }
-        std::fs::write(dir.join("cluster.local.zone"), zone)?;
-        let conf = format!(
-            "server:\n  ip-address: {addr}@5353\n  database: \"\"\n  zonesdir: \"{d}\"\n  pidfile: \"{d}/nsd.pid\"\n  xfrdfile: \"{d}/xfrd.state\"\n  username: \"\"\n  server-count: 1\n  verbosity: 0\nremote-control:\n  control-enable: no\nzone:\n  name: cluster.local\n  zonefile: cluster.local.zone\n",
-            d = dir.display()
-        );
-        std::fs::write(dir.join("nsd.conf"), conf)?;
-        let child = Command::new("ip")
-            .args(["netns", "exec", &c.netns(0), "nsd", "-d", "-c"])
-            .arg(dir.join("nsd.conf"))
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .context("nsd (Debian package nsd)")?;
-        Ok(Nsd { child })
-    }
-}
-
-impl Drop for Nsd {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
 pub async fn bench(out: &Path, services: usize, changes: usize) -> anyhow::Result<()> {
     let mut c = Cluster::start_opts(1, 2, Options { containerd: true, ..Default::default() }).await?;
     c.quiet = true;
@@ -218,8 +184,8 @@ pub async fn bench(out: &Path, services: usize, changes: usize) -> anyhow::Resul
     let dir = tempfile::Builder::new().prefix("orch-bench-dns-").tempdir()?;
     let queries = dir.path().join("queries.txt");
     std::fs::write(&queries, records.iter().map(|(n, _)| format!("{n} A\n")).collect::<String>())?;
-    let _nsd = Nsd::start(&c, dir.path(), &c.nodes[0].ip.to_string(), &records)?;
-    tokio::time::sleep(Duration::from_secs(2)).await;
+    let zone: String = records.iter().map(|(name, ip)| format!("{} IN A {ip}\n", name.trim_end_matches(".cluster.local."))).collect();
+    let _nsd = Nsd::start(&c.netns(0), dir.path(), &c.nodes[0].ip.to_string(), 5353, "cluster.local", &zone)?;
     let dns = vec![
         dnsperf(&c, "orch cluster DNS (hickory, node 0)", &gateway, 53, &queries, 10)?,
         dnsperf(&c, "NSD 4 (same names, zone file)", &c.nodes[0].ip.to_string(), 5353, &queries, 10)?,

@@ -10,6 +10,7 @@ pub mod check;
 pub mod cluster;
 pub mod containerd;
 pub mod net;
+pub mod nsd;
 pub mod objects;
 pub mod pods;
 pub mod watch;

@@ -9,6 +9,7 @@ use std::process::Command;
 use std::time::Duration;
 
 use cluster_tests::cluster::{Cluster, Options};
+use cluster_tests::nsd::Nsd;
 use cluster_tests::pods::{self, all_running, container, exec, load_busybox, pod};
 use hyper::Method;
 use serde_json::{json, Value};
@@ -105,7 +106,11 @@ async fn requests_reach_all(c: &Cluster, client: &str, url: &str, count: usize, 
 
 #[tokio::test(flavor = "multi_thread")]
 async fn services_reach_every_endpoint_from_every_node_by_name_vip_and_node_port() {
-    let c = Cluster::start_opts(1, 2, Options { containerd: true, ..Default::default() }).await.expect("cluster starts");
+    // Names outside the cluster go to the upstream resolver: NSD on node 0's loopback.
+    let upstream = vec!["--dns-upstream".to_string(), "127.0.0.1:5353".to_string()];
+    let c = Cluster::start_opts(1, 2, Options { containerd: true, extra: upstream }).await.expect("cluster starts");
+    let nsd_dir = tempfile::tempdir().unwrap();
+    let _nsd = Nsd::start(&c.netns(0), nsd_dir.path(), "127.0.0.1", 5353, "example.test", "www IN A 192.0.2.80\n").expect("nsd starts");
     load_busybox(&c, 0).unwrap();
     post(&c, "/apis/apps/v1/namespaces/default/deployments", &deployment("web", 3)).await;
     let svc = post(&c, "/api/v1/namespaces/default/services", &json!({"apiVersion": "v1", "kind": "Service",
@@ -181,6 +186,10 @@ async fn services_reach_every_endpoint_from_every_node_by_name_vip_and_node_port
     let nx = dig(&c, 0, &gw, &["nope.default.svc.cluster.local", "A"]);
     assert!(nx.contains("status: NXDOMAIN") && nx.contains("flags: qr aa"), "{nx}");
     assert!(dig(&c, 0, &gw, &["default.svc.cluster.local", "A"]).contains("status: NOERROR"));
+    // Other names are forwarded, answers and NXDOMAIN alike.
+    assert_eq!(answers(&dig(&c, 0, &gw, &["+short", "www.example.test", "A"])), vec!["192.0.2.80"]);
+    let nx = dig(&c, 0, &gw, &["nope.example.test", "A"]);
+    assert!(nx.contains("status: NXDOMAIN") && !nx.contains("flags: qr aa"), "forwarded, not ours: {nx}");
 
     // Every node reports its proxy mode.
     for node in &c.nodes {

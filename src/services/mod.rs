@@ -8,6 +8,7 @@ pub mod dns;
 pub mod dns_server;
 pub mod ipvs;
 pub mod model;
+pub mod nft_netlink;
 pub mod nftables;
 pub mod proxy;
 

@@ -1,9 +1,9 @@
 //! The nftables dataplane: Service VIPs and NodePorts as verdict maps in table
 //! `ip orch-proxy`, one chain per service port picking a backend at random (or by the
-//! client's address with ClientIP affinity), one chain per backend doing the DNAT. The
-//! script rendering is pure; `NftablesDataplane` pipes it to `nft -f -` (one atomic
-//! transaction per batch of changes), the interface nftables' authors support and the one
-//! kube-proxy's nftables mode uses.
+//! client's address with ClientIP affinity), one chain per backend doing the DNAT. A change
+//! is planned as a list of `Op`s (pure). `NftablesDataplane` pipes full syncs to `nft -f -`
+//! (one atomic transaction, the interface nftables' authors support and kube-proxy's
+//! nftables mode uses) and sends changes as one nf_tables netlink batch (`nft_netlink`).
 
 use std::fmt::Write as _;
 use std::process::Stdio;
@@ -11,7 +11,8 @@ use std::process::Stdio;
 use sha2::{Digest, Sha256};
 use tokio::io::AsyncWriteExt;
 
-use super::model::{Backend, Change, Table, VirtualService};
+use super::model::{Backend, Change, Protocol, Table, VirtualService};
+use super::nft_netlink::{self, NftSocket};
 use super::{Dataplane, DataplaneError};
 
 pub const TABLE: &str = "orch-proxy";
@@ -69,55 +70,159 @@ fn backend_names(key: &str, vs: &VirtualService, b: &Backend) -> (String, Option
     (format!("ep-{h}"), vs.affinity_timeout.map(|t| format!("aff-{h}-{t}")))
 }
 
-fn element(vs: &VirtualService) -> String {
-    format!("{} . {} . {}", vs.vip, vs.protocol.name(), vs.port)
+/// One of the table's verdict maps.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum VerdictMap {
+    ServiceIps,
+    NodePorts,
+    NoEndpoints,
+}
+
+impl VerdictMap {
+    pub fn name(self) -> &'static str {
+        match self {
+            VerdictMap::ServiceIps => "service-ips",
+            VerdictMap::NodePorts => "service-nodeports",
+            VerdictMap::NoEndpoints => "no-endpoints",
+        }
+    }
+}
+
+/// A map element's key: `vip . proto . port`, or `proto . node port`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ElementKey {
+    Vip { ip: std::net::Ipv4Addr, protocol: Protocol, port: u16 },
+    NodePort { protocol: Protocol, port: u16 },
+}
+
+/// The few rule shapes the proxy writes.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Rule {
+    /// `ip saddr IP jump mark-masq` (hairpin).
+    MasqueradeFrom(std::net::Ipv4Addr),
+    /// `jump mark-masq`.
+    Masquerade,
+    /// `update @SET { ip saddr }` (remember the client for affinity).
+    RememberClient { set: String },
+    /// `meta l4proto P dnat to IP:PORT`.
+    Dnat { protocol: Protocol, backend: Backend },
+    /// `ip saddr @SET goto CHAIN` (a remembered client goes back to its backend).
+    StickyGoto { set: String, chain: String },
+    /// `numgen random mod M == 0 goto CHAIN`.
+    RandomGoto { modulus: u32, chain: String },
+    /// `goto CHAIN`.
+    Goto(String),
+}
+
+/// One step of a change to the table. A plan is a list of these, rendered as nft syntax
+/// (`script`) or as nf_tables netlink messages (`nft_netlink`); either way one transaction.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Op {
+    /// A set of client addresses with a timeout (ClientIP affinity).
+    AddAffinitySet { name: String, timeout_s: u32 },
+    AddChain(String),
+    FlushChain(String),
+    AddRule { chain: String, rule: Rule },
+    /// Add `key : goto chain` to `map`.
+    AddElement { map: VerdictMap, key: ElementKey, chain: String },
+    DeleteElement { map: VerdictMap, key: ElementKey },
+    DeleteChain(String),
+    DeleteSet(String),
+}
+
+fn vip_key(vs: &VirtualService) -> ElementKey {
+    ElementKey::Vip { ip: vs.vip, protocol: vs.protocol, port: vs.port }
+}
+
+/// The steps that apply `changes` to a table holding their `old` sides.
+pub fn plan(changes: &[Change]) -> Vec<Op> {
+    let mut ops = vec![];
+    for c in changes {
+        match c {
+            Change::Upsert { key, old, new } => upsert(&mut ops, key, old.as_ref(), new),
+            Change::Remove { key, old } => {
+                remove_elements(&mut ops, old);
+                remove_chains(&mut ops, key, old, &[]);
+            }
+        }
+    }
+    ops
+}
+
+/// `ops` in nft syntax.
+pub fn script(ops: &[Op]) -> String {
+    let mut s = String::new();
+    for op in ops {
+        let _ = match op {
+            Op::AddAffinitySet { name, timeout_s } => {
+                writeln!(s, "add set ip {TABLE} {name} {{ type ipv4_addr; flags dynamic,timeout; timeout {timeout_s}s; }}")
+            }
+            Op::AddChain(c) => writeln!(s, "add chain ip {TABLE} {c}"),
+            Op::FlushChain(c) => writeln!(s, "flush chain ip {TABLE} {c}"),
+            Op::AddRule { chain, rule } => {
+                let r = match rule {
+                    Rule::MasqueradeFrom(ip) => format!("ip saddr {ip} jump mark-masq"),
+                    Rule::Masquerade => "jump mark-masq".to_string(),
+                    Rule::RememberClient { set } => format!("update @{set} {{ ip saddr }}"),
+                    Rule::Dnat { protocol, backend } => format!("meta l4proto {} dnat to {}:{}", protocol.name(), backend.ip, backend.port),
+                    Rule::StickyGoto { set, chain } => format!("ip saddr @{set} goto {chain}"),
+                    Rule::RandomGoto { modulus, chain } => format!("numgen random mod {modulus} == 0 goto {chain}"),
+                    Rule::Goto(c) => format!("goto {c}"),
+                };
+                writeln!(s, "add rule ip {TABLE} {chain} {r}")
+            }
+            Op::AddElement { map, key, chain } => writeln!(s, "add element ip {TABLE} {} {{ {} : goto {chain} }}", map.name(), key_text(key)),
+            Op::DeleteElement { map, key } => writeln!(s, "delete element ip {TABLE} {} {{ {} }}", map.name(), key_text(key)),
+            Op::DeleteChain(c) => writeln!(s, "delete chain ip {TABLE} {c}"),
+            Op::DeleteSet(set) => writeln!(s, "delete set ip {TABLE} {set}"),
+        };
+    }
+    s
+}
+
+fn key_text(key: &ElementKey) -> String {
+    match key {
+        ElementKey::Vip { ip, protocol, port } => format!("{ip} . {} . {port}", protocol.name()),
+        ElementKey::NodePort { protocol, port } => format!("{} . {port}", protocol.name()),
+    }
 }
 
 /// The script that applies `changes` to a table holding their `old` sides.
 pub fn change_script(changes: &[Change]) -> String {
-    let mut s = String::new();
-    for c in changes {
-        match c {
-            Change::Upsert { key, old, new } => upsert(&mut s, key, old.as_ref(), new),
-            Change::Remove { key, old } => {
-                remove_elements(&mut s, old);
-                remove_chains(&mut s, key, old, &[]);
-            }
-        }
-    }
-    s
+    script(&plan(changes))
 }
 
 /// The whole table for `table`, from scratch.
 pub fn full_script(table: &Table) -> String {
-    let mut s = skeleton();
+    let mut ops = vec![];
     for (key, vs) in table {
-        upsert(&mut s, key, None, vs);
+        upsert(&mut ops, key, None, vs);
     }
-    s
+    skeleton() + &script(&ops)
 }
 
-fn upsert(s: &mut String, key: &str, old: Option<&VirtualService>, new: &VirtualService) {
+fn upsert(ops: &mut Vec<Op>, key: &str, old: Option<&VirtualService>, new: &VirtualService) {
     let n = names(key);
+    let rule = |chain: &str, rule: Rule| Op::AddRule { chain: chain.to_string(), rule };
     // Backend chains first: the service chain refers to them.
     for b in &new.backends {
         let (ep, aff) = backend_names(key, new, b);
         if let Some(aff) = &aff {
-            let _ = writeln!(s, "add set ip {TABLE} {aff} {{ type ipv4_addr; flags dynamic,timeout; timeout {}s; }}", new.affinity_timeout.unwrap_or(0));
+            ops.push(Op::AddAffinitySet { name: aff.clone(), timeout_s: new.affinity_timeout.unwrap_or(0) });
         }
-        let _ = writeln!(s, "add chain ip {TABLE} {ep}\nflush chain ip {TABLE} {ep}");
+        ops.extend([Op::AddChain(ep.clone()), Op::FlushChain(ep.clone())]);
         // Hairpin: a pod reaching itself through the service must see the reply come back
         // through the node, so its source is masqueraded.
-        let _ = writeln!(s, "add rule ip {TABLE} {ep} ip saddr {} jump mark-masq", b.ip);
+        ops.push(rule(&ep, Rule::MasqueradeFrom(b.ip)));
         if let Some(aff) = &aff {
-            let _ = writeln!(s, "add rule ip {TABLE} {ep} update @{aff} {{ ip saddr }}");
+            ops.push(rule(&ep, Rule::RememberClient { set: aff.clone() }));
         }
-        let _ = writeln!(s, "add rule ip {TABLE} {ep} meta l4proto {} dnat to {}:{}", new.protocol.name(), b.ip, b.port);
+        ops.push(rule(&ep, Rule::Dnat { protocol: new.protocol, backend: *b }));
     }
-    let _ = writeln!(s, "add chain ip {TABLE} {svc}\nflush chain ip {TABLE} {svc}", svc = n.svc);
+    ops.extend([Op::AddChain(n.svc.clone()), Op::FlushChain(n.svc.clone())]);
     for b in &new.backends {
         if let (ep, Some(aff)) = backend_names(key, new, b) {
-            let _ = writeln!(s, "add rule ip {TABLE} {} ip saddr @{aff} goto {ep}", n.svc);
+            ops.push(rule(&n.svc, Rule::StickyGoto { set: aff, chain: ep }));
         }
     }
     // A uniform random pick, one rule per backend: rule i takes 1/(N-i) of what reaches it.
@@ -127,79 +232,95 @@ fn upsert(s: &mut String, key: &str, old: Option<&VirtualService>, new: &Virtual
     for (i, b) in new.backends.iter().enumerate() {
         let ep = backend_names(key, new, b).0;
         if i + 1 < count {
-            let _ = writeln!(s, "add rule ip {TABLE} {} numgen random mod {} == 0 goto {ep}", n.svc, count - i);
+            ops.push(rule(&n.svc, Rule::RandomGoto { modulus: (count - i) as u32, chain: ep }));
         } else {
-            let _ = writeln!(s, "add rule ip {TABLE} {} goto {ep}", n.svc);
+            ops.push(rule(&n.svc, Rule::Goto(ep)));
         }
     }
     if new.node_port.is_some() {
-        let _ = writeln!(s, "add chain ip {TABLE} {ext}\nflush chain ip {TABLE} {ext}", ext = n.ext);
-        let _ = writeln!(s, "add rule ip {TABLE} {} jump mark-masq\nadd rule ip {TABLE} {} goto {}", n.ext, n.ext, n.svc);
+        ops.extend([Op::AddChain(n.ext.clone()), Op::FlushChain(n.ext.clone())]);
+        ops.extend([rule(&n.ext, Rule::Masquerade), rule(&n.ext, Rule::Goto(n.svc.clone()))]);
     }
     if let Some(old) = old {
-        remove_elements(s, old);
+        remove_elements(ops, old);
     }
     if new.backends.is_empty() {
-        let _ = writeln!(s, "add element ip {TABLE} no-endpoints {{ {} : goto reject-svc }}", element(new));
+        ops.push(Op::AddElement { map: VerdictMap::NoEndpoints, key: vip_key(new), chain: "reject-svc".into() });
     } else {
-        let _ = writeln!(s, "add element ip {TABLE} service-ips {{ {} : goto {} }}", element(new), n.svc);
+        ops.push(Op::AddElement { map: VerdictMap::ServiceIps, key: vip_key(new), chain: n.svc.clone() });
         if let Some(np) = new.node_port {
-            let _ = writeln!(s, "add element ip {TABLE} service-nodeports {{ {} . {np} : goto {} }}", new.protocol.name(), n.ext);
+            ops.push(Op::AddElement { map: VerdictMap::NodePorts, key: ElementKey::NodePort { protocol: new.protocol, port: np }, chain: n.ext.clone() });
         }
     }
     if let Some(old) = old {
-        remove_chains(s, key, old, std::slice::from_ref(new));
+        remove_chains(ops, key, old, std::slice::from_ref(new));
     }
 }
 
-fn remove_elements(s: &mut String, old: &VirtualService) {
+fn remove_elements(ops: &mut Vec<Op>, old: &VirtualService) {
     if old.backends.is_empty() {
-        let _ = writeln!(s, "delete element ip {TABLE} no-endpoints {{ {} }}", element(old));
+        ops.push(Op::DeleteElement { map: VerdictMap::NoEndpoints, key: vip_key(old) });
     } else {
-        let _ = writeln!(s, "delete element ip {TABLE} service-ips {{ {} }}", element(old));
+        ops.push(Op::DeleteElement { map: VerdictMap::ServiceIps, key: vip_key(old) });
         if let Some(np) = old.node_port {
-            let _ = writeln!(s, "delete element ip {TABLE} service-nodeports {{ {} . {np} }}", old.protocol.name());
+            ops.push(Op::DeleteElement { map: VerdictMap::NodePorts, key: ElementKey::NodePort { protocol: old.protocol, port: np } });
         }
     }
 }
 
 /// Delete the chains and sets of `old` that `keep` (the replacement, if any) does not use.
-fn remove_chains(s: &mut String, key: &str, old: &VirtualService, keep: &[VirtualService]) {
+fn remove_chains(ops: &mut Vec<Op>, key: &str, old: &VirtualService, keep: &[VirtualService]) {
     let n = names(key);
     let replaced = keep.first();
     if old.node_port.is_some() && replaced.is_none_or(|k| k.node_port.is_none()) {
-        let _ = writeln!(s, "delete chain ip {TABLE} {}", n.ext);
+        ops.push(Op::DeleteChain(n.ext.clone()));
     }
     if replaced.is_none() {
-        let _ = writeln!(s, "delete chain ip {TABLE} {}", n.svc);
+        ops.push(Op::DeleteChain(n.svc.clone()));
     }
     for b in &old.backends {
         let (ep, aff) = backend_names(key, old, b);
         let kept = replaced.map(|k| (k.backends.contains(b), backend_names(key, k, b).1));
         if !kept.as_ref().is_some_and(|(has, _)| *has) {
-            let _ = writeln!(s, "delete chain ip {TABLE} {ep}");
+            ops.push(Op::DeleteChain(ep));
         }
         if let Some(aff) = aff {
             if kept.as_ref().is_none_or(|(has, new_aff)| !has || new_aff.as_deref() != Some(aff.as_str())) {
-                let _ = writeln!(s, "delete set ip {TABLE} {aff}");
+                ops.push(Op::DeleteSet(aff));
             }
         }
     }
 }
 
-/// nftables in the namespace orchd runs in (or through `command`, e.g. `ip netns exec X nft`).
+/// nftables in the namespace orchd runs in (or in a named one, for tests): full syncs
+/// with `nft -f`, changes as netlink batches (`nft_netlink`; see there why).
 pub struct NftablesDataplane {
     command: Vec<String>,
+    netns: Option<String>,
+    socket: Option<NftSocket>,
 }
 
 impl NftablesDataplane {
     pub fn new() -> Self {
-        NftablesDataplane { command: vec!["nft".into()] }
+        NftablesDataplane { command: vec!["nft".into()], netns: None, socket: None }
     }
 
-    /// Run nft through a wrapper command (tests use `ip netns exec NAME nft`).
-    pub fn with_command(command: Vec<String>) -> Self {
-        NftablesDataplane { command }
+    /// Work in network namespace `netns` (`ip netns` name): nft through `ip netns exec`,
+    /// the netlink socket opened there.
+    pub fn in_netns(netns: &str) -> Self {
+        let command = ["ip", "netns", "exec", netns, "nft"].map(String::from).to_vec();
+        NftablesDataplane { command, netns: Some(netns.to_string()), socket: None }
+    }
+
+    /// Apply `ops` through the netlink socket (opened on first use).
+    fn send(&mut self, ops: &[Op]) -> Result<(), DataplaneError> {
+        if self.socket.is_none() {
+            self.socket = Some(match &self.netns {
+                Some(ns) => NftSocket::open_in(ns)?,
+                None => NftSocket::open()?,
+            });
+        }
+        self.socket.as_mut().expect("opened above").apply(ops)
     }
 
     /// Apply one nft script as a single transaction.
@@ -244,16 +365,19 @@ impl Dataplane for NftablesDataplane {
     }
 
     async fn apply(&mut self, changes: &[Change]) -> Result<(), DataplaneError> {
-        if changes.is_empty() {
+        let ops = plan(changes);
+        if ops.is_empty() {
             return Ok(());
         }
-        self.run_script(&change_script(changes)).await
+        if nft_netlink::batch(&ops, 0).len() > nft_netlink::MAX_BATCH {
+            return self.run_script(&script(&ops)).await;
+        }
+        self.send(&ops)
     }
 }
 
 #[cfg(test)]
 mod tests {
-    use super::super::model::Protocol;
     use super::*;
 
     fn vs(backends: &[&str], node_port: Option<u16>, affinity: Option<u32>) -> VirtualService {
