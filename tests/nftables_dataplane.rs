@@ -1,13 +1,13 @@
 //! The nftables dataplane against the real kernel, in a network namespace of its own:
 //! every script the proxy produces (full sync, endpoint changes, affinity, NodePorts,
-//! removal) must be accepted, and the table must hold exactly what the model says.
+//! removal) must be accepted, and the tables must hold exactly what the model says.
 //! Needs root and `nft` (CI runs as root).
 
 use std::collections::BTreeSet;
 use std::process::Command;
 
 use orch::services::model::{self, Backend, Protocol, Table, VirtualService};
-use orch::services::nftables::NftablesDataplane;
+use orch::services::nftables::{plan, shard_table, NftablesDataplane, Op, Step, SHARDS, TABLE};
 use orch::services::Dataplane;
 
 struct Netns(String);
@@ -26,15 +26,23 @@ impl Netns {
         String::from_utf8(out.stdout).unwrap()
     }
 
-    /// Chains and sets of orch's table (names only).
+    /// The whole ruleset as nft lists it.
+    fn ruleset(&self) -> String {
+        self.nft(&["list", "ruleset"])
+    }
+
+    /// Chains, sets and maps of orch's tables, as `table/name`.
     fn objects(&self) -> BTreeSet<String> {
-        self.nft(&["list", "table", "ip", "orch-proxy"])
-            .lines()
-            .filter_map(|l| {
-                let l = l.trim();
-                l.strip_prefix("chain ").or_else(|| l.strip_prefix("set ")).or_else(|| l.strip_prefix("map ")).map(|n| n.trim_end_matches(" {").to_string())
-            })
-            .collect()
+        let mut table = String::new();
+        let mut out = BTreeSet::new();
+        for l in self.ruleset().lines().map(str::trim) {
+            if let Some(t) = l.strip_prefix("table ip ") {
+                table = t.trim_end_matches(" {").to_string();
+            } else if let Some(n) = l.strip_prefix("chain ").or_else(|| l.strip_prefix("set ")).or_else(|| l.strip_prefix("map ")) {
+                out.insert(format!("{table}/{}", n.trim_end_matches(" {")));
+            }
+        }
+        out
     }
 }
 
@@ -67,14 +75,11 @@ fn canonical(listing: &str) -> Vec<String> {
     out
 }
 
-/// The table's own maps and chains, there whatever the services.
-const BASE: [&str; 11] = [
-    "filter-forward", "filter-output", "mark-masq", "no-endpoints", "output", "postrouting", "prerouting", "reject-svc", "service-ips",
-    "service-nodeports", "services",
-];
-
+/// The tables' own maps and chains, there whatever the services.
 fn base() -> BTreeSet<String> {
-    BASE.iter().map(|s| s.to_string()).collect()
+    let main = ["no-endpoints", "postrouting", "filter-forward", "filter-output"].map(|n| format!("{TABLE}/{n}"));
+    let shards = (0..SHARDS).flat_map(|i| ["service-ips", "service-nodeports", "prerouting", "output", "services", "mark-masq"].map(|n| format!("{}/{n}", shard_table(i))));
+    main.into_iter().chain(shards).collect()
 }
 
 #[tokio::test]
@@ -94,7 +99,7 @@ async fn the_kernel_accepts_every_script_and_the_table_follows_the_model() {
     let mut want = Table::from([("default/web:".to_string(), vs("10.96.0.10", &["10.244.0.2", "10.244.1.3"], Some(30080), None))]);
     let changes = step(&mut applied, want.clone());
     dp.apply(&changes).await.unwrap();
-    let listed = ns.nft(&["list", "table", "ip", "orch-proxy"]);
+    let listed = ns.ruleset();
     assert!(listed.contains("10.96.0.10 . tcp . 80 : goto svc-"), "{listed}");
     assert!(listed.contains("tcp . 30080 : goto ext-"));
     assert!(listed.contains("dnat to 10.244.1.3:8080"));
@@ -105,17 +110,18 @@ async fn the_kernel_accepts_every_script_and_the_table_follows_the_model() {
     want.insert("default/empty:".into(), vs("10.96.0.11", &[], None, None));
     let changes = step(&mut applied, want.clone());
     dp.apply(&changes).await.unwrap();
-    let listed = ns.nft(&["list", "table", "ip", "orch-proxy"]);
+    let listed = ns.ruleset();
     assert!(!listed.contains("10.244.0.2"), "the departed backend is gone:\n{listed}");
     assert!(listed.contains("numgen random mod 3"));
-    assert!(listed.contains("10.96.0.11 . tcp . 80 : goto reject-svc"));
+    let no_endpoints = ns.nft(&["list", "set", "ip", TABLE, "no-endpoints"]);
+    assert!(no_endpoints.contains("10.96.0.11 . tcp . 80"), "{no_endpoints}");
     assert_eq!(ns.objects().len(), base().len() + 2 + 3 + 3 + 1, "svc, ext, 3 backends, 3 affinity sets, empty svc chain");
 
     // Affinity timeout change, NodePort dropped: old sets and the ext chain go.
     want.insert("default/web:".into(), vs("10.96.0.10", &["10.244.1.3"], None, Some(120)));
     let changes = step(&mut applied, want.clone());
     dp.apply(&changes).await.unwrap();
-    let listed = ns.nft(&["list", "table", "ip", "orch-proxy"]);
+    let listed = ns.ruleset();
     assert!(!listed.contains("30080") && !listed.contains("-60 {"), "{listed}");
     assert_eq!(ns.objects().len(), base().len() + 1 + 1 + 1 + 1);
 
@@ -160,16 +166,16 @@ async fn netlink_batches_leave_the_table_nft_scripts_leave() {
         applied = next;
         dp.apply(&changes).await.unwrap_or_else(|e| panic!("step {i}: {e}"));
         script_dp.run_script(&orch::services::nftables::change_script(&changes)).await.unwrap();
-        let (got, want) = (a.nft(&["list", "table", "ip", "orch-proxy"]), b.nft(&["list", "table", "ip", "orch-proxy"]));
+        let (got, want) = (a.ruleset(), b.ruleset());
         assert_eq!(canonical(&got), canonical(&want), "step {i}: netlink made\n{got}\nnft made\n{want}");
     }
 
     // A batch the kernel refuses (a chain that does not exist) is an error and changes nothing.
-    let before = a.nft(&["list", "table", "ip", "orch-proxy"]);
+    let before = a.ruleset();
     let bad = model::changes(&Table::new(), &Table::from([("x/y:".to_string(), vs("10.96.0.12", &["10.244.0.9"], None, None))]));
-    let mut ops = orch::services::nftables::plan(&bad);
-    ops.push(orch::services::nftables::Op::DeleteChain("no-such-chain".into()));
+    let mut ops = plan(&bad);
+    ops.push(Step { table: TABLE.into(), op: Op::DeleteChain("no-such-chain".into()) });
     let err = orch::services::nft_netlink::NftSocket::open_in(&a.0).unwrap().apply(&ops).unwrap_err();
     assert!(err.to_string().contains("No such file") && err.to_string().contains("no-such-chain"), "{err}");
-    assert_eq!(a.nft(&["list", "table", "ip", "orch-proxy"]), before);
+    assert_eq!(a.ruleset(), before);
 }

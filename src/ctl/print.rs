@@ -58,7 +58,7 @@ fn columns(kind: &str, wide: bool) -> Vec<&'static str> {
     if wide {
         c.extend(match kind {
             "Pod" => vec!["IP", "NODE"],
-            "Node" => vec!["INTERNAL-IP"],
+            "Node" => vec!["INTERNAL-IP", "PROXY", "PROXY-SYNC"],
             "Deployment" | "ReplicaSet" => vec!["SELECTOR"],
             _ => vec![],
         });
@@ -136,6 +136,16 @@ fn cell(obj: &Value, col: &str, now: DateTime<Utc>) -> String {
             .and_then(|x| x["address"].as_str())
             .unwrap_or("<none>")
             .into(),
+        "PROXY" | "PROXY-SYNC" => {
+            let cond = obj.pointer("/status/conditions").and_then(Value::as_array).and_then(|cs| cs.iter().find(|c| c["type"] == "ServiceProxy"));
+            match (cond, col) {
+                (None, _) => "<none>".into(),
+                (Some(c), "PROXY") if c["status"] == "True" => s(c, "/reason").into(),
+                (Some(c), "PROXY") => format!("{} (not synced)", s(c, "/reason")),
+                (Some(c), _) if c["status"] == "True" => age(s(c, "/lastTransitionTime"), now),
+                (Some(_), _) => "<never>".into(),
+            }
+        }
         "SELECTOR" => obj
             .pointer("/spec/selector/matchLabels")
             .and_then(Value::as_object)
@@ -205,6 +215,21 @@ mod tests {
         let pod = json!({"kind": "Pod", "spec": {"nodeName": "n1"}});
         assert_eq!((cell(&pod, "STATUS", Utc::now()), cell(&pod, "NODE", Utc::now()), cell(&pod, "IP", Utc::now())),
             ("Pending".to_string(), "n1".to_string(), "<none>".to_string()));
+    }
+
+    #[test]
+    fn wide_nodes_show_the_proxy_mode_and_last_sync() {
+        let now: DateTime<Utc> = "2026-01-01T00:01:00Z".parse().unwrap();
+        let node = |status: &str| json!({"kind": "Node", "metadata": {"name": "n1", "creationTimestamp": "2026-01-01T00:00:00Z"},
+            "status": {"addresses": [{"type": "InternalIP", "address": "10.0.0.1"}], "conditions": [
+                {"type": "Ready", "status": "True"},
+                {"type": "ServiceProxy", "status": status, "reason": "nftables", "lastTransitionTime": "2026-01-01T00:00:30Z"}]}});
+        let t = table("Node", &[node("True"), node("False"), json!({"kind": "Node", "metadata": {"name": "bare"}})], true, false, now);
+        let lines: Vec<&str> = t.lines().collect();
+        assert!(lines[0].contains("INTERNAL-IP") && lines[0].contains("PROXY") && lines[0].contains("PROXY-SYNC"), "{t}");
+        assert!(lines[1].contains("10.0.0.1") && lines[1].contains("nftables") && lines[1].contains("30s"), "{t}");
+        assert!(lines[2].contains("nftables (not synced)") && lines[2].contains("<never>"), "{t}");
+        assert!(lines[3].contains("<none>"), "{t}");
     }
 
     #[test]

@@ -12,7 +12,7 @@
 use netlink_sys::{protocols::NETLINK_NETFILTER, Socket};
 
 use super::model::Protocol;
-use super::nftables::{ElementKey, Op, Rule, TABLE};
+use super::nftables::{ElementKey, Op, Rule, Step};
 use super::DataplaneError;
 
 // nfnetlink framing.
@@ -37,20 +37,17 @@ const NFT_MSG_DELSET: u16 = 11;
 const NFT_MSG_NEWSETELEM: u16 = 12;
 const NFT_MSG_DELSETELEM: u16 = 14;
 
-// Attributes: NFTA_CHAIN_*, NFTA_RULE_*, NFTA_SET_*, NFTA_SET_ELEM_LIST_*, NFTA_SET_ELEM_*.
-const NFTA_CHAIN_TABLE: u16 = 1;
+// Attributes: NFTA_CHAIN_*, NFTA_RULE_*, NFTA_SET_*, NFTA_SET_ELEM_LIST_*, NFTA_SET_ELEM_*
+// (attribute 1 of the first four is the table).
 const NFTA_CHAIN_NAME: u16 = 3;
-const NFTA_RULE_TABLE: u16 = 1;
 const NFTA_RULE_CHAIN: u16 = 2;
 const NFTA_RULE_EXPRESSIONS: u16 = 4;
-const NFTA_SET_TABLE: u16 = 1;
 const NFTA_SET_NAME: u16 = 2;
 const NFTA_SET_FLAGS: u16 = 3;
 const NFTA_SET_KEY_TYPE: u16 = 4;
 const NFTA_SET_KEY_LEN: u16 = 5;
 const NFTA_SET_ID: u16 = 10;
 const NFTA_SET_TIMEOUT: u16 = 11;
-const NFTA_SET_ELEM_LIST_TABLE: u16 = 1;
 const NFTA_SET_ELEM_LIST_SET: u16 = 2;
 const NFTA_SET_ELEM_LIST_ELEMENTS: u16 = 3;
 const NFTA_SET_ELEM_KEY: u16 = 1;
@@ -252,13 +249,14 @@ fn message(out: &mut Vec<u8>, ty: u16, flags: u16, seq: u32, family: u8, res_id:
     out.extend_from_slice(&attrs.0);
 }
 
-/// The message type and flags for `op`, with its attributes.
-fn encode(op: &Op, set_id: u32) -> (u16, u16, Buf) {
+/// The message type and flags for `op` in table `table`, with its attributes.
+fn encode(table: &str, op: &Op, set_id: u32) -> (u16, u16, Buf) {
+    const TABLE_ATTR: u16 = 1; // NFTA_{CHAIN,RULE,SET,SET_ELEM_LIST}_TABLE alike
     let mut b = Buf::default();
+    b.str(TABLE_ATTR, table);
     let (msg, flags) = match op {
         Op::AddAffinitySet { name, timeout_s } => {
-            b.str(NFTA_SET_TABLE, TABLE)
-                .str(NFTA_SET_NAME, name)
+            b.str(NFTA_SET_NAME, name)
                 .u32(NFTA_SET_FLAGS, NFT_SET_TIMEOUT | NFT_SET_EVAL)
                 .u32(NFTA_SET_KEY_TYPE, TYPE_IPADDR)
                 .u32(NFTA_SET_KEY_LEN, 4)
@@ -267,56 +265,58 @@ fn encode(op: &Op, set_id: u32) -> (u16, u16, Buf) {
             (NFT_MSG_NEWSET, NLM_F_CREATE)
         }
         Op::AddChain(c) => {
-            b.str(NFTA_CHAIN_TABLE, TABLE).str(NFTA_CHAIN_NAME, c);
+            b.str(NFTA_CHAIN_NAME, c);
             (NFT_MSG_NEWCHAIN, NLM_F_CREATE)
         }
         Op::FlushChain(c) => {
-            b.str(NFTA_RULE_TABLE, TABLE).str(NFTA_RULE_CHAIN, c);
+            b.str(NFTA_RULE_CHAIN, c);
             (NFT_MSG_DELRULE, 0)
         }
         Op::AddRule { chain, rule } => {
-            b.str(NFTA_RULE_TABLE, TABLE).str(NFTA_RULE_CHAIN, chain).nested(NFTA_RULE_EXPRESSIONS, |e| rule_exprs(e, rule));
+            b.str(NFTA_RULE_CHAIN, chain).nested(NFTA_RULE_EXPRESSIONS, |e| rule_exprs(e, rule));
             (NFT_MSG_NEWRULE, NLM_F_CREATE | NLM_F_APPEND)
         }
         Op::AddElement { map, key, chain } => {
-            b.str(NFTA_SET_ELEM_LIST_TABLE, TABLE).str(NFTA_SET_ELEM_LIST_SET, map.name()).nested(NFTA_SET_ELEM_LIST_ELEMENTS, |l| {
+            b.str(NFTA_SET_ELEM_LIST_SET, map.name()).nested(NFTA_SET_ELEM_LIST_ELEMENTS, |l| {
                 l.nested(NFTA_LIST_ELEM, |e| {
                     value(e, NFTA_SET_ELEM_KEY, &key_bytes(key));
-                    verdict(e, NFTA_SET_ELEM_DATA, NFT_GOTO, chain);
+                    if let Some(chain) = chain {
+                        verdict(e, NFTA_SET_ELEM_DATA, NFT_GOTO, chain);
+                    }
                 });
             });
             (NFT_MSG_NEWSETELEM, NLM_F_CREATE)
         }
         Op::DeleteElement { map, key } => {
-            b.str(NFTA_SET_ELEM_LIST_TABLE, TABLE).str(NFTA_SET_ELEM_LIST_SET, map.name()).nested(NFTA_SET_ELEM_LIST_ELEMENTS, |l| {
+            b.str(NFTA_SET_ELEM_LIST_SET, map.name()).nested(NFTA_SET_ELEM_LIST_ELEMENTS, |l| {
                 l.nested(NFTA_LIST_ELEM, |e| value(e, NFTA_SET_ELEM_KEY, &key_bytes(key)));
             });
             (NFT_MSG_DELSETELEM, 0)
         }
         Op::DeleteChain(c) => {
-            b.str(NFTA_CHAIN_TABLE, TABLE).str(NFTA_CHAIN_NAME, c);
+            b.str(NFTA_CHAIN_NAME, c);
             (NFT_MSG_DELCHAIN, 0)
         }
         Op::DeleteSet(set) => {
-            b.str(NFTA_SET_TABLE, TABLE).str(NFTA_SET_NAME, set);
+            b.str(NFTA_SET_NAME, set);
             (NFT_MSG_DELSET, 0)
         }
     };
     ((NFNL_SUBSYS_NFTABLES << 8) | msg, flags, b)
 }
 
-/// `ops` as one batch: BEGIN, one message per op (sequence numbers `first_seq + 1 ..`,
+/// `steps` as one batch: BEGIN, one message per step (sequence numbers `first_seq + 1 ..`,
 /// the last one asking for an acknowledgement), END. Pure.
-pub fn batch(ops: &[Op], first_seq: u32) -> Vec<u8> {
+pub fn batch(steps: &[Step], first_seq: u32) -> Vec<u8> {
     let mut out = Vec::new();
     let none = Buf::default();
     message(&mut out, NFNL_MSG_BATCH_BEGIN, 0, first_seq, 0, NFNL_SUBSYS_NFTABLES, &none);
-    for (i, op) in ops.iter().enumerate() {
-        let (ty, flags, attrs) = encode(op, i as u32 + 1);
-        let ack = if i + 1 == ops.len() { NLM_F_ACK } else { 0 };
+    for (i, step) in steps.iter().enumerate() {
+        let (ty, flags, attrs) = encode(&step.table, &step.op, i as u32 + 1);
+        let ack = if i + 1 == steps.len() { NLM_F_ACK } else { 0 };
         message(&mut out, ty, flags | ack, first_seq + 1 + i as u32, NFPROTO_IPV4, 0, &attrs);
     }
-    message(&mut out, NFNL_MSG_BATCH_END, 0, first_seq + 1 + ops.len() as u32, 0, NFNL_SUBSYS_NFTABLES, &none);
+    message(&mut out, NFNL_MSG_BATCH_END, 0, first_seq + 1 + steps.len() as u32, 0, NFNL_SUBSYS_NFTABLES, &none);
     out
 }
 
@@ -353,18 +353,18 @@ impl NftSocket {
         .map_err(|_| DataplaneError("netns thread panicked".into()))?
     }
 
-    /// Send `ops` as one transaction and read the kernel's answers. The kernel handles a
+    /// Send `steps` as one transaction and read the kernel's answers. The kernel handles a
     /// batch inside the send call, so its errors and the final acknowledgement are already
     /// queued when `send` returns.
-    pub fn apply(&mut self, ops: &[Op]) -> Result<(), DataplaneError> {
-        if ops.is_empty() {
+    pub fn apply(&mut self, steps: &[Step]) -> Result<(), DataplaneError> {
+        if steps.is_empty() {
             return Ok(());
         }
         let first = self.seq;
-        let bytes = batch(ops, first);
-        self.seq = self.seq.wrapping_add(ops.len() as u32 + 2);
+        let bytes = batch(steps, first);
+        self.seq = self.seq.wrapping_add(steps.len() as u32 + 2);
         self.socket.send(&bytes, 0).map_err(|e| DataplaneError(format!("sending nf_tables batch: {e}")))?;
-        let last = first + ops.len() as u32;
+        let last = first + steps.len() as u32;
         let mut acked = false;
         let mut errors = vec![];
         let mut buf = Vec::with_capacity(64 * 1024);
@@ -387,8 +387,9 @@ impl NftSocket {
                     // The failed request's header follows: its sequence number names the op.
                     let seq = u32::from_ne_bytes(buf[at + 28..at + 32].try_into().expect("4 bytes"));
                     if code != 0 {
-                        let op = seq.checked_sub(first + 1).and_then(|i| ops.get(i as usize));
-                        errors.push(format!("{} ({op:?})", std::io::Error::from_raw_os_error(-code)));
+                        let op = seq.checked_sub(first + 1).and_then(|i| steps.get(i as usize));
+                        let what = op.map(|s| format!("{:?} in {}", s.op, s.table)).unwrap_or_default();
+                        errors.push(format!("{} ({what})", std::io::Error::from_raw_os_error(-code)));
                     } else if seq == last {
                         acked = true;
                     }
@@ -430,7 +431,8 @@ mod tests {
 
     #[test]
     fn a_batch_is_framed_by_begin_and_end_and_only_the_last_op_asks_for_an_ack() {
-        let ops = [Op::AddChain("ep-1".into()), Op::FlushChain("ep-1".into()), Op::DeleteChain("ep-0".into())];
+        let step = |op| Step { table: "orch-proxy-03".into(), op };
+        let ops = [step(Op::AddChain("ep-1".into())), step(Op::FlushChain("ep-1".into())), step(Op::DeleteChain("ep-0".into()))];
         let m = messages(&batch(&ops, 100));
         let types: Vec<u16> = m.iter().map(|x| x.0).collect();
         assert_eq!(types, vec![0x10, 0x0a03, 0x0a08, 0x0a05, 0x11]);
@@ -439,9 +441,9 @@ mod tests {
         assert_eq!(m[3].1, NLM_F_REQUEST | NLM_F_ACK);
         // NEWCHAIN: table then name, NUL-terminated and padded.
         let mut want = Buf::default();
-        want.str(1, "orch-proxy").str(3, "ep-1");
+        want.str(1, "orch-proxy-03").str(3, "ep-1");
         assert_eq!(m[1].3, want.0);
-        assert_eq!(&m[1].3[..4], &[15, 0, 1, 0], "len 4 + 'orch-proxy\\0'");
+        assert_eq!(&m[1].3[..4], &[18, 0, 1, 0], "len 4 + 'orch-proxy-03\\0'");
     }
 
     #[test]

@@ -1,5 +1,6 @@
-//! The nftables dataplane: Service VIPs and NodePorts as verdict maps in table
-//! `ip orch-proxy`, one chain per service port picking a backend at random (or by the
+//! The nftables dataplane: Service VIPs and NodePorts as verdict maps in tables
+//! `ip orch-proxy-NN` (services spread over `SHARDS` of them; masquerading and the
+//! no-endpoints set in `ip orch-proxy`), one chain per service port picking a backend at random (or by the
 //! client's address with ClientIP affinity), one chain per backend doing the DNAT. A change
 //! is planned as a list of `Op`s (pure). `NftablesDataplane` pipes full syncs to `nft -f -`
 //! (one atomic transaction, the interface nftables' authors support and kube-proxy's
@@ -15,32 +16,61 @@ use super::model::{Backend, Change, Protocol, Table, VirtualService};
 use super::nft_netlink::{self, NftSocket};
 use super::{Dataplane, DataplaneError};
 
+/// The proxy's main table: masquerading, and rejecting connections to services without
+/// endpoints.
 pub const TABLE: &str = "orch-proxy";
+/// Services are spread over this many tables of their own (`orch-proxy-00` ..), each with
+/// its maps and nat hooks. The kernel re-validates a whole table (every chain reachable
+/// from its base chains) on each commit that adds a jump or goto, so a change costs in
+/// proportion to its shard, not to every service on the node. A new connection's first
+/// packet passes each shard's nat hooks (a map lookup each).
+pub const SHARDS: u8 = 16;
 /// Packet mark asking the postrouting chain to masquerade (hairpin and NodePort traffic).
 const MASQ_MARK: u32 = 0x4000;
 
-/// The table with its maps and base chains, replacing any previous one atomically.
+/// Shard `i`'s table name.
+pub fn shard_table(i: u8) -> String {
+    format!("{TABLE}-{i:02}")
+}
+
+/// The shard a service port (`ns/name:port`) lives in; stable across restarts.
+pub fn shard_of(key: &str) -> u8 {
+    Sha256::digest(key.as_bytes())[0] % SHARDS
+}
+
+/// Every table, replaced atomically: the main table, then each shard with its maps and
+/// base chains.
 fn skeleton() -> String {
-    format!(
+    let mut s = format!(
         "table ip {TABLE}\n\
          delete table ip {TABLE}\n\
          table ip {TABLE} {{\n\
-         \tmap service-ips {{ type ipv4_addr . inet_proto . inet_service : verdict; }}\n\
-         \tmap service-nodeports {{ type inet_proto . inet_service : verdict; }}\n\
-         \tmap no-endpoints {{ type ipv4_addr . inet_proto . inet_service : verdict; }}\n\
-         \tchain prerouting {{ type nat hook prerouting priority dstnat; policy accept; jump services; }}\n\
-         \tchain output {{ type nat hook output priority -100; policy accept; jump services; }}\n\
+         \tset no-endpoints {{ type ipv4_addr . inet_proto . inet_service; }}\n\
          \tchain postrouting {{ type nat hook postrouting priority srcnat; policy accept; meta mark & {MASQ_MARK:#x} == {MASQ_MARK:#x} masquerade; }}\n\
-         \tchain filter-forward {{ type filter hook forward priority filter - 10; policy accept; ct state new ip daddr . meta l4proto . th dport vmap @no-endpoints; }}\n\
-         \tchain filter-output {{ type filter hook output priority filter - 10; policy accept; ct state new ip daddr . meta l4proto . th dport vmap @no-endpoints; }}\n\
-         \tchain services {{\n\
-         \t\tip daddr . meta l4proto . th dport vmap @service-ips\n\
-         \t\tip daddr != 127.0.0.0/8 fib daddr type local meta l4proto . th dport vmap @service-nodeports\n\
-         \t}}\n\
-         \tchain mark-masq {{ meta mark set meta mark | {MASQ_MARK:#x}; }}\n\
-         \tchain reject-svc {{ reject with icmp type host-unreachable; }}\n\
+         \tchain filter-forward {{ type filter hook forward priority filter - 10; policy accept; ct state new ip daddr . meta l4proto . th dport @no-endpoints reject with icmp type host-unreachable; }}\n\
+         \tchain filter-output {{ type filter hook output priority filter - 10; policy accept; ct state new ip daddr . meta l4proto . th dport @no-endpoints reject with icmp type host-unreachable; }}\n\
          }}\n"
-    )
+    );
+    for i in 0..SHARDS {
+        let _ = write!(
+            s,
+            "table ip {t}\n\
+             delete table ip {t}\n\
+             table ip {t} {{\n\
+             \tmap service-ips {{ type ipv4_addr . inet_proto . inet_service : verdict; }}\n\
+             \tmap service-nodeports {{ type inet_proto . inet_service : verdict; }}\n\
+             \tchain prerouting {{ type nat hook prerouting priority dstnat; policy accept; jump services; }}\n\
+             \tchain output {{ type nat hook output priority -100; policy accept; jump services; }}\n\
+             \tchain services {{\n\
+             \t\tip daddr . meta l4proto . th dport vmap @service-ips\n\
+             \t\tip daddr != 127.0.0.0/8 fib daddr type local meta l4proto . th dport vmap @service-nodeports\n\
+             \t}}\n\
+             \tchain mark-masq {{ meta mark set meta mark | {MASQ_MARK:#x}; }}\n\
+             }}\n",
+            t = shard_table(i)
+        );
+    }
+    s
 }
 
 fn short_hash(parts: &[&str]) -> String {
@@ -70,7 +100,7 @@ fn backend_names(key: &str, vs: &VirtualService, b: &Backend) -> (String, Option
     (format!("ep-{h}"), vs.affinity_timeout.map(|t| format!("aff-{h}-{t}")))
 }
 
-/// One of the table's verdict maps.
+/// One of the maps: the shards' verdict maps, or the main table's set.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum VerdictMap {
     ServiceIps,
@@ -114,8 +144,9 @@ pub enum Rule {
     Goto(String),
 }
 
-/// One step of a change to the table. A plan is a list of these, rendered as nft syntax
-/// (`script`) or as nf_tables netlink messages (`nft_netlink`); either way one transaction.
+/// One step of a change, in one table (a `Step`). A plan is a list of steps, rendered as
+/// nft syntax (`script`) or as nf_tables netlink messages (`nft_netlink`); either way one
+/// transaction.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Op {
     /// A set of client addresses with a timeout (ClientIP affinity).
@@ -123,21 +154,32 @@ pub enum Op {
     AddChain(String),
     FlushChain(String),
     AddRule { chain: String, rule: Rule },
-    /// Add `key : goto chain` to `map`.
-    AddElement { map: VerdictMap, key: ElementKey, chain: String },
+    /// Add `key : goto chain` to `map` (just `key` to the no-endpoints set).
+    AddElement { map: VerdictMap, key: ElementKey, chain: Option<String> },
     DeleteElement { map: VerdictMap, key: ElementKey },
     DeleteChain(String),
     DeleteSet(String),
+}
+
+/// An op and the table it applies to.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Step {
+    pub table: String,
+    pub op: Op,
 }
 
 fn vip_key(vs: &VirtualService) -> ElementKey {
     ElementKey::Vip { ip: vs.vip, protocol: vs.protocol, port: vs.port }
 }
 
-/// The steps that apply `changes` to a table holding their `old` sides.
-pub fn plan(changes: &[Change]) -> Vec<Op> {
-    let mut ops = vec![];
+/// The steps that apply `changes` to tables holding their `old` sides.
+pub fn plan(changes: &[Change]) -> Vec<Step> {
+    let mut steps = vec![];
     for c in changes {
+        let key = match c {
+            Change::Upsert { key, .. } | Change::Remove { key, .. } => key,
+        };
+        let mut ops = Ops { shard: shard_table(shard_of(key)), steps: &mut steps };
         match c {
             Change::Upsert { key, old, new } => upsert(&mut ops, key, old.as_ref(), new),
             Change::Remove { key, old } => {
@@ -146,19 +188,40 @@ pub fn plan(changes: &[Change]) -> Vec<Op> {
             }
         }
     }
-    ops
+    steps
 }
 
-/// `ops` in nft syntax.
-pub fn script(ops: &[Op]) -> String {
+/// Steps being planned for one service port: its own objects go to its shard, the
+/// no-endpoints set is the main table's.
+struct Ops<'a> {
+    shard: String,
+    steps: &'a mut Vec<Step>,
+}
+
+impl Ops<'_> {
+    fn push(&mut self, op: Op) {
+        let main = matches!(&op, Op::AddElement { map: VerdictMap::NoEndpoints, .. } | Op::DeleteElement { map: VerdictMap::NoEndpoints, .. });
+        let table = if main { TABLE.to_string() } else { self.shard.clone() };
+        self.steps.push(Step { table, op });
+    }
+
+    fn extend(&mut self, ops: impl IntoIterator<Item = Op>) {
+        for op in ops {
+            self.push(op);
+        }
+    }
+}
+
+/// `steps` in nft syntax.
+pub fn script(steps: &[Step]) -> String {
     let mut s = String::new();
-    for op in ops {
+    for Step { table: t, op } in steps {
         let _ = match op {
             Op::AddAffinitySet { name, timeout_s } => {
-                writeln!(s, "add set ip {TABLE} {name} {{ type ipv4_addr; flags dynamic,timeout; timeout {timeout_s}s; }}")
+                writeln!(s, "add set ip {t} {name} {{ type ipv4_addr; flags dynamic,timeout; timeout {timeout_s}s; }}")
             }
-            Op::AddChain(c) => writeln!(s, "add chain ip {TABLE} {c}"),
-            Op::FlushChain(c) => writeln!(s, "flush chain ip {TABLE} {c}"),
+            Op::AddChain(c) => writeln!(s, "add chain ip {t} {c}"),
+            Op::FlushChain(c) => writeln!(s, "flush chain ip {t} {c}"),
             Op::AddRule { chain, rule } => {
                 let r = match rule {
                     Rule::MasqueradeFrom(ip) => format!("ip saddr {ip} jump mark-masq"),
@@ -169,12 +232,13 @@ pub fn script(ops: &[Op]) -> String {
                     Rule::RandomGoto { modulus, chain } => format!("numgen random mod {modulus} == 0 goto {chain}"),
                     Rule::Goto(c) => format!("goto {c}"),
                 };
-                writeln!(s, "add rule ip {TABLE} {chain} {r}")
+                writeln!(s, "add rule ip {t} {chain} {r}")
             }
-            Op::AddElement { map, key, chain } => writeln!(s, "add element ip {TABLE} {} {{ {} : goto {chain} }}", map.name(), key_text(key)),
-            Op::DeleteElement { map, key } => writeln!(s, "delete element ip {TABLE} {} {{ {} }}", map.name(), key_text(key)),
-            Op::DeleteChain(c) => writeln!(s, "delete chain ip {TABLE} {c}"),
-            Op::DeleteSet(set) => writeln!(s, "delete set ip {TABLE} {set}"),
+            Op::AddElement { map, key, chain: Some(chain) } => writeln!(s, "add element ip {t} {} {{ {} : goto {chain} }}", map.name(), key_text(key)),
+            Op::AddElement { map, key, chain: None } => writeln!(s, "add element ip {t} {} {{ {} }}", map.name(), key_text(key)),
+            Op::DeleteElement { map, key } => writeln!(s, "delete element ip {t} {} {{ {} }}", map.name(), key_text(key)),
+            Op::DeleteChain(c) => writeln!(s, "delete chain ip {t} {c}"),
+            Op::DeleteSet(set) => writeln!(s, "delete set ip {t} {set}"),
         };
     }
     s
@@ -194,14 +258,14 @@ pub fn change_script(changes: &[Change]) -> String {
 
 /// The whole table for `table`, from scratch.
 pub fn full_script(table: &Table) -> String {
-    let mut ops = vec![];
+    let mut steps = vec![];
     for (key, vs) in table {
-        upsert(&mut ops, key, None, vs);
+        upsert(&mut Ops { shard: shard_table(shard_of(key)), steps: &mut steps }, key, None, vs);
     }
-    skeleton() + &script(&ops)
+    skeleton() + &script(&steps)
 }
 
-fn upsert(ops: &mut Vec<Op>, key: &str, old: Option<&VirtualService>, new: &VirtualService) {
+fn upsert(ops: &mut Ops, key: &str, old: Option<&VirtualService>, new: &VirtualService) {
     let n = names(key);
     let rule = |chain: &str, rule: Rule| Op::AddRule { chain: chain.to_string(), rule };
     // Backend chains first: the service chain refers to them.
@@ -245,11 +309,11 @@ fn upsert(ops: &mut Vec<Op>, key: &str, old: Option<&VirtualService>, new: &Virt
         remove_elements(ops, old);
     }
     if new.backends.is_empty() {
-        ops.push(Op::AddElement { map: VerdictMap::NoEndpoints, key: vip_key(new), chain: "reject-svc".into() });
+        ops.push(Op::AddElement { map: VerdictMap::NoEndpoints, key: vip_key(new), chain: None });
     } else {
-        ops.push(Op::AddElement { map: VerdictMap::ServiceIps, key: vip_key(new), chain: n.svc.clone() });
+        ops.push(Op::AddElement { map: VerdictMap::ServiceIps, key: vip_key(new), chain: Some(n.svc.clone()) });
         if let Some(np) = new.node_port {
-            ops.push(Op::AddElement { map: VerdictMap::NodePorts, key: ElementKey::NodePort { protocol: new.protocol, port: np }, chain: n.ext.clone() });
+            ops.push(Op::AddElement { map: VerdictMap::NodePorts, key: ElementKey::NodePort { protocol: new.protocol, port: np }, chain: Some(n.ext.clone()) });
         }
     }
     if let Some(old) = old {
@@ -257,7 +321,7 @@ fn upsert(ops: &mut Vec<Op>, key: &str, old: Option<&VirtualService>, new: &Virt
     }
 }
 
-fn remove_elements(ops: &mut Vec<Op>, old: &VirtualService) {
+fn remove_elements(ops: &mut Ops, old: &VirtualService) {
     if old.backends.is_empty() {
         ops.push(Op::DeleteElement { map: VerdictMap::NoEndpoints, key: vip_key(old) });
     } else {
@@ -269,7 +333,7 @@ fn remove_elements(ops: &mut Vec<Op>, old: &VirtualService) {
 }
 
 /// Delete the chains and sets of `old` that `keep` (the replacement, if any) does not use.
-fn remove_chains(ops: &mut Vec<Op>, key: &str, old: &VirtualService, keep: &[VirtualService]) {
+fn remove_chains(ops: &mut Ops, key: &str, old: &VirtualService, keep: &[VirtualService]) {
     let n = names(key);
     let replaced = keep.first();
     if old.node_port.is_some() && replaced.is_none_or(|k| k.node_port.is_none()) {
@@ -312,15 +376,15 @@ impl NftablesDataplane {
         NftablesDataplane { command, netns: Some(netns.to_string()), socket: None }
     }
 
-    /// Apply `ops` through the netlink socket (opened on first use).
-    fn send(&mut self, ops: &[Op]) -> Result<(), DataplaneError> {
+    /// Apply `steps` through the netlink socket (opened on first use).
+    fn send(&mut self, steps: &[Step]) -> Result<(), DataplaneError> {
         if self.socket.is_none() {
             self.socket = Some(match &self.netns {
                 Some(ns) => NftSocket::open_in(ns)?,
                 None => NftSocket::open()?,
             });
         }
-        self.socket.as_mut().expect("opened above").apply(ops)
+        self.socket.as_mut().expect("opened above").apply(steps)
     }
 
     /// Apply one nft script as a single transaction.
@@ -345,7 +409,11 @@ impl NftablesDataplane {
 
     /// Remove the table (when the proxy role ends for good, and in tests).
     pub async fn remove(&self) -> Result<(), DataplaneError> {
-        self.run_script(&format!("table ip {TABLE}\ndelete table ip {TABLE}\n")).await
+        let mut script = String::new();
+        for t in std::iter::once(TABLE.to_string()).chain((0..SHARDS).map(shard_table)) {
+            let _ = writeln!(script, "table ip {t}\ndelete table ip {t}");
+        }
+        self.run_script(&script).await
     }
 }
 
@@ -365,14 +433,14 @@ impl Dataplane for NftablesDataplane {
     }
 
     async fn apply(&mut self, changes: &[Change]) -> Result<(), DataplaneError> {
-        let ops = plan(changes);
-        if ops.is_empty() {
+        let steps = plan(changes);
+        if steps.is_empty() {
             return Ok(());
         }
-        if nft_netlink::batch(&ops, 0).len() > nft_netlink::MAX_BATCH {
-            return self.run_script(&script(&ops)).await;
+        if nft_netlink::batch(&steps, 0).len() > nft_netlink::MAX_BATCH {
+            return self.run_script(&script(&steps)).await;
         }
-        self.send(&ops)
+        self.send(&steps)
     }
 }
 
@@ -391,25 +459,31 @@ mod tests {
         }
     }
 
+    /// The script for `changes` (all of one service port), its shard's name as `SHARD`.
+    fn shard_script(changes: &[Change]) -> String {
+        let (Change::Upsert { key, .. } | Change::Remove { key, .. }) = &changes[0];
+        change_script(changes).replace(&format!("ip {} ", shard_table(shard_of(key))), "ip SHARD ")
+    }
+
     fn lines(s: &str) -> Vec<&str> {
         s.lines().collect()
     }
 
     #[test]
     fn a_new_service_gets_backend_chains_a_random_pick_and_its_map_elements() {
-        let s = change_script(&[Change::Upsert { key: "default/web:".into(), old: None, new: vs(&["10.244.0.2", "10.244.1.3"], Some(30080), None) }]);
+        let s = shard_script(&[Change::Upsert { key: "default/web:".into(), old: None, new: vs(&["10.244.0.2", "10.244.1.3"], Some(30080), None) }]);
         let n = names("default/web:");
         let (ep0, _) = backend_names("default/web:", &vs(&[], None, None), &Backend { ip: "10.244.0.2".parse().unwrap(), port: 8080 });
-        assert!(s.contains(&format!("add rule ip orch-proxy {ep0} ip saddr 10.244.0.2 jump mark-masq\n")), "{s}");
-        assert!(s.contains(&format!("add rule ip orch-proxy {ep0} meta l4proto tcp dnat to 10.244.0.2:8080\n")));
+        assert!(s.contains(&format!("add rule ip SHARD {ep0} ip saddr 10.244.0.2 jump mark-masq\n")), "{s}");
+        assert!(s.contains(&format!("add rule ip SHARD {ep0} meta l4proto tcp dnat to 10.244.0.2:8080\n")));
         assert!(s.contains(&format!("numgen random mod 2 == 0 goto {ep0}\n")), "{s}");
-        assert!(s.contains(&format!("add rule ip orch-proxy {} goto ep-", n.svc)));
-        assert!(s.contains(&format!("add element ip orch-proxy service-ips {{ 10.96.0.10 . tcp . 80 : goto {} }}", n.svc)));
-        assert!(s.contains(&format!("add element ip orch-proxy service-nodeports {{ tcp . 30080 : goto {} }}", n.ext)));
+        assert!(s.contains(&format!("add rule ip SHARD {} goto ep-", n.svc)));
+        assert!(s.contains(&format!("add element ip SHARD service-ips {{ 10.96.0.10 . tcp . 80 : goto {} }}", n.svc)));
+        assert!(s.contains(&format!("add element ip SHARD service-nodeports {{ tcp . 30080 : goto {} }}", n.ext)));
         // Chains are defined before the rules and elements that jump to them.
         let pos = |needle: &str| s.find(needle).unwrap();
-        assert!(pos(&format!("add chain ip orch-proxy {ep0}")) < pos("numgen"));
-        assert!(pos(&format!("add chain ip orch-proxy {}", n.ext)) < pos("service-nodeports"));
+        assert!(pos(&format!("add chain ip SHARD {ep0}")) < pos("numgen"));
+        assert!(pos(&format!("add chain ip SHARD {}", n.ext)) < pos("service-nodeports"));
         assert!(!s.contains("delete"));
     }
 
@@ -417,50 +491,54 @@ mod tests {
     fn an_endpoint_change_touches_only_that_service_and_deletes_what_left() {
         let old = vs(&["10.244.0.2", "10.244.1.3"], None, None);
         let new = vs(&["10.244.1.3", "10.244.2.4"], None, None);
-        let s = change_script(&[Change::Upsert { key: "default/web:".into(), old: Some(old.clone()), new }]);
+        let s = shard_script(&[Change::Upsert { key: "default/web:".into(), old: Some(old.clone()), new }]);
         let (gone, _) = backend_names("default/web:", &old, &old.backends[0]);
         let l = lines(&s);
-        assert_eq!(l.iter().filter(|l| l.starts_with("delete chain")).collect::<Vec<_>>(), vec![&format!("delete chain ip orch-proxy {gone}").as_str()]);
+        assert_eq!(l.iter().filter(|l| l.starts_with("delete chain")).collect::<Vec<_>>(), vec![&format!("delete chain ip SHARD {gone}").as_str()]);
         // The old element goes before the new one is added, and the gone chain only after
         // the service chain stopped jumping to it.
         let pos = |needle: &str| s.find(needle).unwrap();
-        assert!(pos("delete element ip orch-proxy service-ips") < pos("add element ip orch-proxy service-ips"));
-        assert!(pos("numgen") < pos(&format!("delete chain ip orch-proxy {gone}")));
+        assert!(pos("delete element ip SHARD service-ips") < pos("add element ip SHARD service-ips"));
+        assert!(pos("numgen") < pos(&format!("delete chain ip SHARD {gone}")));
     }
 
     #[test]
     fn services_without_endpoints_reject_and_removal_cleans_up() {
         let empty = vs(&[], Some(30080), Some(60));
-        let s = change_script(&[Change::Upsert { key: "k".into(), old: None, new: empty.clone() }]);
-        assert!(s.contains("add element ip orch-proxy no-endpoints { 10.96.0.10 . tcp . 80 : goto reject-svc }"));
+        let s = shard_script(&[Change::Upsert { key: "k".into(), old: None, new: empty.clone() }]);
+        assert!(s.contains("add element ip orch-proxy no-endpoints { 10.96.0.10 . tcp . 80 }"));
         assert!(!s.contains("service-ips"));
         let sticky = vs(&["10.244.0.9"], Some(30080), Some(60));
-        let s = change_script(&[Change::Upsert { key: "k".into(), old: Some(empty), new: sticky.clone() }]);
+        let s = shard_script(&[Change::Upsert { key: "k".into(), old: Some(empty), new: sticky.clone() }]);
         assert!(s.contains("delete element ip orch-proxy no-endpoints { 10.96.0.10 . tcp . 80 }"));
         let (ep, aff) = backend_names("k", &sticky, &sticky.backends[0]);
         let aff = aff.unwrap();
         assert!(aff.ends_with("-60"));
-        assert!(s.contains(&format!("add set ip orch-proxy {aff} {{ type ipv4_addr; flags dynamic,timeout; timeout 60s; }}")));
+        assert!(s.contains(&format!("add set ip SHARD {aff} {{ type ipv4_addr; flags dynamic,timeout; timeout 60s; }}")));
         assert!(s.contains(&format!("ip saddr @{aff} goto {ep}")));
-        let s = change_script(&[Change::Remove { key: "k".into(), old: sticky }]);
+        let s = shard_script(&[Change::Remove { key: "k".into(), old: sticky }]);
         let n = names("k");
         for want in [
-            "delete element ip orch-proxy service-ips { 10.96.0.10 . tcp . 80 }".to_string(),
-            "delete element ip orch-proxy service-nodeports { tcp . 30080 }".to_string(),
-            format!("delete chain ip orch-proxy {}", n.ext),
-            format!("delete chain ip orch-proxy {}", n.svc),
-            format!("delete chain ip orch-proxy {ep}"),
-            format!("delete set ip orch-proxy {aff}"),
+            "delete element ip SHARD service-ips { 10.96.0.10 . tcp . 80 }".to_string(),
+            "delete element ip SHARD service-nodeports { tcp . 30080 }".to_string(),
+            format!("delete chain ip SHARD {}", n.ext),
+            format!("delete chain ip SHARD {}", n.svc),
+            format!("delete chain ip SHARD {ep}"),
+            format!("delete set ip SHARD {aff}"),
         ] {
             assert!(lines(&s).contains(&want.as_str()), "missing {want:?} in\n{s}");
         }
     }
 
     #[test]
-    fn a_full_sync_replaces_the_table_atomically() {
+    fn a_full_sync_replaces_every_table_atomically() {
         let table = Table::from([("default/web:".to_string(), vs(&["10.244.0.2"], None, None))]);
         let s = full_script(&table);
         assert!(s.starts_with("table ip orch-proxy\ndelete table ip orch-proxy\ntable ip orch-proxy {"));
-        assert!(s.contains("add element ip orch-proxy service-ips"));
+        assert!(s.contains(&format!("add element ip {} service-ips", shard_table(shard_of("default/web:")))));
+        for i in 0..SHARDS {
+            let t = shard_table(i);
+            assert!(s.contains(&format!("delete table ip {t}\ntable ip {t} {{\n\tmap service-ips")), "shard {i} remade");
+        }
     }
 }
