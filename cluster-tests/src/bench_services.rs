@@ -127,7 +127,7 @@ async fn propagation(c: &Cluster, services: usize, changes: usize) -> anyhow::Re
         let rev: u64 = e["metadata"]["resourceVersion"].as_str().and_then(|r| r.parse().ok()).context("resourceVersion")?;
         let (took, node_steps) = converged(c, rev, started, Duration::from_secs(30)).await?;
         times.push(took);
-        steps.extend(node_steps.into_iter().map(|us| Duration::from_micros(us)));
+        steps.extend(node_steps.into_iter().map(Duration::from_micros));
     }
     let s = summarize("steps", steps);
     Ok(Propagation { services, latency: summarize(&format!("{services} services"), times), proxy_step_p50_ms: s.p50_ms, proxy_step_p99_ms: s.p99_ms })

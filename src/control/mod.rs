@@ -4,9 +4,11 @@
 //! controller is a pure decision function plus a thin loop in its own module; loops read
 //! through informers (`informer.rs`), local copies kept current by watches.
 
+pub mod daemonset;
 pub mod deployment;
 pub mod endpoints;
 pub mod informer;
+pub mod job;
 pub mod owners;
 pub mod podcidr;
 pub mod replicaset;
@@ -43,6 +45,8 @@ pub async fn run(store: ObjectStore, cfg: ControlConfig) {
             tasks.spawn(scheduler::run(fenced.clone(), cfg.clone()));
             tasks.spawn(replicaset::run(fenced.clone(), cfg.clone()));
             tasks.spawn(deployment::run(fenced.clone(), cfg.clone()));
+            tasks.spawn(job::run(fenced.clone(), cfg.clone()));
+            tasks.spawn(daemonset::run(fenced.clone(), cfg.clone()));
             tasks.spawn(endpoints::run(fenced, cfg.clone()));
         }
         if leadership.changed().await.is_err() {
