@@ -25,7 +25,9 @@ async fn pending_pods_are_placed_spread_and_explained() {
     let c = Cluster::start_opts(1, 2, Options { containerd: true, ..Default::default() }).await.expect("cluster starts");
     load_busybox(&c, 0).unwrap();
 
-    let owner = json!([{"apiVersion": "apps/v1", "kind": "ReplicaSet", "name": "web", "uid": "5c1f0000-0000-4000-8000-000000000001", "controller": true}]);
+    // An owner of a kind the garbage collector leaves alone (it collects the dependents of
+    // missing workload objects): the scheduler spreads by controller uid, whatever the kind.
+    let owner = json!([{"apiVersion": "example.com/v1", "kind": "Spreader", "name": "web", "uid": "5c1f0000-0000-4000-8000-000000000001", "controller": true}]);
     for i in 0..9 {
         let mut p = unbound(&format!("web-{i}"));
         p["metadata"]["ownerReferences"] = owner.clone();

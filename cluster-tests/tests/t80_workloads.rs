@@ -107,3 +107,45 @@ async fn a_daemonset_runs_one_pod_per_qualifying_node_and_follows_the_nodes() {
     })
     .await;
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn deleting_an_owner_takes_its_pods_unless_they_are_orphaned() {
+    let c = Cluster::start_opts(1, 2, Options { containerd: true, ..Default::default() }).await.expect("cluster starts");
+    load_busybox(&c, 0).unwrap();
+    let rs = |name: &str| json!({"apiVersion": "apps/v1", "kind": "ReplicaSet", "metadata": {"name": name, "namespace": "default"},
+        "spec": {"replicas": 2, "selector": {"matchLabels": {"app": name}}, "template": {"metadata": {"labels": {"app": name}},
+            "spec": {"terminationGracePeriodSeconds": 1, "containers": [container("app", "exec sleep 3600")]}}}});
+    let rs_url = |name: &str| c.url(0, &format!("/apis/apps/v1/namespaces/default/replicasets/{name}"));
+    let mut uids = vec![];
+    for name in ["kept", "gone"] {
+        let created = c.client.json(Method::POST, &c.url(0, "/apis/apps/v1/namespaces/default/replicasets"), Some(&rs(name))).await.unwrap();
+        uids.push(created["metadata"]["uid"].as_str().unwrap().to_string());
+    }
+    for uid in &uids {
+        until(Duration::from_secs(60), "two running pods", || async {
+            let pods = owned_pods(&c, uid).await;
+            ((pods.len() == 2 && pods.iter().all(all_running)).then_some(()), format!("{} pods", pods.len()))
+        })
+        .await;
+    }
+    let kept: BTreeSet<String> = owned_pods(&c, &uids[0]).await.iter().map(|p| p["metadata"]["name"].as_str().unwrap().to_string()).collect();
+
+    // Orphan: the pods stay, without the reference.
+    let orphan = json!({"kind": "DeleteOptions", "apiVersion": "v1", "propagationPolicy": "Orphan"});
+    c.client.json(Method::DELETE, &rs_url("kept"), Some(&orphan)).await.unwrap();
+    // Background (the default): the collector deletes the pods.
+    c.client.json(Method::DELETE, &rs_url("gone"), None).await.unwrap();
+    until(Duration::from_secs(60), "the deleted ReplicaSet's pods gone", || async {
+        let left = owned_pods(&c, &uids[1]).await;
+        let live = left.iter().filter(|p| p["metadata"]["deletionTimestamp"].is_null()).count();
+        ((live == 0).then_some(()), format!("{live} live pods of 'gone'"))
+    })
+    .await;
+    let list = c.client.json(Method::GET, &c.url(1, "/api/v1/namespaces/default/pods?labelSelector=app%3Dkept"), None).await.unwrap();
+    let items = list["items"].as_array().unwrap();
+    let names: BTreeSet<String> = items.iter().map(|p| p["metadata"]["name"].as_str().unwrap().to_string()).collect();
+    assert_eq!(names, kept, "orphaned pods stay");
+    assert!(items.iter().all(|p| p["metadata"]["ownerReferences"].as_array().is_none_or(|r| r.is_empty()) && p["metadata"]["deletionTimestamp"].is_null()));
+    let bad = c.client.json(Method::DELETE, &c.url(0, "/api/v1/namespaces/default/pods/x?propagationPolicy=Sideways"), None).await.unwrap_err();
+    assert!(bad.to_string().contains("propagationPolicy"), "{bad}");
+}

@@ -10,6 +10,7 @@ use axum::http::{header, HeaderMap, Method, StatusCode};
 use axum::response::{IntoResponse, Response};
 use serde_json::{json, Value};
 
+use super::cascade;
 use super::object::{self, FieldSelector, Selector, MAX_BODY_BYTES};
 use super::resources::{self, Resource};
 use super::status::ApiError;
@@ -150,6 +151,12 @@ async fn handle(
                 Some(g) => Some(g.parse::<i64>().map_err(|_| ApiError::bad_request(format!("gracePeriodSeconds {g:?} is not a number")))?),
                 None => opts.get("gracePeriodSeconds").and_then(Value::as_i64),
             };
+            let policy = cascade::Propagation::parse(q.get("propagationPolicy").map(String::as_str), &opts)?;
+            if policy != cascade::Propagation::Background {
+                // Marked first, so its controller stops replacing what is taken from it.
+                let owner = store.mark_deleting(t.res, ns, name).await?;
+                cascade::before_delete(store, t.res, ns, &owner, policy).await?;
+            }
             Ok(json_response(StatusCode::OK, &store.delete_gracefully(t.res, ns, name, expected, grace).await?))
         }
         (m, _) => Err(ApiError::new(405, "MethodNotAllowed", format!("{m} is not supported on this path"))),

@@ -1,6 +1,7 @@
 //! The Kubernetes-shaped HTTP API a head serves: resource paths, discovery, watch, and
 //! orch's own endpoints (CA certificate, cluster status, health, metrics).
 
+pub mod cascade;
 pub mod discovery;
 pub mod handlers;
 pub mod object;

@@ -291,6 +291,21 @@ impl ObjectStore {
         Err(ApiError::conflict(format!("{} is changing too fast; try again", what(res, ns, name))))
     }
 
+    /// Mark an object as being deleted (deletionTimestamp now), so its controller stops
+    /// acting for it while its dependents are orphaned or deleted first.
+    pub async fn mark_deleting(&self, res: &Resource, ns: Option<&str>, name: &str) -> Result<Value, ApiError> {
+        let now = self.clock.now_rfc3339();
+        let mark = |cur: &Value| {
+            let mut next = cur.clone();
+            if next["metadata"]["deletionTimestamp"].is_null() {
+                next["metadata"]["deletionTimestamp"] = Value::String(now.clone());
+                next["metadata"]["deletionGracePeriodSeconds"] = Value::from(0);
+            }
+            Ok(next)
+        };
+        self.modify(res, ns, name, None, mark, true).await
+    }
+
     /// DELETE as the API serves it: a pod bound to a node is only marked (deletionTimestamp,
     /// deletionGracePeriodSeconds) so its kubelet can stop it gracefully and then remove it;
     /// everything else, and a pod deleted with grace 0, is removed at once.

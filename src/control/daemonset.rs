@@ -83,7 +83,10 @@ pub fn reconcile(ds: &Value, nodes: &[Value], pods: &[Value], names: &mut dyn Fn
     let pod_name = |p: &Value| p["metadata"]["name"].as_str().unwrap_or_default().to_string();
     let delete = |p: &Value| Action::Delete { namespace: ns.into(), name: pod_name(p) };
     let mut actions = vec![];
-    let deleting = !meta["deletionTimestamp"].is_null();
+    if !meta["deletionTimestamp"].is_null() {
+        // Being deleted: its pods are the garbage collector's (or orphaned), not ours.
+        return actions;
+    }
     let create = |node: &str, names: &mut dyn FnMut() -> String| {
         let mut labels = template["metadata"]["labels"].as_object().cloned().unwrap_or_default();
         labels.insert(HASH_LABEL.into(), json!(hash));
@@ -103,14 +106,11 @@ pub fn reconcile(ds: &Value, nodes: &[Value], pods: &[Value], names: &mut dyn Fn
 
     // Pods on nodes that left or no longer qualify go; extra pods on one node go.
     for (node, ps) in &by_node {
-        if deleting || !wanted.contains(node) {
+        if !wanted.contains(node) {
             actions.extend(ps.iter().map(|p| delete(p)));
         } else {
             actions.extend(ps.iter().skip(1).map(|p| delete(p)));
         }
-    }
-    if deleting {
-        return actions;
     }
     // Nodes without a pod get one.
     for node in wanted.iter().filter(|n| !by_node.contains_key(*n)) {

@@ -7,6 +7,7 @@
 pub mod daemonset;
 pub mod deployment;
 pub mod endpoints;
+pub mod gc;
 pub mod informer;
 pub mod job;
 pub mod owners;
@@ -47,6 +48,7 @@ pub async fn run(store: ObjectStore, cfg: ControlConfig) {
             tasks.spawn(deployment::run(fenced.clone(), cfg.clone()));
             tasks.spawn(job::run(fenced.clone(), cfg.clone()));
             tasks.spawn(daemonset::run(fenced.clone(), cfg.clone()));
+            tasks.spawn(gc::run(fenced.clone(), cfg.clone()));
             tasks.spawn(endpoints::run(fenced, cfg.clone()));
         }
         if leadership.changed().await.is_err() {
