@@ -149,3 +149,53 @@ async fn deleting_an_owner_takes_its_pods_unless_they_are_orphaned() {
     let bad = c.client.json(Method::DELETE, &c.url(0, "/api/v1/namespaces/default/pods/x?propagationPolicy=Sideways"), None).await.unwrap_err();
     assert!(bad.to_string().contains("propagationPolicy"), "{bad}");
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_statefulset_starts_its_pods_in_order_and_removes_them_from_the_top() {
+    let c = Cluster::start_opts(1, 2, Options { containerd: true, ..Default::default() }).await.expect("cluster starts");
+    load_busybox(&c, 0).unwrap();
+    // Ready one second after start, so the order is visible.
+    let app = json!({"name": "app", "image": cluster_tests::pods::IMAGE, "command": ["sh", "-c", "sleep 1; touch /tmp/ready; exec sleep 3600"],
+        "readinessProbe": {"exec": {"command": ["cat", "/tmp/ready"]}, "periodSeconds": 1}});
+    let sts = json!({"apiVersion": "apps/v1", "kind": "StatefulSet", "metadata": {"name": "web", "namespace": "default"},
+        "spec": {"replicas": 3, "serviceName": "web", "selector": {"matchLabels": {"app": "web"}},
+            "template": {"metadata": {"labels": {"app": "web"}}, "spec": {"terminationGracePeriodSeconds": 1, "containers": [app]}}}});
+    let created = c.client.json(Method::POST, &c.url(0, "/apis/apps/v1/namespaces/default/statefulsets"), Some(&sts)).await.unwrap();
+    let uid = created["metadata"]["uid"].as_str().unwrap().to_string();
+    let pods = until(Duration::from_secs(90), "web-0, web-1, web-2 ready", || async {
+        let pods = owned_pods(&c, &uid).await;
+        let ready = pods.iter().filter(|p| p["status"]["conditions"].as_array().is_some_and(|cs| cs.iter().any(|c| c["type"] == "Ready" && c["status"] == "True"))).count();
+        ((ready == 3).then(|| pods.clone()), format!("{} pods, {ready} ready", pods.len()))
+    })
+    .await;
+    let created_at = |i: usize| -> String {
+        let p = pods.iter().find(|p| p["metadata"]["name"] == format!("web-{i}").as_str()).unwrap_or_else(|| panic!("web-{i}"));
+        assert_eq!(p["spec"]["hostname"], format!("web-{i}").as_str());
+        p["metadata"]["creationTimestamp"].as_str().unwrap().to_string()
+    };
+    let ready_at = |i: usize| -> String {
+        let p = pods.iter().find(|p| p["metadata"]["name"] == format!("web-{i}").as_str()).unwrap();
+        let cs = p["status"]["conditions"].as_array().unwrap();
+        cs.iter().find(|c| c["type"] == "Ready").unwrap()["lastTransitionTime"].as_str().unwrap().to_string()
+    };
+    // Each pod was created no earlier than its predecessor became ready (RFC 3339 in UTC
+    // sorts as text).
+    for i in 1..3 {
+        assert!(created_at(i) >= ready_at(i - 1), "web-{i} created {} before web-{} was ready {}", created_at(i), i - 1, ready_at(i - 1));
+    }
+
+    // Scale to 1: web-2 goes before web-1, and web-0 stays.
+    let url = c.url(1, "/apis/apps/v1/namespaces/default/statefulsets/web");
+    c.client.json_as(Method::PATCH, &url, Some(&json!({"spec": {"replicas": 1}})), "application/merge-patch+json").await.unwrap();
+    // At every look: web-1 is not being removed while web-2 still exists.
+    until(Duration::from_secs(60), "only web-0 left", || async {
+        let pods = owned_pods(&c, &uid).await;
+        let state = |n: &str| pods.iter().find(|p| p["metadata"]["name"] == n).map(|p| p["metadata"]["deletionTimestamp"].is_null());
+        let (web1, web2) = (state("web-1"), state("web-2"));
+        assert!(!(web1 != Some(true) && web2.is_some()), "web-1 removed (live: {web1:?}) while web-2 exists (live: {web2:?})");
+        assert_eq!(state("web-0"), Some(true), "web-0 stays");
+        let names: BTreeSet<String> = pods.iter().map(|p| p["metadata"]["name"].as_str().unwrap().to_string()).collect();
+        ((names == BTreeSet::from(["web-0".to_string()])).then_some(()), format!("{names:?}"))
+    })
+    .await;
+}

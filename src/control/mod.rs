@@ -14,6 +14,7 @@ pub mod owners;
 pub mod podcidr;
 pub mod replicaset;
 pub mod scheduler;
+pub mod statefulset;
 
 use std::time::Duration;
 
@@ -49,6 +50,7 @@ pub async fn run(store: ObjectStore, cfg: ControlConfig) {
             tasks.spawn(job::run(fenced.clone(), cfg.clone()));
             tasks.spawn(daemonset::run(fenced.clone(), cfg.clone()));
             tasks.spawn(gc::run(fenced.clone(), cfg.clone()));
+            tasks.spawn(statefulset::run(fenced.clone(), cfg.clone()));
             tasks.spawn(endpoints::run(fenced, cfg.clone()));
         }
         if leadership.changed().await.is_err() {
