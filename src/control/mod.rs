@@ -10,6 +10,7 @@ pub mod endpoints;
 pub mod gc;
 pub mod informer;
 pub mod job;
+pub mod nodelifecycle;
 pub mod owners;
 pub mod podcidr;
 pub mod replicaset;
@@ -32,6 +33,10 @@ pub struct ControlConfig {
     pub node_cidr_prefix: u8,
     /// How often level-triggered controllers look again without a change.
     pub resync: Duration,
+    /// Heartbeat silence before a node is marked NotReady.
+    pub node_monitor_grace: Duration,
+    /// Unreachable time before a node's pods are evicted.
+    pub pod_eviction_timeout: Duration,
 }
 
 /// Run the controllers whenever this head leads, until the process ends.
@@ -51,6 +56,7 @@ pub async fn run(store: ObjectStore, cfg: ControlConfig) {
             tasks.spawn(daemonset::run(fenced.clone(), cfg.clone()));
             tasks.spawn(gc::run(fenced.clone(), cfg.clone()));
             tasks.spawn(statefulset::run(fenced.clone(), cfg.clone()));
+            tasks.spawn(nodelifecycle::run(fenced.clone(), cfg.clone()));
             tasks.spawn(endpoints::run(fenced, cfg.clone()));
         }
         if leadership.changed().await.is_err() {

@@ -75,6 +75,14 @@ pub struct Flags {
     /// Node heartbeat (Node status) interval in seconds.
     #[arg(long)]
     pub node_heartbeat_s: Option<u64>,
+    /// Seconds without a heartbeat before the leader marks a node NotReady (Ready=Unknown,
+    /// unreachable taints); counted from the leader's takeover at the earliest.
+    #[arg(long)]
+    pub node_monitor_grace_s: Option<u64>,
+    /// Seconds a node stays unreachable before its pods are evicted (replaced elsewhere;
+    /// StatefulSet pods wait until the Node object is deleted).
+    #[arg(long)]
+    pub pod_eviction_timeout_s: Option<u64>,
     /// Pod addresses of the whole cluster (the leader gives each node a slice).
     #[arg(long)]
     pub cluster_cidr: Option<String>,
@@ -153,6 +161,8 @@ pub struct Settings {
     pub snapshot_keep_logs: u64,
     pub watch_history: u64,
     pub node_heartbeat: Duration,
+    pub node_monitor_grace: Duration,
+    pub pod_eviction_timeout: Duration,
     pub fsync: bool,
     pub stale_reads: bool,
     pub cluster_cidr: ipnet::Ipv4Net,
@@ -265,6 +275,8 @@ impl Flags {
             snapshot_keep_logs: self.snapshot_keep_logs.or(file.snapshot_keep_logs).unwrap_or(1_000),
             watch_history: self.watch_history.or(file.watch_history).unwrap_or(100_000).max(1),
             node_heartbeat: Duration::from_secs(self.node_heartbeat_s.or(file.node_heartbeat_s).unwrap_or(10)),
+            node_monitor_grace: Duration::from_secs(self.node_monitor_grace_s.or(file.node_monitor_grace_s).unwrap_or(40).max(1)),
+            pod_eviction_timeout: Duration::from_secs(self.pod_eviction_timeout_s.or(file.pod_eviction_timeout_s).unwrap_or(300)),
             fsync: !(self.unsafe_no_fsync || file.unsafe_no_fsync),
             stale_reads: self.unsafe_stale_reads || file.unsafe_stale_reads,
         })

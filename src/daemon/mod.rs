@@ -188,7 +188,13 @@ fn node_api(s: &Settings, state: &NodeState, proxy: Option<crate::services::prox
 }
 
 fn control_config(s: &Settings) -> crate::control::ControlConfig {
-    crate::control::ControlConfig { cluster_cidr: s.cluster_cidr, node_cidr_prefix: s.node_cidr_prefix, resync: Duration::from_secs(10) }
+    crate::control::ControlConfig {
+        cluster_cidr: s.cluster_cidr,
+        node_cidr_prefix: s.node_cidr_prefix,
+        resync: Duration::from_secs(10),
+        node_monitor_grace: s.node_monitor_grace,
+        pod_eviction_timeout: s.pod_eviction_timeout,
+    }
 }
 
 /// The kubelet role: connect to containerd (retrying until it is there), then run pods.

@@ -1,0 +1,108 @@
+//! Node lifecycle on a real cluster (one head, two workers, a containerd each): when a
+//! worker's orchd dies, the leader marks the node NotReady and taints it, then evicts its
+//! ReplicaSet pods, which are replaced on the other nodes; its StatefulSet pod is not
+//! replaced while the node might still run it, only once the Node object is deleted.
+
+use std::time::{Duration, Instant};
+
+use cluster_tests::cluster::{Cluster, Options};
+use cluster_tests::pods::{all_running, container, load_busybox};
+use hyper::Method;
+use serde_json::{json, Value};
+
+async fn until<T, F, Fut>(limit: Duration, what: &str, mut check: F) -> T
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = (Option<T>, String)>,
+{
+    let deadline = Instant::now() + limit;
+    loop {
+        let (done, state) = check().await;
+        if let Some(v) = done {
+            return v;
+        }
+        assert!(Instant::now() < deadline, "{what}: not after {limit:?}; last: {state}");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+async fn pods(c: &Cluster, label: &str) -> Vec<Value> {
+    let list = c.client.json(Method::GET, &c.url(0, &format!("/api/v1/namespaces/default/pods?labelSelector=app%3D{label}")), None).await.unwrap();
+    list["items"].as_array().unwrap().clone()
+}
+
+fn on(p: &Value) -> &str {
+    p["spec"]["nodeName"].as_str().unwrap_or("")
+}
+
+fn live(p: &Value) -> bool {
+    p["metadata"]["deletionTimestamp"].is_null()
+}
+
+async fn label_node(c: &Cluster, node: &str, labels: Value) {
+    let patch = json!({"metadata": {"labels": labels}});
+    c.client.json_as(Method::PATCH, &c.url(0, &format!("/api/v1/nodes/{node}")), Some(&patch), "application/merge-patch+json").await.unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_dead_workers_pods_are_replaced_but_its_statefulset_pod_waits_for_the_node_to_be_deleted() {
+    let flags = ["--node-monitor-grace-s", "4", "--pod-eviction-timeout-s", "3"].map(String::from).to_vec();
+    let mut c = Cluster::start_opts(1, 2, Options { containerd: true, extra: flags }).await.expect("cluster starts");
+    load_busybox(&c, 0).unwrap();
+    let (dead, spare) = (c.nodes[1].name.clone(), c.nodes[2].name.clone());
+    label_node(&c, &dead, json!({"db": "yes"})).await;
+    let template = |app: &str, extra: Value| {
+        let mut t = json!({"metadata": {"labels": {"app": app}},
+            "spec": {"terminationGracePeriodSeconds": 1, "containers": [container("app", "exec sleep 3600")]}});
+        orch::api::object::merge_patch(&mut t["spec"], &extra);
+        t
+    };
+    let rs = json!({"apiVersion": "apps/v1", "kind": "ReplicaSet", "metadata": {"name": "web", "namespace": "default"},
+        "spec": {"replicas": 3, "selector": {"matchLabels": {"app": "web"}}, "template": template("web", json!({}))}});
+    let sts = json!({"apiVersion": "apps/v1", "kind": "StatefulSet", "metadata": {"name": "db", "namespace": "default"},
+        "spec": {"replicas": 1, "serviceName": "db", "selector": {"matchLabels": {"app": "db"}}, "template": template("db", json!({"nodeSelector": {"db": "yes"}}))}});
+    c.client.json(Method::POST, &c.url(0, "/apis/apps/v1/namespaces/default/replicasets"), Some(&rs)).await.unwrap();
+    c.client.json(Method::POST, &c.url(0, "/apis/apps/v1/namespaces/default/statefulsets"), Some(&sts)).await.unwrap();
+    until(Duration::from_secs(90), "web spread over the nodes and db-0 on the labelled worker", || async {
+        let (web, db) = (pods(&c, "web").await, pods(&c, "db").await);
+        let ok = web.len() == 3 && web.iter().all(all_running) && web.iter().any(|p| on(p) == dead)
+            && db.len() == 1 && all_running(&db[0]) && on(&db[0]) == dead;
+        (ok.then_some(()), format!("web on {:?}, db on {:?}", web.iter().map(on).collect::<Vec<_>>(), db.iter().map(on).collect::<Vec<_>>()))
+    })
+    .await;
+
+    // The worker's orchd dies (its containers keep running: as far as the cluster can tell,
+    // it may only be cut off).
+    c.kill(1);
+    let node_url = c.url(0, &format!("/api/v1/nodes/{dead}"));
+    until(Duration::from_secs(30), "the dead node NotReady and tainted", || async {
+        let n = c.client.json(Method::GET, &node_url, None).await.unwrap();
+        let ready = n["status"]["conditions"].as_array().and_then(|cs| cs.iter().find(|c| c["type"] == "Ready")).cloned().unwrap_or_default();
+        let taints: Vec<String> = n["spec"]["taints"].as_array().into_iter().flatten().map(|t| format!("{}:{}", t["key"].as_str().unwrap_or(""), t["effect"].as_str().unwrap_or(""))).collect();
+        let ok = ready["status"] == "Unknown" && taints.contains(&"node.kubernetes.io/unreachable:NoExecute".to_string());
+        (ok.then_some(()), format!("Ready {ready}, taints {taints:?}"))
+    })
+    .await;
+    until(Duration::from_secs(60), "web's pods on the dead node evicted and replaced elsewhere", || async {
+        let web = pods(&c, "web").await;
+        let running_elsewhere = web.iter().filter(|p| live(p) && on(p) != dead && all_running(p)).count();
+        let live_on_dead = web.iter().filter(|p| live(p) && on(p) == dead).count();
+        // Meanwhile db-0 stays where it is, the only one of its name.
+        let db = pods(&c, "db").await;
+        assert!(db.len() == 1 && live(&db[0]) && on(&db[0]) == dead, "db-0 moved or was deleted while its node may still run it: {db:?}");
+        ((running_elsewhere == 3 && live_on_dead == 0).then_some(()), format!("{running_elsewhere} running elsewhere, {live_on_dead} live on the dead node"))
+    })
+    .await;
+
+    // The operator declares the node gone: db-0 is removed and made again on the spare.
+    label_node(&c, &spare, json!({"db": "yes"})).await;
+    c.client.json(Method::DELETE, &node_url, None).await.unwrap();
+    until(Duration::from_secs(60), "db-0 running on the spare worker", || async {
+        let db = pods(&c, "db").await;
+        let ok = db.len() == 1 && on(&db[0]) == spare && all_running(&db[0]);
+        (ok.then_some(()), format!("{:?}", db.iter().map(|p| (on(p).to_string(), p["status"]["phase"].clone())).collect::<Vec<_>>()))
+    })
+    .await;
+    let web = pods(&c, "web").await;
+    assert!(web.iter().all(|p| on(p) != dead), "the deleted node's pods are gone: {:?}", web.iter().map(on).collect::<Vec<_>>());
+}
