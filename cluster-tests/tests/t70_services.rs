@@ -229,8 +229,11 @@ async fn endpoints_leave_the_rotation_before_their_pods_stop_and_when_unready() 
     let names: BTreeSet<String> = api.iter().map(|p| p["metadata"]["name"].as_str().unwrap().to_string()).collect();
     requests_reach_all(&c, "client", "http://api/", 30, &names).await;
 
-    // A loop of requests runs while one endpoint pod is deleted: none fails.
-    let victim = api[0]["metadata"]["name"].as_str().unwrap().to_string();
+    // A loop of requests runs while one endpoint pod is deleted: none fails. The victim runs
+    // beside the client: its veth leaving the node's bridge must not disturb the client's
+    // path to the node (DNS on the gateway address).
+    let beside = api.iter().find(|p| p["spec"]["nodeName"] == c.nodes[0].name.as_str()).unwrap_or(&api[0]);
+    let victim = beside["metadata"]["name"].as_str().unwrap().to_string();
     let api_node = c.api(0);
     let looper = std::thread::spawn(move || {
         Command::new(cluster_tests::cluster::bin_dir().join("orchctl"))
@@ -248,8 +251,9 @@ async fn endpoints_leave_the_rotation_before_their_pods_stop_and_when_unready() 
     assert!(stdout.lines().rev().take(50).all(|l| l != victim), "the deleted pod still answered at the end");
 
     // A pod failing readiness leaves the rotation, and comes back when ready again.
-    let sick = api[1]["metadata"]["name"].as_str().unwrap().to_string();
-    let sick_ip = api[1]["status"]["podIP"].as_str().unwrap().to_string();
+    let other = api.iter().find(|p| p["metadata"]["name"] != victim.as_str()).unwrap();
+    let sick = other["metadata"]["name"].as_str().unwrap().to_string();
+    let sick_ip = other["status"]["podIP"].as_str().unwrap().to_string();
     assert_eq!(exec(&c, 0, &sick, "touch /tmp/unready").0, 0);
     until(Duration::from_secs(30), "the unready pod out of the endpoints", || async { (!ready_endpoints(&c, "api").await.contains(&sick_ip)).then_some(()) }).await;
     let (_, out, _) = exec(&c, 0, "client", "for i in $(seq 60); do wget -q -O- http://api/ || echo FAILED; done");

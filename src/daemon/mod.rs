@@ -27,6 +27,7 @@ use crate::metrics::Metrics;
 pub const INITIAL_NAMESPACES: &[&str] = &["default", "kube-system"];
 
 pub async fn run(s: Settings) -> anyhow::Result<()> {
+    tokio::spawn(report_stalls());
     let _ = rustls::crypto::ring::default_provider().install_default();
     std::fs::create_dir_all(&s.data_dir).with_context(|| format!("creating {}", s.data_dir.display()))?;
     let state = match NodeState::load(&s.data_dir)? {
@@ -185,6 +186,20 @@ async fn run_worker(s: Settings, state: NodeState) -> anyhow::Result<()> {
 fn node_api(s: &Settings, state: &NodeState, proxy: Option<crate::services::proxy::SharedStatus>) -> node_api::NodeApi {
     let api = node_api::NodeApi::new(&state.name, &format!("http://{}", state.api_addr), s.containerd_socket.clone(), s.data_dir.join("kubelet"));
     node_api::NodeApi { proxy, ..api }
+}
+
+/// Warn when the async runtime runs no timer for over a second: a task is blocking a worker
+/// thread, and everything else on the node (API, DNS, heartbeats) is waiting.
+async fn report_stalls() {
+    let mut last = std::time::Instant::now();
+    loop {
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        let gap = last.elapsed();
+        if gap > Duration::from_secs(1) {
+            tracing::warn!(ms = gap.as_millis() as u64, "the async runtime stalled: a task blocked a worker thread");
+        }
+        last = std::time::Instant::now();
+    }
 }
 
 fn control_config(s: &Settings) -> crate::control::ControlConfig {

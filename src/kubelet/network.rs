@@ -198,6 +198,16 @@ pub fn nft(script: &str) -> Result<(), NetError> {
     Ok(())
 }
 
+/// The bridge's MAC: fixed, locally administered, from the gateway address (`0a:58:` + the
+/// IPv4 octets, as OVN-Kubernetes does). A bridge without a set address takes the lowest
+/// MAC of its ports and changes it as pods come and go; pods' ARP entries for the gateway
+/// then point at an address nobody answers to until they expire, and DNS queries to the
+/// node (on the gateway address) are lost for tens of seconds.
+pub fn bridge_mac(gateway: Ipv4Addr) -> [u8; 6] {
+    let o = gateway.octets();
+    [0x0a, 0x58, o[0], o[1], o[2], o[3]]
+}
+
 /// The masquerade ruleset: replace orch's NAT table atomically.
 pub fn masquerade_rules(cluster: Ipv4Net) -> String {
     format!(
@@ -217,7 +227,8 @@ impl PodNetwork for NetlinkNetwork {
             }
         };
         add_address(&self.handle, index, node.gateway(), node.pod_cidr.prefix_len()).await?;
-        self.handle.link().set(LinkUnspec::new_with_index(index).up().build()).execute().await?;
+        let mac = bridge_mac(node.gateway()).to_vec();
+        self.handle.link().set(LinkUnspec::new_with_index(index).address(mac).up().build()).execute().await?;
         std::fs::write("/proc/sys/net/ipv4/ip_forward", "1")?;
         nft(&masquerade_rules(node.cluster_cidr))
     }
@@ -359,6 +370,13 @@ mod tests {
         assert_eq!(add, vec![(net("10.244.1.0/24"), Ipv4Addr::new(10, 0, 0, 2)), (net("10.244.2.0/24"), Ipv4Addr::new(10, 0, 0, 3))]);
         assert_eq!(del, vec![(net("10.244.3.0/24"), Ipv4Addr::new(10, 0, 0, 4))]);
         assert_eq!(route_changes(&want, &want), (vec![], vec![]));
+    }
+
+    #[test]
+    fn the_bridge_mac_is_fixed_local_and_unicast() {
+        let mac = bridge_mac("10.244.3.1".parse().unwrap());
+        assert_eq!(mac, [0x0a, 0x58, 10, 244, 3, 1]);
+        assert_eq!(mac[0] & 0b11, 0b10, "locally administered, unicast");
     }
 
     #[test]
