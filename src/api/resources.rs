@@ -88,10 +88,15 @@ impl Resource {
         format!("{}{name}", self.ns_prefix(ns))
     }
 
-    /// Check the object's shape against the Kubernetes schema of this kind; returns the
+    /// Check the object's shape against the Kubernetes schema of this kind (and the few
+    /// values the schema cannot check, such as a CronJob's schedule); returns the
     /// normalized object (unknown fields dropped).
     pub fn validate(&self, obj: Value) -> Result<Value, String> {
-        (self.validate)(obj).map_err(|e| format!("{} is invalid: {e}", self.kind))
+        let obj = (self.validate)(obj).map_err(|e| format!("{} is invalid: {e}", self.kind))?;
+        if self.kind == "CronJob" {
+            crate::control::cronjob::parse_schedule(&obj).map_err(|e| format!("CronJob is invalid: {e}"))?;
+        }
+        Ok(obj)
     }
 }
 

@@ -4,6 +4,7 @@
 //! controller is a pure decision function plus a thin loop in its own module; loops read
 //! through informers (`informer.rs`), local copies kept current by watches.
 
+pub mod cronjob;
 pub mod daemonset;
 pub mod deployment;
 pub mod endpoints;
@@ -53,6 +54,7 @@ pub async fn run(store: ObjectStore, cfg: ControlConfig) {
             tasks.spawn(replicaset::run(fenced.clone(), cfg.clone()));
             tasks.spawn(deployment::run(fenced.clone(), cfg.clone()));
             tasks.spawn(job::run(fenced.clone(), cfg.clone()));
+            tasks.spawn(cronjob::run(fenced.clone(), cfg.clone()));
             tasks.spawn(daemonset::run(fenced.clone(), cfg.clone()));
             tasks.spawn(gc::run(fenced.clone(), cfg.clone()));
             tasks.spawn(statefulset::run(fenced.clone(), cfg.clone()));
