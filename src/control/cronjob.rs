@@ -87,7 +87,8 @@ pub fn reconcile(cj: &Value, jobs: &[Value], now: DateTime<Utc>) -> Result<Vec<A
         let job_name = format!("{name}-{}", t.timestamp() / 60);
         let exists = owned.iter().any(|j| j["metadata"]["name"] == job_name.as_str());
         let policy = spec["concurrencyPolicy"].as_str().unwrap_or("Allow");
-        let start = !exists && !(policy == "Forbid" && !active.is_empty());
+        let forbidden = policy == "Forbid" && !active.is_empty();
+        let start = !exists && !forbidden;
         if start {
             if policy == "Replace" {
                 actions.extend(active.iter().filter_map(|j| j["metadata"]["name"].as_str()).map(|n| Action::DeleteJob(n.to_string())));
