@@ -226,3 +226,53 @@ async fn a_cronjob_every_minute_runs_a_job_to_completion() {
     // (A later minute may have come due meanwhile; RFC 3339 UTC sorts as text.)
     assert!(status["lastScheduleTime"].as_str().is_some_and(|t| t >= scheduled.as_str()), "{status}");
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_rollout_is_followed_listed_and_undone_with_orchctl() {
+    let c = Cluster::start_opts(1, 2, Options { containerd: true, ..Default::default() }).await.expect("cluster starts");
+    load_busybox(&c, 0).unwrap();
+    let deploy = |v: &str| json!({"apiVersion": "apps/v1", "kind": "Deployment", "metadata": {"name": "web", "namespace": "default"},
+        "spec": {"replicas": 3, "selector": {"matchLabels": {"app": "web"}}, "template": {"metadata": {"labels": {"app": "web"}},
+            "spec": {"terminationGracePeriodSeconds": 1, "containers": [{"name": "app", "image": cluster_tests::pods::IMAGE,
+                "command": ["sh", "-c", "exec sleep 3600"], "env": [{"name": "V", "value": v}]}]}}}});
+    let url = c.url(0, "/apis/apps/v1/namespaces/default/deployments");
+    c.client.json(Method::POST, &url, Some(&deploy("v1"))).await.unwrap();
+    let orchctl = |args: &[&str]| {
+        let (ok, out, err) = c.orchctl(1, args).unwrap();
+        assert!(ok, "orchctl {args:?}: {err}");
+        out
+    };
+    let out = orchctl(&["rollout", "status", "deployment/web", "--timeout", "120"]);
+    assert!(out.contains("successfully rolled out"), "{out}");
+
+    c.client.json_as(Method::PATCH, &format!("{url}/web"), Some(&json!({"spec": {"template": {"spec": {"containers": [{"name": "app", "image": cluster_tests::pods::IMAGE,
+        "command": ["sh", "-c", "exec sleep 3600"], "env": [{"name": "V", "value": "v2"}]}]}}}})), "application/merge-patch+json").await.unwrap();
+    let out = orchctl(&["rollout", "status", "deployment", "web", "--timeout", "120"]);
+    assert!(out.contains("successfully rolled out"), "{out}");
+    let history = orchctl(&["rollout", "history", "deployment/web"]);
+    let revisions: Vec<&str> = history.lines().skip(2).filter_map(|l| l.split_whitespace().next()).collect();
+    assert_eq!(revisions, vec!["1", "2"], "{history}");
+
+    let out = orchctl(&["rollout", "undo", "deployment/web"]);
+    assert!(out.contains("rolled back to revision 1"), "{out}");
+    orchctl(&["rollout", "status", "deployment/web", "--timeout", "120"]);
+    let env = |p: &Value| p["spec"]["containers"][0]["env"][0]["value"].as_str().unwrap_or("").to_string();
+    until(Duration::from_secs(60), "three running pods back on v1", || async {
+        let list = c.client.json(Method::GET, &c.url(0, "/api/v1/namespaces/default/pods?labelSelector=app%3Dweb"), None).await.unwrap();
+        let live: Vec<Value> = list["items"].as_array().unwrap().iter().filter(|p| p["metadata"]["deletionTimestamp"].is_null()).cloned().collect();
+        let ok = live.len() == 3 && live.iter().all(|p| env(p) == "v1" && all_running(p));
+        (ok.then_some(()), format!("{:?}", live.iter().map(env).collect::<Vec<_>>()))
+    })
+    .await;
+    let history = orchctl(&["rollout", "history", "deployment/web"]);
+    let revisions: Vec<&str> = history.lines().skip(2).filter_map(|l| l.split_whitespace().next()).collect();
+    assert_eq!(revisions, vec!["2", "3"], "the first set is revision 3 now: {history}");
+    let out = orchctl(&["scale", "deployment/web", "--replicas", "1"]);
+    assert!(out.contains("scaled"), "{out}");
+    until(Duration::from_secs(60), "one pod left", || async {
+        let list = c.client.json(Method::GET, &c.url(0, "/api/v1/namespaces/default/pods?labelSelector=app%3Dweb"), None).await.unwrap();
+        let live = list["items"].as_array().unwrap().iter().filter(|p| p["metadata"]["deletionTimestamp"].is_null()).count();
+        ((live == 1).then_some(()), format!("{live} live"))
+    })
+    .await;
+}

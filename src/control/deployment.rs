@@ -1,6 +1,8 @@
 //! The Deployment controller: one ReplicaSet per pod template (named and labelled by the
 //! template's hash), rolled from old to new with RollingUpdate (maxSurge, maxUnavailable,
-//! counting ready pods) or Recreate, and the Deployment's status. `reconcile` is pure;
+//! counting ready pods) or Recreate, a revision number per ReplicaSet (bumped when a
+//! rollback makes an old one current; empty old ones beyond `revisionHistoryLimit` go),
+//! and the Deployment's status. `reconcile` is pure;
 //! `run` applies its actions through the fenced store.
 
 use std::time::Duration;
@@ -14,11 +16,23 @@ use crate::api::resources;
 use crate::api::store::ObjectStore;
 
 pub const HASH_LABEL: &str = "pod-template-hash";
+/// Each ReplicaSet's place in the Deployment's history (1, 2, …): `rollout history` lists
+/// them, `rollout undo` goes back to one.
+pub const REVISION: &str = "deployment.kubernetes.io/revision";
+
+/// A ReplicaSet's revision (0 when it has none).
+pub fn revision_of(rs: &Value) -> u64 {
+    rs["metadata"]["annotations"][REVISION].as_str().and_then(|r| r.parse().ok()).unwrap_or(0)
+}
 
 #[derive(Debug, Clone, PartialEq)]
 pub enum Action {
     CreateReplicaSet(Value),
     Scale { name: String, replicas: i64 },
+    /// Make a ReplicaSet the newest revision (a rollback to its template).
+    SetRevision { name: String, revision: u64 },
+    /// An old, empty ReplicaSet beyond `revisionHistoryLimit`.
+    DeleteReplicaSet(String),
     Status(Value),
 }
 
@@ -66,6 +80,18 @@ pub fn reconcile(d: &Value, sets: &[Value]) -> Vec<Action> {
     let olds: Vec<&Value> = owned.iter().copied().filter(|s| s["metadata"]["labels"][HASH_LABEL] != hash.as_str()).collect();
     let paused = d["spec"]["paused"] == true;
     let mut actions = Vec::new();
+    let newest_old = olds.iter().map(|s| revision_of(s)).max().unwrap_or(0);
+    let set_name = |s: &Value| s["metadata"]["name"].as_str().unwrap_or_default().to_string();
+    if let Some(new) = new.filter(|n| revision_of(n) <= newest_old) {
+        // The template went back to an older set's: that set is the newest revision again.
+        actions.push(Action::SetRevision { name: set_name(new), revision: newest_old + 1 });
+    }
+    // History: empty old sets beyond the limit go, oldest revision first.
+    let limit = d["spec"]["revisionHistoryLimit"].as_u64().unwrap_or(10) as usize;
+    let mut empty: Vec<&Value> = olds.iter().copied().filter(|s| s["spec"]["replicas"].as_i64().unwrap_or(0) == 0 && count(s, "replicas") == 0).collect();
+    empty.sort_by_key(|s| revision_of(s));
+    let excess = empty.len().saturating_sub(limit);
+    actions.extend(empty[..excess].iter().map(|s| Action::DeleteReplicaSet(set_name(s))));
 
     let desired = |s: &Value| s["spec"]["replicas"].as_i64().unwrap_or(0);
     let recreate = d["spec"]["strategy"]["type"] == "Recreate";
@@ -95,9 +121,14 @@ pub fn reconcile(d: &Value, sets: &[Value]) -> Vec<Action> {
                 tmpl["metadata"]["labels"] = labels.clone();
                 // The first ReplicaSet starts full; later ones start empty and are rolled up.
                 let start = if olds.is_empty() { replicas } else { 0 };
+                let mut annotations = template["metadata"]["annotations"].as_object().cloned().unwrap_or_default();
+                annotations.insert(REVISION.into(), json!((newest_old + 1).to_string()));
+                if let Some(cause) = meta["annotations"]["kubernetes.io/change-cause"].as_str() {
+                    annotations.insert("kubernetes.io/change-cause".into(), json!(cause));
+                }
                 actions.push(Action::CreateReplicaSet(json!({
                     "apiVersion": "apps/v1", "kind": "ReplicaSet",
-                    "metadata": {"name": format!("{name}-{hash}"), "namespace": ns, "labels": labels,
+                    "metadata": {"name": format!("{name}-{hash}"), "namespace": ns, "labels": labels, "annotations": annotations,
                         "ownerReferences": [{"apiVersion": "apps/v1", "kind": "Deployment", "name": name, "uid": uid, "controller": true, "blockOwnerDeletion": true}]},
                     "spec": {"replicas": start, "selector": selector, "template": tmpl},
                 })));
@@ -180,6 +211,11 @@ pub async fn run(store: ObjectStore, _cfg: ControlConfig) {
                 let result = match action {
                     Action::CreateReplicaSet(rs) => store.create(rs_res, Some(&ns), rs).await,
                     Action::Scale { name, replicas } => store.patch(rs_res, Some(&ns), &name, json!({"spec": {"replicas": replicas}}), false).await,
+                    Action::SetRevision { name, revision } => {
+                        let patch = json!({"metadata": {"annotations": {REVISION: revision.to_string()}}});
+                        store.patch(rs_res, Some(&ns), &name, patch, false).await
+                    }
+                    Action::DeleteReplicaSet(name) => store.delete(rs_res, Some(&ns), &name, None).await,
                     Action::Status(status) => write_status(&store, d_res, &d, status).await,
                 };
                 written.record(result, on_sets, &name);

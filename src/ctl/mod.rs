@@ -5,6 +5,7 @@ pub mod config;
 pub mod exec;
 pub mod manifest;
 pub mod print;
+pub mod rollout;
 
 use anyhow::{bail, Context};
 use clap::{Parser, Subcommand};
@@ -99,6 +100,19 @@ pub enum Command {
         #[command(subcommand)]
         command: ImageCommand,
     },
+    /// Set the replicas of a deployment, replicaset or statefulset.
+    Scale {
+        /// KIND/NAME, or KIND then NAME.
+        target: String,
+        name: Option<String>,
+        #[arg(long)]
+        replicas: u32,
+    },
+    /// Manage a deployment's rollout.
+    Rollout {
+        #[command(subcommand)]
+        command: RolloutCommand,
+    },
     /// Edit the client config file.
     Config {
         #[command(subcommand)]
@@ -134,6 +148,31 @@ pub enum ImageCommand {
         #[arg(long)]
         node: Option<String>,
     },
+}
+
+#[derive(Subcommand, Debug)]
+pub enum RolloutCommand {
+    /// Follow the rollout until it is done (or fails, or times out).
+    Status {
+        target: String,
+        name: Option<String>,
+        /// Give up after this many seconds.
+        #[arg(long, default_value_t = 300)]
+        timeout: u64,
+    },
+    /// The deployment's revisions.
+    History { target: String, name: Option<String> },
+    /// Go back to the previous revision, or to --to-revision.
+    Undo {
+        target: String,
+        name: Option<String>,
+        #[arg(long)]
+        to_revision: Option<u64>,
+    },
+    /// Stop rolling out template changes.
+    Pause { target: String, name: Option<String> },
+    /// Roll out template changes again.
+    Resume { target: String, name: Option<String> },
 }
 
 #[derive(Subcommand, Debug)]
@@ -198,6 +237,27 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
             std::fs::write(&file, archive).with_context(|| format!("writing {}", file.display()))?;
             println!("wrote {} ({name})", file.display());
             Ok(())
+        }
+        Command::Scale { target, name, replicas } => {
+            let (kind, name) = rollout::target(&target, name.as_deref())?;
+            rollout::scale(&ctx, &kind, &name, replicas).await
+        }
+        Command::Rollout { command } => {
+            let (t, n) = match &command {
+                RolloutCommand::Status { target, name, .. }
+                | RolloutCommand::History { target, name }
+                | RolloutCommand::Undo { target, name, .. }
+                | RolloutCommand::Pause { target, name }
+                | RolloutCommand::Resume { target, name } => (target.clone(), name.clone()),
+            };
+            let (kind, name) = rollout::target(&t, n.as_deref())?;
+            match command {
+                RolloutCommand::Status { timeout, .. } => rollout::status(&ctx, &kind, &name, std::time::Duration::from_secs(timeout)).await,
+                RolloutCommand::History { .. } => rollout::history_cmd(&ctx, &kind, &name).await,
+                RolloutCommand::Undo { to_revision, .. } => rollout::undo(&ctx, &kind, &name, to_revision).await,
+                RolloutCommand::Pause { .. } => rollout::pause(&ctx, &kind, &name, true).await,
+                RolloutCommand::Resume { .. } => rollout::pause(&ctx, &kind, &name, false).await,
+            }
         }
         Command::Logs { pod, container, follow, previous, tail } => logs(&ctx, &pod, container, follow, previous, tail).await,
         Command::Exec { pod, container, stdin, tty, command } => {

@@ -102,3 +102,36 @@ fn percentages_round_like_kubernetes() {
     assert_eq!(int_or_percent(&json!(2), 10, false, 1), 2);
     assert_eq!(int_or_percent(&Value::Null, 10, true, 1), 1);
 }
+
+fn revisions(actions: &[Action]) -> Vec<(String, u64)> {
+    actions.iter().filter_map(|a| if let Action::SetRevision { name, revision } = a { Some((name.clone(), *revision)) } else { None }).collect()
+}
+
+#[test]
+fn sets_carry_revisions_a_rollback_renews_one_and_history_is_bounded() {
+    let d = deployment(3, "2", rolling(1, 0));
+    let mut old = rs(&d, "old", "t1", 3, 3, 3);
+    old["metadata"]["annotations"] = json!({REVISION: "4"});
+    let actions = reconcile(&d, std::slice::from_ref(&old));
+    let Action::CreateReplicaSet(created) = &actions[0] else { panic!("{actions:?}") };
+    assert_eq!(created["metadata"]["annotations"][REVISION], "5", "one past the newest");
+
+    // The template went back to an older set's: it becomes revision 5.
+    let mut back = rs(&d, "new", "t0", 0, 0, 0);
+    back["metadata"]["annotations"] = json!({REVISION: "2"});
+    assert_eq!(revisions(&reconcile(&d, &[old.clone(), back.clone()])), vec![("web-new".to_string(), 5)]);
+    back["metadata"]["annotations"] = json!({REVISION: "5"});
+    assert!(revisions(&reconcile(&d, &[old, back.clone()])).is_empty());
+
+    // Empty old sets beyond the limit go, oldest first.
+    let mut limited = d.clone();
+    limited["spec"]["revisionHistoryLimit"] = json!(1);
+    let empty = |n: &str, r: &str| {
+        let mut s = rs(&d, n, "t0", 0, 0, 0);
+        s["metadata"]["annotations"] = json!({REVISION: r});
+        s
+    };
+    let actions = reconcile(&limited, &[empty("a", "1"), empty("b", "3"), empty("c", "2"), back]);
+    let gone: Vec<&Action> = actions.iter().filter(|a| matches!(a, Action::DeleteReplicaSet(_))).collect();
+    assert_eq!(gone, vec![&Action::DeleteReplicaSet("web-a".into()), &Action::DeleteReplicaSet("web-c".into())]);
+}
