@@ -345,6 +345,24 @@ fn signal(pid: u32, sig: &str) {
     let _ = Command::new("kill").args([&format!("-{sig}"), &pid.to_string()]).status();
 }
 
+/// Poll `check` every 50 ms until it returns a value, and return it; panic after `limit`
+/// with `what` and the description of the last state `check` gave.
+pub async fn until<T, F, Fut>(limit: Duration, what: &str, mut check: F) -> T
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = (Option<T>, String)>,
+{
+    let deadline = Instant::now() + limit;
+    loop {
+        let (done, state) = check().await;
+        if let Some(v) = done {
+            return v;
+        }
+        assert!(Instant::now() < deadline, "{what}: not after {limit:?}; last: {state}");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
 /// Poll `check` every 50 ms until it returns true, or fail after `limit`.
 pub async fn poll<F, Fut>(limit: Duration, what: &str, mut check: F) -> anyhow::Result<()>
 where

@@ -3,9 +3,9 @@
 //! pod on every node that qualifies, following nodes as they start or stop qualifying.
 
 use std::collections::BTreeSet;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
-use cluster_tests::cluster::{Cluster, Options};
+use cluster_tests::cluster::{until, Cluster, Options};
 use cluster_tests::pods::{all_running, container, load_busybox};
 use hyper::Method;
 use serde_json::{json, Value};
@@ -13,23 +13,6 @@ use serde_json::{json, Value};
 async fn owned_pods(c: &Cluster, uid: &str) -> Vec<Value> {
     let list = c.client.json(Method::GET, &c.url(0, "/api/v1/namespaces/default/pods"), None).await.unwrap();
     list["items"].as_array().unwrap().iter().filter(|p| p["metadata"]["ownerReferences"][0]["uid"] == uid).cloned().collect()
-}
-
-/// Poll `check` every 50 ms for up to `limit`; panic with `what` and the last state.
-async fn until<T, F, Fut>(limit: Duration, what: &str, mut check: F) -> T
-where
-    F: FnMut() -> Fut,
-    Fut: std::future::Future<Output = (Option<T>, String)>,
-{
-    let deadline = Instant::now() + limit;
-    loop {
-        let (done, state) = check().await;
-        if let Some(v) = done {
-            return v;
-        }
-        assert!(Instant::now() < deadline, "{what}: not after {limit:?}; last: {state}");
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
 }
 
 #[tokio::test(flavor = "multi_thread")]

@@ -3,28 +3,12 @@
 //! ReplicaSet pods, which are replaced on the other nodes; its StatefulSet pod is not
 //! replaced while the node might still run it, only once the Node object is deleted.
 
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
-use cluster_tests::cluster::{Cluster, Options};
+use cluster_tests::cluster::{until, Cluster, Options};
 use cluster_tests::pods::{all_running, container, load_busybox};
 use hyper::Method;
 use serde_json::{json, Value};
-
-async fn until<T, F, Fut>(limit: Duration, what: &str, mut check: F) -> T
-where
-    F: FnMut() -> Fut,
-    Fut: std::future::Future<Output = (Option<T>, String)>,
-{
-    let deadline = Instant::now() + limit;
-    loop {
-        let (done, state) = check().await;
-        if let Some(v) = done {
-            return v;
-        }
-        assert!(Instant::now() < deadline, "{what}: not after {limit:?}; last: {state}");
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
-}
 
 async fn pods(c: &Cluster, label: &str) -> Vec<Value> {
     let list = c.client.json(Method::GET, &c.url(0, &format!("/api/v1/namespaces/default/pods?labelSelector=app%3D{label}")), None).await.unwrap();

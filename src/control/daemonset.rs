@@ -9,17 +9,12 @@ use serde_json::{json, Value};
 use sha2::{Digest, Sha256};
 
 use super::informer::Informer;
-use super::owners::{write_status, OwnerLoop, Written};
+use super::owners::{apply_pod_actions, suffix, OwnerLoop, Written};
 use super::ControlConfig;
 use crate::api::resources;
 use crate::api::store::ObjectStore;
 
-#[derive(Debug, Clone, PartialEq)]
-pub enum Action {
-    Create(Value),
-    Delete { namespace: String, name: String },
-    Status(Value),
-}
+pub use super::owners::PodAction as Action;
 
 /// The label carrying the template's hash, so a changed template is seen on the pods.
 pub const HASH_LABEL: &str = "controller-revision-hash";
@@ -157,11 +152,6 @@ pub fn reconcile(ds: &Value, nodes: &[Value], pods: &[Value], names: &mut dyn Fn
     actions
 }
 
-fn suffix() -> String {
-    const ALPHABET: &[u8] = b"bcdfghjklmnpqrstvwxz2456789";
-    (0..5).map(|_| ALPHABET[rand::random_range(0..ALPHABET.len())] as char).collect()
-}
-
 pub async fn run(store: ObjectStore, cfg: ControlConfig) {
     let ds_res = resources::by_plural("apps", "daemonsets").expect("daemonsets are registered");
     let pods_res = resources::by_plural("", "pods").expect("pods are registered");
@@ -176,17 +166,8 @@ pub async fn run(store: ObjectStore, cfg: ControlConfig) {
         let node_list = nodes.objects();
         let mut written = Written::default();
         for (ds, pods) in lp.owners_with_children() {
-            let ns = ds["metadata"]["namespace"].as_str().unwrap_or("default").to_string();
-            let name = ds["metadata"]["name"].as_str().unwrap_or_default().to_string();
-            for action in reconcile(&ds, &node_list, &pods, &mut suffix) {
-                let on_pods = !matches!(action, Action::Status(_));
-                let result = match action {
-                    Action::Create(pod) => store.create(pods_res, Some(&ns), pod).await,
-                    Action::Delete { namespace, name } => store.delete_gracefully(pods_res, Some(&namespace), &name, None, None).await,
-                    Action::Status(status) => write_status(&store, ds_res, &ds, status).await,
-                };
-                written.record(result, on_pods, &name);
-            }
+            let actions = reconcile(&ds, &node_list, &pods, &mut suffix);
+            apply_pod_actions(&store, ds_res, &ds, actions, &mut written).await;
         }
         lp.settle(&written).await;
     }

@@ -10,17 +10,12 @@ use std::time::Duration;
 use chrono::{DateTime, SecondsFormat, Utc};
 use serde_json::{json, Value};
 
-use super::owners::{write_status, OwnerLoop, Written};
+use super::owners::{apply_pod_actions, suffix, OwnerLoop, Written};
 use super::ControlConfig;
 use crate::api::resources;
 use crate::api::store::ObjectStore;
 
-#[derive(Debug, Clone, PartialEq)]
-pub enum Action {
-    Create(Value),
-    Delete { namespace: String, name: String },
-    Status(Value),
-}
+pub use super::owners::PodAction as Action;
 
 fn is_owned_by(pod: &Value, uid: &str) -> bool {
     pod["metadata"]["ownerReferences"].as_array().is_some_and(|refs| refs.iter().any(|r| r["controller"] == true && r["uid"] == uid))
@@ -164,11 +159,6 @@ pub fn reconcile(job: &Value, pods: &[Value], now: DateTime<Utc>, names: &mut dy
     actions
 }
 
-fn suffix() -> String {
-    const ALPHABET: &[u8] = b"bcdfghjklmnpqrstvwxz2456789";
-    (0..5).map(|_| ALPHABET[rand::random_range(0..ALPHABET.len())] as char).collect()
-}
-
 pub async fn run(store: ObjectStore, cfg: ControlConfig) {
     let job_res = resources::by_plural("batch", "jobs").expect("jobs are registered");
     let pods_res = resources::by_plural("", "pods").expect("pods are registered");
@@ -178,17 +168,8 @@ pub async fn run(store: ObjectStore, cfg: ControlConfig) {
         lp.next_pass().await;
         let mut written = Written::default();
         for (job, pods) in lp.owners_with_children() {
-            let ns = job["metadata"]["namespace"].as_str().unwrap_or("default").to_string();
-            let name = job["metadata"]["name"].as_str().unwrap_or_default().to_string();
-            for action in reconcile(&job, &pods, Utc::now(), &mut suffix) {
-                let on_pods = !matches!(action, Action::Status(_));
-                let result = match action {
-                    Action::Create(pod) => store.create(pods_res, Some(&ns), pod).await,
-                    Action::Delete { namespace, name } => store.delete_gracefully(pods_res, Some(&namespace), &name, None, None).await,
-                    Action::Status(status) => write_status(&store, job_res, &job, status).await,
-                };
-                written.record(result, on_pods, &name);
-            }
+            let actions = reconcile(&job, &pods, Utc::now(), &mut suffix);
+            apply_pod_actions(&store, job_res, &job, actions, &mut written).await;
         }
         lp.settle(&written).await;
     }

@@ -1,7 +1,8 @@
 //! The loop shape shared by controllers of an owner kind with a child kind (Deployment →
 //! ReplicaSet, ReplicaSet → Pod): informers on both, a pass on any change (and every
 //! resync), each owner seen with its namespace's children, and — after the pass — a wait
-//! until both informers show the pass's own writes.
+//! until both informers show the pass's own writes. Also what the pod-owning controllers
+//! (ReplicaSet, Job, DaemonSet) decide and how it is written.
 
 use std::time::Duration;
 
@@ -36,6 +37,37 @@ impl Written {
             Err(e) => tracing::debug!(%owner, error = %e, "controller action not applied; next pass"),
         }
     }
+}
+
+/// What a controller that owns pods decides for one owner.
+#[derive(Debug, Clone, PartialEq)]
+pub enum PodAction {
+    Create(Value),
+    Delete { namespace: String, name: String },
+    Status(Value),
+}
+
+/// Write `actions` decided for `owner` (of `owner_res`): pods created and deleted
+/// (gracefully), the owner's status compare-and-set; outcomes noted in `written`.
+pub async fn apply_pod_actions(store: &ObjectStore, owner_res: &'static Resource, owner: &Value, actions: Vec<PodAction>, written: &mut Written) {
+    let pods_res = crate::api::resources::by_plural("", "pods").expect("pods are registered");
+    let ns = owner["metadata"]["namespace"].as_str().unwrap_or("default").to_string();
+    let name = owner["metadata"]["name"].as_str().unwrap_or_default().to_string();
+    for action in actions {
+        let on_pods = !matches!(action, PodAction::Status(_));
+        let result = match action {
+            PodAction::Create(pod) => store.create(pods_res, Some(&ns), pod).await,
+            PodAction::Delete { namespace, name } => store.delete_gracefully(pods_res, Some(&namespace), &name, None, None).await,
+            PodAction::Status(status) => write_status(store, owner_res, owner, status).await,
+        };
+        written.record(result, on_pods, &name);
+    }
+}
+
+/// A random 5-character name suffix, from Kubernetes' alphabet (no vowels, no look-alikes).
+pub fn suffix() -> String {
+    const ALPHABET: &[u8] = b"bcdfghjklmnpqrstvwxz2456789";
+    (0..5).map(|_| ALPHABET[rand::random_range(0..ALPHABET.len())] as char).collect()
 }
 
 /// Write `status` to `owner` (a compare-and-set at the revision the pass saw).

@@ -7,17 +7,12 @@ use std::time::Duration;
 
 use serde_json::{json, Value};
 
-use super::owners::{write_status, OwnerLoop, Written};
+use super::owners::{apply_pod_actions, suffix, OwnerLoop, Written};
 use super::ControlConfig;
 use crate::api::resources;
 use crate::api::store::ObjectStore;
 
-#[derive(Debug, Clone, PartialEq)]
-pub enum Action {
-    Create(Value),
-    Delete { namespace: String, name: String },
-    Status(Value),
-}
+pub use super::owners::PodAction as Action;
 
 fn is_owned_by(pod: &Value, uid: &str) -> bool {
     pod["metadata"]["ownerReferences"].as_array().is_some_and(|refs| refs.iter().any(|r| r["controller"] == true && r["uid"] == uid))
@@ -93,11 +88,6 @@ pub fn reconcile(rs: &Value, pods: &[Value], names: &mut dyn FnMut() -> String) 
     actions
 }
 
-fn suffix() -> String {
-    const ALPHABET: &[u8] = b"bcdfghjklmnpqrstvwxz2456789";
-    (0..5).map(|_| ALPHABET[rand::random_range(0..ALPHABET.len())] as char).collect()
-}
-
 pub async fn run(store: ObjectStore, _cfg: ControlConfig) {
     let rs_res = resources::by_plural("apps", "replicasets").expect("replicasets are registered");
     let pods_res = resources::by_plural("", "pods").expect("pods are registered");
@@ -106,17 +96,8 @@ pub async fn run(store: ObjectStore, _cfg: ControlConfig) {
         lp.next_pass().await;
         let mut written = Written::default();
         for (rs, pods) in lp.owners_with_children() {
-            let ns = rs["metadata"]["namespace"].as_str().unwrap_or("default").to_string();
-            let name = rs["metadata"]["name"].as_str().unwrap_or_default().to_string();
-            for action in reconcile(&rs, &pods, &mut suffix) {
-                let on_pods = !matches!(action, Action::Status(_));
-                let result = match action {
-                    Action::Create(pod) => store.create(pods_res, Some(&ns), pod).await,
-                    Action::Delete { namespace, name } => store.delete_gracefully(pods_res, Some(&namespace), &name, None, None).await,
-                    Action::Status(status) => write_status(&store, rs_res, &rs, status).await,
-                };
-                written.record(result, on_pods, &name);
-            }
+            let actions = reconcile(&rs, &pods, &mut suffix);
+            apply_pod_actions(&store, rs_res, &rs, actions, &mut written).await;
         }
         lp.settle(&written).await;
     }
