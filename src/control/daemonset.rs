@@ -9,7 +9,7 @@ use serde_json::{json, Value};
 use sha2::{Digest, Sha256};
 
 use super::informer::Informer;
-use super::owners::{apply_pod_actions, suffix, OwnerLoop, Written};
+use super::owners::{apply_pod_actions, pod_from_template, suffix, OwnerLoop, Written};
 use super::ControlConfig;
 use crate::api::resources;
 use crate::api::store::ObjectStore;
@@ -83,19 +83,8 @@ pub fn reconcile(ds: &Value, nodes: &[Value], pods: &[Value], names: &mut dyn Fn
         return actions;
     }
     let create = |node: &str, names: &mut dyn FnMut() -> String| {
-        let mut labels = template["metadata"]["labels"].as_object().cloned().unwrap_or_default();
-        labels.insert(HASH_LABEL.into(), json!(hash));
-        let mut spec = template["spec"].clone();
-        spec["nodeName"] = json!(node);
-        let mut pod = json!({
-            "apiVersion": "v1", "kind": "Pod",
-            "metadata": {"name": format!("{name}-{}", names()), "namespace": ns, "labels": labels,
-                "ownerReferences": [{"apiVersion": "apps/v1", "kind": "DaemonSet", "name": name, "uid": uid, "controller": true, "blockOwnerDeletion": true}]},
-            "spec": spec,
-        });
-        if let Some(a) = template["metadata"]["annotations"].as_object() {
-            pod["metadata"]["annotations"] = Value::Object(a.clone());
-        }
+        let mut pod = pod_from_template(template, &format!("{name}-{}", names()), ns, ds, ("apps/v1", "DaemonSet"), &[(HASH_LABEL, &hash)]);
+        pod["spec"]["nodeName"] = json!(node);
         Action::Create(pod)
     };
 

@@ -10,7 +10,7 @@ use std::time::Duration;
 use chrono::{DateTime, SecondsFormat, Utc};
 use serde_json::{json, Value};
 
-use super::owners::{apply_pod_actions, suffix, OwnerLoop, Written};
+use super::owners::{apply_pod_actions, pod_from_template, suffix, OwnerLoop, Written};
 use super::ControlConfig;
 use crate::api::resources;
 use crate::api::store::ObjectStore;
@@ -126,24 +126,10 @@ pub fn reconcile(job: &Value, pods: &[Value], now: DateTime<Utc>, names: &mut dy
         let waiting = last_failure.is_some_and(|t| now < t + chrono::Duration::from_std(backoff(failed_pods.len())).unwrap_or_default());
         if active.len() < want && !waiting {
             let template = &spec["template"];
+            let labels = [("batch.kubernetes.io/job-name", name), ("job-name", name), ("batch.kubernetes.io/controller-uid", uid), ("controller-uid", uid)];
             for _ in active.len()..want {
-                let mut labels = template["metadata"]["labels"].as_object().cloned().unwrap_or_default();
-                labels.insert("batch.kubernetes.io/job-name".into(), json!(name));
-                labels.insert("job-name".into(), json!(name));
-                labels.insert("batch.kubernetes.io/controller-uid".into(), json!(uid));
-                labels.insert("controller-uid".into(), json!(uid));
-                let mut pod = json!({
-                    "apiVersion": "v1", "kind": "Pod",
-                    "metadata": {
-                        "name": format!("{name}-{}", names()), "namespace": ns, "labels": labels,
-                        "ownerReferences": [{"apiVersion": "batch/v1", "kind": "Job", "name": name, "uid": uid, "controller": true, "blockOwnerDeletion": true}],
-                    },
-                    "spec": template["spec"].clone(),
-                });
-                if let Some(a) = template["metadata"]["annotations"].as_object() {
-                    pod["metadata"]["annotations"] = Value::Object(a.clone());
-                }
-                actions.push(Action::Create(pod));
+                let pod_name = format!("{name}-{}", names());
+                actions.push(Action::Create(pod_from_template(template, &pod_name, ns, job, ("batch/v1", "Job"), &labels)));
             }
         } else if active.len() > want {
             for p in active.iter().skip(want) {

@@ -64,6 +64,26 @@ pub async fn apply_pod_actions(store: &ObjectStore, owner_res: &'static Resource
     }
 }
 
+/// A pod from `template`, named `name` in `ns`, controlled by `owner` (an object of
+/// `kind` = (apiVersion, kind)), with `labels` added to the template's.
+pub fn pod_from_template(template: &Value, name: &str, ns: &str, owner: &Value, kind: (&str, &str), labels: &[(&str, &str)]) -> Value {
+    let mut all = template["metadata"]["labels"].as_object().cloned().unwrap_or_default();
+    for (k, v) in labels {
+        all.insert(k.to_string(), Value::String(v.to_string()));
+    }
+    let m = &owner["metadata"];
+    let mut pod = serde_json::json!({
+        "apiVersion": "v1", "kind": "Pod",
+        "metadata": {"name": name, "namespace": ns, "labels": all,
+            "ownerReferences": [{"apiVersion": kind.0, "kind": kind.1, "name": m["name"], "uid": m["uid"], "controller": true, "blockOwnerDeletion": true}]},
+        "spec": template["spec"].clone(),
+    });
+    if let Some(a) = template["metadata"]["annotations"].as_object() {
+        pod["metadata"]["annotations"] = Value::Object(a.clone());
+    }
+    pod
+}
+
 /// A random 5-character name suffix, from Kubernetes' alphabet (no vowels, no look-alikes).
 pub fn suffix() -> String {
     const ALPHABET: &[u8] = b"bcdfghjklmnpqrstvwxz2456789";

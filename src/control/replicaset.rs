@@ -7,7 +7,7 @@ use std::time::Duration;
 
 use serde_json::{json, Value};
 
-use super::owners::{apply_pod_actions, suffix, OwnerLoop, Written};
+use super::owners::{apply_pod_actions, pod_from_template, suffix, OwnerLoop, Written};
 use super::ControlConfig;
 use crate::api::resources;
 use crate::api::store::ObjectStore;
@@ -50,19 +50,8 @@ pub fn reconcile(rs: &Value, pods: &[Value], names: &mut dyn FnMut() -> String) 
         if active.len() < want {
             let template = &rs["spec"]["template"];
             for _ in active.len()..want {
-                let mut pod = json!({
-                    "apiVersion": "v1", "kind": "Pod",
-                    "metadata": {
-                        "name": format!("{name}-{}", names()), "namespace": ns,
-                        "labels": template["metadata"]["labels"].clone(),
-                        "ownerReferences": [{"apiVersion": "apps/v1", "kind": "ReplicaSet", "name": name, "uid": uid, "controller": true, "blockOwnerDeletion": true}],
-                    },
-                    "spec": template["spec"].clone(),
-                });
-                if let Some(a) = template["metadata"]["annotations"].as_object() {
-                    pod["metadata"]["annotations"] = Value::Object(a.clone());
-                }
-                actions.push(Action::Create(pod));
+                let pod_name = format!("{name}-{}", names());
+                actions.push(Action::Create(pod_from_template(template, &pod_name, ns, rs, ("apps/v1", "ReplicaSet"), &[])));
             }
         } else if active.len() > want {
             active.sort_by_key(|p| std::cmp::Reverse(deletion_rank(p)));

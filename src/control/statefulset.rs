@@ -14,7 +14,7 @@ use serde_json::{json, Value};
 
 use super::daemonset::{template_hash, HASH_LABEL};
 use super::informer::Informer;
-use super::owners::{write_status, OwnerLoop, Written};
+use super::owners::{pod_from_template, write_status, OwnerLoop, Written};
 use super::ControlConfig;
 use crate::api::resources;
 use crate::api::store::ObjectStore;
@@ -84,15 +84,9 @@ pub fn reconcile(sts: &Value, pods: &[Value], claims: &[Value]) -> Vec<Action> {
         if !claim_templates.is_empty() {
             pod_spec["volumes"] = Value::Array(volumes);
         }
-        let mut pod = json!({
-            "apiVersion": "v1", "kind": "Pod",
-            "metadata": {"name": pod_name, "namespace": ns, "labels": labels,
-                "ownerReferences": [{"apiVersion": "apps/v1", "kind": "StatefulSet", "name": name, "uid": uid, "controller": true, "blockOwnerDeletion": true}]},
-            "spec": pod_spec,
-        });
-        if let Some(a) = template["metadata"]["annotations"].as_object() {
-            pod["metadata"]["annotations"] = Value::Object(a.clone());
-        }
+        let mut pod = pod_from_template(template, &pod_name, ns, sts, ("apps/v1", "StatefulSet"), &[]);
+        pod["metadata"]["labels"] = Value::Object(labels);
+        pod["spec"] = pod_spec;
         pod
     };
 
