@@ -227,6 +227,13 @@ async fn a_rollout_is_followed_listed_and_undone_with_orchctl() {
     };
     let out = orchctl(&["rollout", "status", "deployment/web", "--timeout", "120"]);
     assert!(out.contains("successfully rolled out"), "{out}");
+    // What the controllers did is told in events: on the deployment, its set, its pods.
+    let described = orchctl(&["describe", "deployment", "web"]);
+    assert!(described.contains("ScalingReplicaSet") && described.contains("Scaled up replica set web-"), "{described}");
+    let events = orchctl(&["get", "events"]);
+    for reason in ["ScalingReplicaSet", "SuccessfulCreate", "Scheduled"] {
+        assert!(events.contains(reason), "no {reason} event in\n{events}");
+    }
 
     c.client.json_as(Method::PATCH, &format!("{url}/web"), Some(&json!({"spec": {"template": {"spec": {"containers": [{"name": "app", "image": cluster_tests::pods::IMAGE,
         "command": ["sh", "-c", "exec sleep 3600"], "env": [{"name": "V", "value": "v2"}]}]}}}})), "application/merge-patch+json").await.unwrap();

@@ -160,7 +160,14 @@ pub async fn run(store: ObjectStore, _cfg: ControlConfig) {
             for action in actions {
                 let on_jobs = !matches!(action, Action::Status(_));
                 let result = match action {
-                    Action::CreateJob(job) => store.create(jobs_res, Some(&ns), job).await,
+                    Action::CreateJob(job) => {
+                        let job_name = job["metadata"]["name"].as_str().unwrap_or_default().to_string();
+                        let r = store.create(jobs_res, Some(&ns), job).await;
+                        if r.is_ok() {
+                            super::events::record(&store, &cj, cj_res, true, "SuccessfulCreate", &format!("Created job {job_name}")).await;
+                        }
+                        r
+                    }
                     Action::DeleteJob(job) => store.delete(jobs_res, Some(&ns), &job, None).await,
                     Action::Status(status) => write_status(&store, cj_res, &cj, status).await,
                 };

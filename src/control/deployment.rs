@@ -209,8 +209,21 @@ pub async fn run(store: ObjectStore, _cfg: ControlConfig) {
             for action in reconcile(&d, &sets) {
                 let on_sets = !matches!(action, Action::Status(_));
                 let result = match action {
-                    Action::CreateReplicaSet(rs) => store.create(rs_res, Some(&ns), rs).await,
-                    Action::Scale { name, replicas } => store.patch(rs_res, Some(&ns), &name, json!({"spec": {"replicas": replicas}}), false).await,
+                    Action::CreateReplicaSet(rs) => {
+                        let message = format!("Scaled up replica set {} to {}", rs["metadata"]["name"].as_str().unwrap_or_default(), rs["spec"]["replicas"]);
+                        let r = store.create(rs_res, Some(&ns), rs).await;
+                        if r.is_ok() {
+                            super::events::record(&store, &d, d_res, true, "ScalingReplicaSet", &message).await;
+                        }
+                        r
+                    }
+                    Action::Scale { name, replicas } => {
+                        let r = store.patch(rs_res, Some(&ns), &name, json!({"spec": {"replicas": replicas}}), false).await;
+                        if r.is_ok() {
+                            super::events::record(&store, &d, d_res, true, "ScalingReplicaSet", &format!("Scaled replica set {name} to {replicas}")).await;
+                        }
+                        r
+                    }
                     Action::SetRevision { name, revision } => {
                         let patch = json!({"metadata": {"annotations": {REVISION: revision.to_string()}}});
                         store.patch(rs_res, Some(&ns), &name, patch, false).await

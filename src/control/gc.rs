@@ -2,7 +2,8 @@
 //! every owner (by `ownerReferences` uid) is gone is deleted; pods gracefully. Owners are
 //! the workload kinds; a reference to any other kind keeps its object. Before deleting, each
 //! owner is looked up again with a linearizable read, so a stale informer (or one still
-//! listing) can never make it delete a live object's children. `dangling` is pure.
+//! listing) can never make it delete a live object's children. Events older than
+//! `events::TTL` are removed here too. `dangling` is pure.
 
 use std::collections::BTreeSet;
 
@@ -66,8 +67,17 @@ pub async fn run(store: ObjectStore, cfg: ControlConfig) {
         .filter_map(|(group, plural)| resources::by_plural(group, plural))
         .map(|res| (res, Informer::start(store.clone(), res)))
         .collect();
+    let events_res = resources::by_plural("", "events").expect("events are registered");
+    let events = Informer::start(store.clone(), events_res);
     loop {
         let started = tokio::time::Instant::now();
+        let now = chrono::Utc::now();
+        for e in events.objects().into_iter().filter(|e| super::events::expired(e, now)) {
+            let (ns, name) = (e["metadata"]["namespace"].as_str(), e["metadata"]["name"].as_str().unwrap_or_default());
+            if let Err(err) = store.delete(events_res, ns, name, Some(super::informer::revision(&e))).await {
+                tracing::debug!(name, error = %err, "expired event not removed; next pass");
+            }
+        }
         let live: BTreeSet<String> =
             owners.iter().flat_map(|i| i.objects()).filter_map(|o| o["metadata"]["uid"].as_str().map(String::from)).collect();
         for (res, informer) in &dependents {

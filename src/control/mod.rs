@@ -8,6 +8,7 @@ pub mod cronjob;
 pub mod daemonset;
 pub mod deployment;
 pub mod endpoints;
+pub mod events;
 pub mod gc;
 pub mod informer;
 pub mod job;

@@ -115,7 +115,14 @@ pub async fn run(store: ObjectStore, cfg: ControlConfig) {
             };
             if let Some(patch) = patch {
                 match store.patch(nodes_res, None, name, patch, false).await {
-                    Ok(_) => tracing::info!(node = name, ?health, "node health changed"),
+                    Ok(_) => {
+                        tracing::info!(node = name, ?health, "node health changed");
+                        let (reason, message) = match health {
+                            Health::Fresh => ("NodeReady", format!("Node {name} status is now: NodeReady")),
+                            _ => ("NodeNotReady", format!("Node {name} status is now: NodeNotReady (no heartbeat)")),
+                        };
+                        super::events::record(&store, node, nodes_res, health == Health::Fresh, reason, &message).await;
+                    }
                     Err(e) => tracing::debug!(node = name, error = %e, "node not updated; next tick"),
                 }
             }
@@ -130,7 +137,10 @@ pub async fn run(store: ObjectStore, cfg: ControlConfig) {
             let (ns, name) = (pod["metadata"]["namespace"].as_str(), pod["metadata"]["name"].as_str().unwrap_or_default());
             if evicting.contains(node) && evictable(&pod) {
                 match store.delete_gracefully(pods_res, ns, name, Some(revision(&pod)), None).await {
-                    Ok(_) => tracing::info!(pod = name, node, "evicted: node unreachable"),
+                    Ok(_) => {
+                        tracing::info!(pod = name, node, "evicted: node unreachable");
+                        super::events::record(&store, &pod, pods_res, true, "TaintManagerEviction", &format!("Marking for deletion Pod {}/{name}", ns.unwrap_or_default())).await;
+                    }
                     Err(e) => tracing::debug!(pod = name, error = %e, "not evicted; next tick"),
                 }
             } else if synced && !known.contains(node) {

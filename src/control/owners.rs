@@ -56,8 +56,21 @@ pub async fn apply_pod_actions(store: &ObjectStore, owner_res: &'static Resource
     for action in actions {
         let on_pods = !matches!(action, PodAction::Status(_));
         let result = match action {
-            PodAction::Create(pod) => store.create(pods_res, Some(&ns), pod).await,
-            PodAction::Delete { namespace, name } => store.delete_gracefully(pods_res, Some(&namespace), &name, None, None).await,
+            PodAction::Create(pod) => {
+                let pod_name = pod["metadata"]["name"].as_str().unwrap_or_default().to_string();
+                let r = store.create(pods_res, Some(&ns), pod).await;
+                if r.is_ok() {
+                    super::events::record(store, owner, owner_res, true, "SuccessfulCreate", &format!("Created pod: {pod_name}")).await;
+                }
+                r
+            }
+            PodAction::Delete { namespace, name: pod_name } => {
+                let r = store.delete_gracefully(pods_res, Some(&namespace), &pod_name, None, None).await;
+                if r.is_ok() {
+                    super::events::record(store, owner, owner_res, true, "SuccessfulDelete", &format!("Deleted pod: {pod_name}")).await;
+                }
+                r
+            }
             PodAction::Status(status) => write_status(store, owner_res, owner, status).await,
         };
         written.record(result, on_pods, &name);

@@ -74,6 +74,8 @@ pub async fn run(store: ObjectStore, _cfg: ControlConfig) {
                             last_write = last_write.max(super::informer::revision(&obj));
                             failing.remove(decision.pod());
                             tracing::info!(pod = %decision.pod(), %node, "scheduled");
+                            let message = format!("Successfully assigned {} to {node}", decision.pod());
+                            super::events::record(&store, &obj, pods_res, true, "Scheduled", &message).await;
                         }
                         Err(e) => tracing::debug!(pod = %decision.pod(), error = %e, "binding not committed; next pass"),
                     }
@@ -86,6 +88,7 @@ pub async fn run(store: ObjectStore, _cfg: ControlConfig) {
                         patch["metadata"] = json!({"resourceVersion": rv});
                         if store.patch(pods_res, ns, name, patch, true).await.is_ok() && failing.get(decision.pod()) != Some(&message) {
                             tracing::info!(pod = %decision.pod(), %message, "unschedulable");
+                            super::events::record(&store, &obj, pods_res, false, "FailedScheduling", &message).await;
                         }
                     }
                     failing.insert(decision.pod().to_string(), message);
