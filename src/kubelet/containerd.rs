@@ -270,6 +270,9 @@ impl ContainerRuntime for ContainerdRuntime {
         process["terminal"] = false.into();
         let dir = fifo_dir(exec_id);
         std::fs::create_dir_all(&dir).map_err(|e| RuntimeError::Runtime(format!("exec fifos: {e}")))?;
+        // However this ends, cancelled too (a probe's timeout drops it): no FIFO left behind,
+        // no thread left waiting to open one.
+        let fifos = Fifos(dir.clone());
         for name in ["stdin", "stdout", "stderr"] {
             nix::unistd::mkfifo(&dir.join(name), nix::sys::stat::Mode::from_bits_truncate(0o600))
                 .map_err(|e| RuntimeError::Runtime(format!("mkfifo: {e}")))?;
@@ -321,7 +324,7 @@ impl ContainerRuntime for ContainerdRuntime {
             }
         };
         // Every end is open (or given up): the names can go.
-        let _ = std::fs::remove_dir_all(&dir);
+        drop(fifos);
         io
     }
 
@@ -510,7 +513,17 @@ async fn open_fifo(path: PathBuf, write: bool) -> std::io::Result<std::fs::File>
         .map_err(std::io::Error::other)?
 }
 
-/// Release opens still waiting on FIFOs nobody will open (opening both ends ourselves).
+/// An exec's FIFO directory, released (see `release_fifos`) when dropped.
+struct Fifos(PathBuf);
+
+impl Drop for Fifos {
+    fn drop(&mut self) {
+        release_fifos(&self.0);
+    }
+}
+
+/// Release opens still waiting on FIFOs nobody will open (opening both ends ourselves), and
+/// remove them. Harmless for FIFOs whose ends are already open.
 fn release_fifos(dir: &Path) {
     for name in ["stdin", "stdout", "stderr"] {
         let _ = std::fs::OpenOptions::new().read(true).write(true).open(dir.join(name));
