@@ -32,6 +32,9 @@ pub struct ContainerdRuntime {
     client: std::sync::Arc<Client>,
     /// Image configs by manifest digest.
     configs: std::sync::Arc<std::sync::Mutex<HashMap<String, serde_json::Value>>>,
+    /// Where exec'd processes' FIFOs live: beside containerd's socket (as containerd keeps
+    /// its own FIFOs under its run directory), so each node's are its own.
+    fifo_root: PathBuf,
 }
 
 fn req<T>(msg: T) -> Request<T> {
@@ -61,7 +64,8 @@ impl ContainerdRuntime {
             Err(e) if e.code() == Code::AlreadyExists => {}
             Err(e) => return Err(rt(e)),
         }
-        Ok(ContainerdRuntime { client: std::sync::Arc::new(client), configs: Default::default() })
+        let fifo_root = socket.parent().unwrap_or(Path::new("/run")).join("orch-exec");
+        Ok(ContainerdRuntime { client: std::sync::Arc::new(client), configs: Default::default(), fifo_root })
     }
 
     async fn has_blob(&self, digest: &str) -> Result<bool, RuntimeError> {
@@ -268,7 +272,7 @@ impl ContainerRuntime for ContainerdRuntime {
         let mut process = spec["process"].clone();
         process["args"] = serde_json::json!(args);
         process["terminal"] = false.into();
-        let dir = fifo_dir(exec_id);
+        let dir = self.fifo_root.join(exec_id);
         std::fs::create_dir_all(&dir).map_err(|e| RuntimeError::Runtime(format!("exec fifos: {e}")))?;
         // However this ends, cancelled too (a probe's timeout drops it): no FIFO left behind,
         // no thread left waiting to open one.
@@ -500,11 +504,6 @@ impl ContainerRuntime for ContainerdRuntime {
 
 /// How long an exec'd process's stdio may take to be opened by the shim.
 const FIFO_OPEN_LIMIT: Duration = Duration::from_secs(10);
-
-/// Where exec'd processes' FIFOs live while they run.
-fn fifo_dir(exec_id: &str) -> PathBuf {
-    std::env::temp_dir().join(format!("orch-{exec_id}"))
-}
 
 /// Open one end of a FIFO, waiting (on a blocking thread) for the shim to open the other.
 async fn open_fifo(path: PathBuf, write: bool) -> std::io::Result<std::fs::File> {
