@@ -38,6 +38,12 @@ pub async fn create(c: &Cluster, via: usize, obj: &Value) -> anyhow::Result<Valu
     c.client.json(Method::POST, &c.url(via, "/api/v1/namespaces/default/pods"), Some(obj)).await
 }
 
+/// The pods in `default` whose first owner reference has `uid`.
+pub async fn owned_by(c: &Cluster, uid: &str) -> Vec<Value> {
+    let list = c.client.json(Method::GET, &c.url(0, "/api/v1/namespaces/default/pods"), None).await.expect("listing pods");
+    list["items"].as_array().into_iter().flatten().filter(|p| p["metadata"]["ownerReferences"][0]["uid"] == uid).cloned().collect()
+}
+
 pub async fn get(c: &Cluster, via: usize, name: &str) -> Option<Value> {
     c.client.json(Method::GET, &c.url(via, &format!("/api/v1/namespaces/default/pods/{name}")), None).await.ok()
 }

@@ -61,11 +61,6 @@ async fn pending_pods_are_placed_spread_and_explained() {
     assert_eq!(placed["spec"]["nodeName"], worker.as_str());
 }
 
-async fn owned_pods(c: &Cluster, uid: &str) -> Vec<Value> {
-    let list = c.client.json(hyper::Method::GET, &c.url(0, "/api/v1/namespaces/default/pods"), None).await.unwrap();
-    list["items"].as_array().unwrap().iter().filter(|p| p["metadata"]["ownerReferences"][0]["uid"] == uid).cloned().collect()
-}
-
 #[tokio::test(flavor = "multi_thread")]
 async fn a_replicaset_keeps_its_replicas_running_and_scales() {
     let c = Cluster::start_opts(1, 2, Options { containerd: true, ..Default::default() }).await.expect("cluster starts");
@@ -81,7 +76,7 @@ async fn a_replicaset_keeps_its_replicas_running_and_scales() {
 
     let deadline = std::time::Instant::now() + Duration::from_secs(60);
     loop {
-        let pods = owned_pods(&c, &uid).await;
+        let pods = pods::owned_by(&c, &uid).await;
         let status = c.client.json(hyper::Method::GET, &rs_url, None).await.unwrap()["status"].clone();
         if pods.len() == 4 && pods.iter().all(all_running) && status["readyReplicas"] == 4 {
             assert!(pods.iter().all(|p| p["metadata"]["labels"]["app"] == "web"));
@@ -96,7 +91,7 @@ async fn a_replicaset_keeps_its_replicas_running_and_scales() {
     c.client.json_as(hyper::Method::PATCH, &rs_url, Some(&patch), "application/merge-patch+json").await.unwrap();
     let deadline = std::time::Instant::now() + Duration::from_secs(60);
     loop {
-        let pods = owned_pods(&c, &uid).await;
+        let pods = pods::owned_by(&c, &uid).await;
         let status = c.client.json(hyper::Method::GET, &rs_url, None).await.unwrap()["status"].clone();
         assert!(pods.len() <= 4, "never more pods than before: {}", pods.len());
         if pods.len() == 2 && status["replicas"] == 2 && status["readyReplicas"] == 2 {

@@ -6,14 +6,9 @@ use std::collections::BTreeSet;
 use std::time::Duration;
 
 use cluster_tests::cluster::{until, Cluster, Options};
-use cluster_tests::pods::{all_running, container, load_busybox};
+use cluster_tests::pods::{self, all_running, container, load_busybox};
 use hyper::Method;
 use serde_json::{json, Value};
-
-async fn owned_pods(c: &Cluster, uid: &str) -> Vec<Value> {
-    let list = c.client.json(Method::GET, &c.url(0, "/api/v1/namespaces/default/pods"), None).await.unwrap();
-    list["items"].as_array().unwrap().iter().filter(|p| p["metadata"]["ownerReferences"][0]["uid"] == uid).cloned().collect()
-}
 
 #[tokio::test(flavor = "multi_thread")]
 async fn a_job_runs_its_completions_at_most_parallelism_at_a_time() {
@@ -29,7 +24,7 @@ async fn a_job_runs_its_completions_at_most_parallelism_at_a_time() {
     let (cr, uid_r, url_r, most) = (&c, &uid, &url, &most_active);
     let status = until(Duration::from_secs(120), "the job completes", || async move {
         let (c, uid, url) = (cr, uid_r, url_r);
-        let pods = owned_pods(c, uid).await;
+        let pods = pods::owned_by(c, uid).await;
         let active = pods.iter().filter(|p| !matches!(p["status"]["phase"].as_str(), Some("Succeeded" | "Failed"))).count();
         most.set(most.get().max(active));
         let status = c.client.json(Method::GET, url, None).await.unwrap()["status"].clone();
@@ -39,7 +34,7 @@ async fn a_job_runs_its_completions_at_most_parallelism_at_a_time() {
     .await;
     assert_eq!((status["succeeded"].as_u64(), status["failed"].as_u64(), status["active"].as_u64()), (Some(5), Some(0), Some(0)), "{status}");
     assert!(status["completionTime"].is_string() && status["startTime"].is_string());
-    let pods = owned_pods(&c, &uid).await;
+    let pods = pods::owned_by(&c, &uid).await;
     assert_eq!(pods.len(), 5, "one pod per completion, none failed");
     assert!(pods.iter().all(|p| p["status"]["phase"] == "Succeeded" && p["metadata"]["labels"]["job-name"] == "count"));
     assert!(most_active.get() <= 2, "parallelism 2, saw {} at once", most_active.get());
@@ -59,7 +54,7 @@ async fn a_daemonset_runs_one_pod_per_qualifying_node_and_follows_the_nodes() {
         pods.iter().filter(|p| all_running(p) && p["metadata"]["deletionTimestamp"].is_null()).filter_map(|p| p["spec"]["nodeName"].as_str().map(String::from)).collect()
     };
     until(Duration::from_secs(90), "a running agent on every node", || async {
-        let pods = owned_pods(&c, &uid).await;
+        let pods = pods::owned_by(&c, &uid).await;
         let on = running_on(&pods);
         (((on == node_names) && pods.len() == 3).then_some(()), format!("{on:?} of {} pods", pods.len()))
     })
@@ -75,7 +70,7 @@ async fn a_daemonset_runs_one_pod_per_qualifying_node_and_follows_the_nodes() {
     let patch = json!({"spec": {"template": {"spec": {"nodeSelector": {"agent": "yes"}}}}});
     c.client.json_as(Method::PATCH, &ds_url, Some(&patch), "application/merge-patch+json").await.unwrap();
     until(Duration::from_secs(60), "no agents without the label", || async {
-        let pods = owned_pods(&c, &uid).await;
+        let pods = pods::owned_by(&c, &uid).await;
         let live: Vec<&Value> = pods.iter().filter(|p| p["metadata"]["deletionTimestamp"].is_null()).collect();
         (live.is_empty().then_some(()), format!("{} live pods", live.len()))
     })
@@ -84,7 +79,7 @@ async fn a_daemonset_runs_one_pod_per_qualifying_node_and_follows_the_nodes() {
     let label = json!({"metadata": {"labels": {"agent": "yes"}}});
     c.client.json_as(Method::PATCH, &c.url(0, &format!("/api/v1/nodes/{worker}")), Some(&label), "application/merge-patch+json").await.unwrap();
     until(Duration::from_secs(60), "an agent on the newly labelled node", || async {
-        let pods = owned_pods(&c, &uid).await;
+        let pods = pods::owned_by(&c, &uid).await;
         let on = running_on(&pods);
         ((on == BTreeSet::from([worker.clone()])).then_some(()), format!("{on:?}"))
     })
@@ -106,12 +101,12 @@ async fn deleting_an_owner_takes_its_pods_unless_they_are_orphaned() {
     }
     for uid in &uids {
         until(Duration::from_secs(60), "two running pods", || async {
-            let pods = owned_pods(&c, uid).await;
+            let pods = pods::owned_by(&c, uid).await;
             ((pods.len() == 2 && pods.iter().all(all_running)).then_some(()), format!("{} pods", pods.len()))
         })
         .await;
     }
-    let kept: BTreeSet<String> = owned_pods(&c, &uids[0]).await.iter().map(|p| p["metadata"]["name"].as_str().unwrap().to_string()).collect();
+    let kept: BTreeSet<String> = pods::owned_by(&c, &uids[0]).await.iter().map(|p| p["metadata"]["name"].as_str().unwrap().to_string()).collect();
 
     // Orphan: the pods stay, without the reference.
     let orphan = json!({"kind": "DeleteOptions", "apiVersion": "v1", "propagationPolicy": "Orphan"});
@@ -119,7 +114,7 @@ async fn deleting_an_owner_takes_its_pods_unless_they_are_orphaned() {
     // Background (the default): the collector deletes the pods.
     c.client.json(Method::DELETE, &rs_url("gone"), None).await.unwrap();
     until(Duration::from_secs(60), "the deleted ReplicaSet's pods gone", || async {
-        let left = owned_pods(&c, &uids[1]).await;
+        let left = pods::owned_by(&c, &uids[1]).await;
         let live = left.iter().filter(|p| p["metadata"]["deletionTimestamp"].is_null()).count();
         ((live == 0).then_some(()), format!("{live} live pods of 'gone'"))
     })
@@ -146,7 +141,7 @@ async fn a_statefulset_starts_its_pods_in_order_and_removes_them_from_the_top() 
     let created = c.client.json(Method::POST, &c.url(0, "/apis/apps/v1/namespaces/default/statefulsets"), Some(&sts)).await.unwrap();
     let uid = created["metadata"]["uid"].as_str().unwrap().to_string();
     let pods = until(Duration::from_secs(90), "web-0, web-1, web-2 ready", || async {
-        let pods = owned_pods(&c, &uid).await;
+        let pods = pods::owned_by(&c, &uid).await;
         let ready = pods.iter().filter(|p| p["status"]["conditions"].as_array().is_some_and(|cs| cs.iter().any(|c| c["type"] == "Ready" && c["status"] == "True"))).count();
         ((ready == 3).then(|| pods.clone()), format!("{} pods, {ready} ready", pods.len()))
     })
@@ -172,7 +167,7 @@ async fn a_statefulset_starts_its_pods_in_order_and_removes_them_from_the_top() 
     c.client.json_as(Method::PATCH, &url, Some(&json!({"spec": {"replicas": 1}})), "application/merge-patch+json").await.unwrap();
     // At every look: web-1 is not being removed while web-2 still exists.
     until(Duration::from_secs(60), "only web-0 left", || async {
-        let pods = owned_pods(&c, &uid).await;
+        let pods = pods::owned_by(&c, &uid).await;
         let state = |n: &str| pods.iter().find(|p| p["metadata"]["name"] == n).map(|p| p["metadata"]["deletionTimestamp"].is_null());
         let (web1, web2) = (state("web-1"), state("web-2"));
         assert!(!(web1 != Some(true) && web2.is_some()), "web-1 removed (live: {web1:?}) while web-2 exists (live: {web2:?})");

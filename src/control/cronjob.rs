@@ -12,6 +12,7 @@ use chrono::{DateTime, SecondsFormat, Utc};
 use croner::Cron;
 use serde_json::{json, Value};
 
+use super::events::on_success;
 use super::owners::{write_status, OwnerLoop, Written};
 use super::ControlConfig;
 use crate::api::resources;
@@ -161,12 +162,8 @@ pub async fn run(store: ObjectStore, _cfg: ControlConfig) {
                 let on_jobs = !matches!(action, Action::Status(_));
                 let result = match action {
                     Action::CreateJob(job) => {
-                        let job_name = job["metadata"]["name"].as_str().unwrap_or_default().to_string();
-                        let r = store.create(jobs_res, Some(&ns), job).await;
-                        if r.is_ok() {
-                            super::events::record(&store, &cj, cj_res, true, "SuccessfulCreate", &format!("Created job {job_name}")).await;
-                        }
-                        r
+                        let message = format!("Created job {}", job["metadata"]["name"].as_str().unwrap_or_default());
+                        on_success(store.create(jobs_res, Some(&ns), job).await, &store, &cj, cj_res, "SuccessfulCreate", &message).await
                     }
                     Action::DeleteJob(job) => store.delete(jobs_res, Some(&ns), &job, None).await,
                     Action::Status(status) => write_status(&store, cj_res, &cj, status).await,

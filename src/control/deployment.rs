@@ -10,6 +10,7 @@ use std::time::Duration;
 use serde_json::{json, Value};
 use sha2::{Digest, Sha256};
 
+use super::events::on_success;
 use super::owners::{write_status, OwnerLoop, Written};
 use super::ControlConfig;
 use crate::api::resources;
@@ -211,18 +212,11 @@ pub async fn run(store: ObjectStore, _cfg: ControlConfig) {
                 let result = match action {
                     Action::CreateReplicaSet(rs) => {
                         let message = format!("Scaled up replica set {} to {}", rs["metadata"]["name"].as_str().unwrap_or_default(), rs["spec"]["replicas"]);
-                        let r = store.create(rs_res, Some(&ns), rs).await;
-                        if r.is_ok() {
-                            super::events::record(&store, &d, d_res, true, "ScalingReplicaSet", &message).await;
-                        }
-                        r
+                        on_success(store.create(rs_res, Some(&ns), rs).await, &store, &d, d_res, "ScalingReplicaSet", &message).await
                     }
                     Action::Scale { name, replicas } => {
                         let r = store.patch(rs_res, Some(&ns), &name, json!({"spec": {"replicas": replicas}}), false).await;
-                        if r.is_ok() {
-                            super::events::record(&store, &d, d_res, true, "ScalingReplicaSet", &format!("Scaled replica set {name} to {replicas}")).await;
-                        }
-                        r
+                        on_success(r, &store, &d, d_res, "ScalingReplicaSet", &format!("Scaled replica set {name} to {replicas}")).await
                     }
                     Action::SetRevision { name, revision } => {
                         let patch = json!({"metadata": {"annotations": {REVISION: revision.to_string()}}});

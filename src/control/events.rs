@@ -40,6 +40,14 @@ pub async fn record(store: &ObjectStore, involved: &Value, res: &Resource, norma
     }
 }
 
+/// Pass `result` through, recording the event when the write it reports succeeded.
+pub async fn on_success<T, E>(result: Result<T, E>, store: &ObjectStore, involved: &Value, res: &Resource, reason: &str, message: &str) -> Result<T, E> {
+    if result.is_ok() {
+        record(store, involved, res, true, reason, message).await;
+    }
+    result
+}
+
 /// Whether event `e` is older than `TTL` at `now`.
 pub fn expired(e: &Value, now: DateTime<Utc>) -> bool {
     let last = e["lastTimestamp"].as_str().or(e["metadata"]["creationTimestamp"].as_str());

@@ -8,6 +8,7 @@ use std::time::Duration;
 
 use serde_json::Value;
 
+use super::events::on_success;
 use super::informer::{revision, Informer};
 use crate::api::resources::Resource;
 use crate::api::status::ApiError;
@@ -57,19 +58,12 @@ pub async fn apply_pod_actions(store: &ObjectStore, owner_res: &'static Resource
         let on_pods = !matches!(action, PodAction::Status(_));
         let result = match action {
             PodAction::Create(pod) => {
-                let pod_name = pod["metadata"]["name"].as_str().unwrap_or_default().to_string();
-                let r = store.create(pods_res, Some(&ns), pod).await;
-                if r.is_ok() {
-                    super::events::record(store, owner, owner_res, true, "SuccessfulCreate", &format!("Created pod: {pod_name}")).await;
-                }
-                r
+                let message = format!("Created pod: {}", pod["metadata"]["name"].as_str().unwrap_or_default());
+                on_success(store.create(pods_res, Some(&ns), pod).await, store, owner, owner_res, "SuccessfulCreate", &message).await
             }
-            PodAction::Delete { namespace, name: pod_name } => {
-                let r = store.delete_gracefully(pods_res, Some(&namespace), &pod_name, None, None).await;
-                if r.is_ok() {
-                    super::events::record(store, owner, owner_res, true, "SuccessfulDelete", &format!("Deleted pod: {pod_name}")).await;
-                }
-                r
+            PodAction::Delete { namespace, name: pod } => {
+                let r = store.delete_gracefully(pods_res, Some(&namespace), &pod, None, None).await;
+                on_success(r, store, owner, owner_res, "SuccessfulDelete", &format!("Deleted pod: {pod}")).await
             }
             PodAction::Status(status) => write_status(store, owner_res, owner, status).await,
         };
