@@ -67,9 +67,13 @@ impl Node {
 pub struct Options {
     /// Give every node a containerd of its own and run the kubelet role (else `--no-kubelet`).
     pub containerd: bool,
-    /// Extra orchd flags for every node (e.g. faster heartbeats).
+    /// Extra orchd flags for every node (e.g. faster heartbeats); `{gateway}` in them
+    /// stands for the test network's root-namespace address (see `Cluster::gateway`).
     pub extra: Vec<String>,
 }
+
+/// Replaced by the test network's gateway address in `Options::extra`.
+pub const GATEWAY: &str = "{gateway}";
 
 pub struct Cluster {
     // Dropped in order: processes first (Drop impl), then the network, then the dirs.
@@ -154,7 +158,7 @@ impl Cluster {
             .args(["--name", &node.name, "--advertise", &ip, "--data-dir"])
             .arg(&node.data_dir)
             .args(["--api-port", &API_PORT.to_string(), "--raft-port", &RAFT_PORT.to_string(), "--node-heartbeat-s", "2"])
-            .args(&self.extra)
+            .args(self.extra.iter().map(|a| a.replace(GATEWAY, &self.net.gateway().to_string())))
             .args(self.kubelet_flags(i))
             .args(args)
             .env("ORCH_LOG", "info,openraft=warn")
@@ -243,6 +247,12 @@ impl Cluster {
     }
 
     /// The network namespace node `i` runs in.
+    /// The root namespace's address on the test network: where services the tests run
+    /// outside the cluster (a registry) listen for its nodes.
+    pub fn gateway(&self) -> std::net::Ipv4Addr {
+        self.net.gateway()
+    }
+
     pub fn netns(&self, i: usize) -> String {
         self.net.netns(i)
     }

@@ -13,6 +13,7 @@ pub mod net;
 pub mod nsd;
 pub mod objects;
 pub mod pods;
+pub mod registry;
 pub mod watch;
 
 pub use cluster::{poll, Cluster, Role};

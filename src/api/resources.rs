@@ -96,8 +96,23 @@ impl Resource {
         if self.kind == "CronJob" {
             crate::control::cronjob::parse_schedule(&obj).map_err(|e| format!("CronJob is invalid: {e}"))?;
         }
-        Ok(obj)
+        Ok(if self.kind == "Secret" { merge_string_data(obj) } else { obj })
     }
+}
+
+/// A Secret's `stringData` is write-only: its entries go into `data` (base64, replacing
+/// keys of the same name), as the Kubernetes API server stores them.
+fn merge_string_data(mut obj: Value) -> Value {
+    use base64::Engine;
+    let Some(Value::Object(strings)) = obj.as_object_mut().and_then(|o| o.remove("stringData")) else { return obj };
+    if !obj["data"].is_object() {
+        obj["data"] = serde_json::json!({});
+    }
+    for (k, v) in strings {
+        let text = v.as_str().unwrap_or_default();
+        obj["data"][k] = base64::engine::general_purpose::STANDARD.encode(text).into();
+    }
+    obj
 }
 
 pub fn by_plural(group: &str, plural: &str) -> Option<&'static Resource> {
@@ -152,5 +167,18 @@ mod tests {
             "data": {"k": "v"}, "bogus": 1})).unwrap();
         assert_eq!(ok["data"]["k"], "v");
         assert!(ok.get("bogus").is_none());
+    }
+
+    #[test]
+    fn secret_string_data_is_stored_as_data() {
+        let secret = lookup("secrets").unwrap();
+        let stored = secret
+            .validate(json!({"apiVersion": "v1", "kind": "Secret", "metadata": {"name": "s"},
+                "data": {"kept": "YQ==", "replaced": "YQ=="}, "stringData": {"replaced": "hi", "new": "x:y"}}))
+            .unwrap();
+        assert_eq!(stored["data"], json!({"kept": "YQ==", "replaced": "aGk=", "new": "eDp5"}));
+        assert!(stored.get("stringData").is_none());
+        let only = secret.validate(json!({"apiVersion": "v1", "kind": "Secret", "metadata": {"name": "s"}, "stringData": {"a": "b"}})).unwrap();
+        assert_eq!(only["data"], json!({"a": "Yg=="}));
     }
 }

@@ -136,7 +136,7 @@ pub enum ImageCommand {
     PackBusybox {
         /// The archive to write.
         file: std::path::PathBuf,
-        #[arg(long, default_value = "orch.local/busybox:latest")]
+        #[arg(long, default_value = "orch.local/busybox:1.35")]
         name: String,
         #[arg(long, default_value = "/bin/busybox")]
         busybox: std::path::PathBuf,

@@ -108,7 +108,11 @@ pub struct Flags {
     /// cgroup parent of all pods.
     #[arg(long)]
     pub cgroup_parent: Option<String>,
-    /// First container restart back-off in milliseconds (doubles per restart, up to 5 minutes).
+    /// Registries pulled from over plain HTTP, as HOST[:PORT],... (all others over HTTPS).
+    #[arg(long)]
+    pub insecure_registries: Option<String>,
+    /// First container restart (and image pull) back-off in milliseconds (doubles per
+    /// failure, up to 5 minutes).
     #[arg(long)]
     pub restart_backoff_ms: Option<u64>,
     /// Addresses Services' ClusterIPs come from (the same on every head).
@@ -174,6 +178,7 @@ pub struct Settings {
     pub run_dir: PathBuf,
     pub cgroup_parent: String,
     pub restart_backoff: Duration,
+    pub insecure_registries: Vec<String>,
     pub service_ranges: crate::api::service::ServiceRanges,
     pub proxy_mode: crate::services::ProxyMode,
     pub proxy_resync: Duration,
@@ -257,6 +262,14 @@ impl Flags {
             run_dir: std::path::absolute(self.run_dir.or(file.run_dir).unwrap_or_else(|| PathBuf::from("/run/orch")))?,
             cgroup_parent: self.cgroup_parent.or(file.cgroup_parent).unwrap_or_else(|| "orch".into()),
             restart_backoff: Duration::from_millis(self.restart_backoff_ms.or(file.restart_backoff_ms).unwrap_or(10_000)),
+            insecure_registries: self
+                .insecure_registries
+                .or(file.insecure_registries)
+                .unwrap_or_default()
+                .split(',')
+                .map(|r| r.trim().to_string())
+                .filter(|r| !r.is_empty())
+                .collect(),
             name,
             // Absolute: paths under it are handed to containerd and runc, which resolve
             // relative ones against their own working directories.

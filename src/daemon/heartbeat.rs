@@ -11,6 +11,7 @@ use super::config::Role;
 use crate::api::{API_ADDR_ANNOTATION, ROLE_LABEL};
 use crate::client::{ApiClient, HttpError};
 use crate::clock::Clock;
+use crate::kubelet::runtime::ImageInfo;
 
 pub struct Identity {
     pub name: String,
@@ -21,6 +22,8 @@ pub struct Identity {
     pub resources: Option<Resources>,
     /// The proxy role's state, reported as the `ServiceProxy` condition.
     pub proxy: Option<crate::services::proxy::SharedStatus>,
+    /// The images the kubelet found in the runtime (None without the kubelet role).
+    pub images: Option<crate::kubelet::runtime::SharedImages>,
 }
 
 /// A node's capacity as Kubernetes counts it.
@@ -79,6 +82,29 @@ fn conditions(id: &Identity, now: &str) -> Value {
     Value::Array(c)
 }
 
+/// Most images a Node's status lists (as the kubelet's `nodeStatusMaxImages`).
+const MAX_IMAGES: usize = 50;
+
+/// `status.images`: the largest images first, each by its name and by `repository@digest`.
+pub fn images_status(images: &[ImageInfo]) -> Value {
+    let mut sorted: Vec<&ImageInfo> = images.iter().collect();
+    sorted.sort_by(|a, b| b.size.cmp(&a.size).then_with(|| a.name.cmp(&b.name)));
+    let entries = sorted.into_iter().take(MAX_IMAGES).map(|i| json!({"names": [crate::kubelet::pull::digest_name(&i.name, &i.digest), i.name], "sizeBytes": i.size}));
+    Value::Array(entries.collect())
+}
+
+/// The status fields every heartbeat refreshes.
+fn status_fields(id: &Identity, now: &str, status: &mut Value) {
+    status["conditions"] = conditions(id, now);
+    if let Some(r) = &id.resources {
+        status["capacity"] = r.quantities();
+        status["allocatable"] = r.quantities();
+    }
+    if let Some(images) = &id.images {
+        status["images"] = images_status(&images.lock().expect("images lock"));
+    }
+}
+
 /// The Node object a node registers itself with.
 pub fn node_object(id: &Identity, now: &str) -> Value {
     let mut node = json!({
@@ -90,14 +116,10 @@ pub fn node_object(id: &Identity, now: &str) -> Value {
         },
         "status": {
             "addresses": [{"type": "InternalIP", "address": id.address}, {"type": "Hostname", "address": id.name}],
-            "conditions": conditions(id, now),
             "nodeInfo": node_info(),
         },
     });
-    if let Some(r) = &id.resources {
-        node["status"]["capacity"] = r.quantities();
-        node["status"]["allocatable"] = r.quantities();
-    }
+    status_fields(id, now, &mut node["status"]);
     node
 }
 
@@ -120,11 +142,8 @@ fn node_info() -> Value {
 
 /// The merge patch one heartbeat sends to `nodes/NAME/status`.
 pub fn heartbeat_patch(id: &Identity, now: &str) -> Value {
-    let mut patch = json!({"status": {"conditions": conditions(id, now)}});
-    if let Some(r) = &id.resources {
-        patch["status"]["capacity"] = r.quantities();
-        patch["status"]["allocatable"] = r.quantities();
-    }
+    let mut patch = json!({"status": {}});
+    status_fields(id, now, &mut patch["status"]);
     patch
 }
 
@@ -166,7 +185,7 @@ mod tests {
     #[test]
     fn node_object_carries_role_and_address() {
         let resources = Some(Resources { cpus: 2, memory_kib: 2048, max_pods: 110 });
-        let id = Identity { name: "w1".into(), role: Role::Worker, address: "10.0.0.9".into(), api_addr: "10.0.0.9:6443".into(), resources, proxy: None };
+        let id = Identity { name: "w1".into(), role: Role::Worker, address: "10.0.0.9".into(), api_addr: "10.0.0.9:6443".into(), resources, proxy: None, images: None };
         let n = node_object(&id, "2026-01-01T00:00:00Z");
         assert_eq!(n["metadata"]["labels"][ROLE_LABEL], "worker");
         assert_eq!(n["status"]["addresses"][0]["address"], "10.0.0.9");
@@ -181,11 +200,28 @@ mod tests {
     fn the_proxy_reports_its_mode_and_last_sync_as_a_condition() {
         let status = crate::services::proxy::ProxyStatus { mode: "nftables".into(), last_sync: Some("t0".into()), virtual_services: 3, last_error: None, ..Default::default() };
         let id = Identity { name: "w1".into(), role: Role::Worker, address: "a".into(), api_addr: "a".into(), resources: None,
-            proxy: Some(std::sync::Arc::new(std::sync::Mutex::new(status))) };
+            proxy: Some(std::sync::Arc::new(std::sync::Mutex::new(status))), images: None };
         let c = &heartbeat_patch(&id, "t1")["status"]["conditions"][1];
         assert_eq!((c["type"].as_str(), c["status"].as_str(), c["reason"].as_str()), (Some("ServiceProxy"), Some("True"), Some("nftables")));
         assert_eq!(c["message"], "nftables mode; last sync t0; 3 virtual services");
         id.proxy.as_ref().unwrap().lock().unwrap().last_error = Some("nft -f failed".into());
         assert_eq!(heartbeat_patch(&id, "t2")["status"]["conditions"][1]["status"], "False");
+    }
+
+    #[test]
+    fn images_are_reported_largest_first_by_name_and_digest() {
+        let image = |name: &str, size| ImageInfo { name: name.into(), digest: format!("sha256:{size}"), size };
+        let shared = std::sync::Arc::new(std::sync::Mutex::new(vec![image("orch.local/busybox:1.35", 10), image("reg.test:5000/app:2", 30)]));
+        let id = Identity { name: "w1".into(), role: Role::Worker, address: "a".into(), api_addr: "a".into(), resources: None, proxy: None,
+            images: Some(shared.clone()) };
+        let patch = heartbeat_patch(&id, "t");
+        assert_eq!(patch["status"]["images"], json!([
+            {"names": ["reg.test:5000/app@sha256:30", "reg.test:5000/app:2"], "sizeBytes": 30},
+            {"names": ["orch.local/busybox@sha256:10", "orch.local/busybox:1.35"], "sizeBytes": 10},
+        ]));
+        shared.lock().unwrap().extend((0..60).map(|i| image(&format!("r.test/i:{i}"), 100 + i)));
+        let listed = heartbeat_patch(&id, "t")["status"]["images"].as_array().unwrap().len();
+        assert_eq!(listed, MAX_IMAGES);
+        crate::api::resources::lookup("nodes").unwrap().validate(node_object(&id, "2026-01-01T00:00:00Z")).unwrap();
     }
 }

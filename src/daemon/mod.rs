@@ -21,6 +21,7 @@ use serde_json::json;
 use self::config::{NodeState, Role, Settings};
 use crate::api::{self, store::ObjectStore, AppState};
 use crate::clock::{Clock, SystemClock};
+use crate::kubelet::runtime::SharedImages;
 use crate::metrics::Metrics;
 
 /// Namespaces every cluster starts with.
@@ -112,9 +113,9 @@ async fn run_head(s: Settings, mut state: NodeState) -> anyhow::Result<()> {
 
     let api_base = format!("http://{}", state.api_addr);
     let proxy = service_roles::start(&s, &state.name, &api_base)?;
-    tokio::spawn(heartbeat::run(api_base, identity(&state, &s, proxy.clone()), s.node_heartbeat, clock));
+    let images = start_kubelet(&s, &state);
+    tokio::spawn(heartbeat::run(api_base, identity(&state, &s, proxy.clone(), images), s.node_heartbeat, clock));
     tokio::spawn(crate::control::run(store.clone(), control_config(&s)));
-    start_kubelet(&s, &state);
     let router = api::router(app).merge(node_api::router(node_api(&s, &state, proxy)));
     tracing::info!(api = %state.api_addr, "serving the API");
     serve(listener, router).await?;
@@ -155,7 +156,7 @@ async fn create_initial_namespaces(store: &ObjectStore) -> anyhow::Result<()> {
     Ok(())
 }
 
-fn identity(state: &NodeState, s: &Settings, proxy: Option<crate::services::proxy::SharedStatus>) -> heartbeat::Identity {
+fn identity(state: &NodeState, s: &Settings, proxy: Option<crate::services::proxy::SharedStatus>, images: Option<SharedImages>) -> heartbeat::Identity {
     heartbeat::Identity {
         name: state.name.clone(),
         role: state.role,
@@ -163,6 +164,7 @@ fn identity(state: &NodeState, s: &Settings, proxy: Option<crate::services::prox
         api_addr: state.api_addr.clone(),
         resources: s.kubelet.then(|| heartbeat::Resources::of_host(s.max_pods)),
         proxy,
+        images,
     }
 }
 
@@ -175,8 +177,8 @@ async fn run_worker(s: Settings, state: NodeState) -> anyhow::Result<()> {
         .with_context(|| format!("binding the API port {}", s.api_port))?;
     let api_base = format!("http://{}", state.api_addr);
     let service_proxy = service_roles::start(&s, &state.name, &api_base)?;
-    tokio::spawn(heartbeat::run(api_base, identity(&state, &s, service_proxy.clone()), s.node_heartbeat, Arc::new(SystemClock)));
-    start_kubelet(&s, &state);
+    let images = start_kubelet(&s, &state);
+    tokio::spawn(heartbeat::run(api_base, identity(&state, &s, service_proxy.clone(), images), s.node_heartbeat, Arc::new(SystemClock)));
     tracing::info!(api = %state.api_addr, heads = ?state.seeds, "serving the API (forwarding to heads)");
     let router = crate::proxy::router(proxy).merge(node_api::router(node_api(&s, &state, service_proxy)));
     serve(listener, router).await?;
@@ -213,11 +215,12 @@ fn control_config(s: &Settings) -> crate::control::ControlConfig {
 }
 
 /// The kubelet role: connect to containerd (retrying until it is there), then run pods.
-fn start_kubelet(s: &Settings, state: &NodeState) {
-    use crate::kubelet::{containerd::ContainerdRuntime, network::NetlinkNetwork, plan::Backoff, sync};
+/// Returns the node's image list as the kubelet keeps it (for the heartbeat).
+fn start_kubelet(s: &Settings, state: &NodeState) -> Option<SharedImages> {
+    use crate::kubelet::{containerd::ContainerdRuntime, network::NetlinkNetwork, plan::Backoff, registry::OciRegistry, sync};
     if !s.kubelet {
         tracing::info!("--no-kubelet: this node runs no pods");
-        return;
+        return None;
     }
     let cfg = sync::KubeletConfig {
         node_name: state.name.clone(),
@@ -233,6 +236,9 @@ fn start_kubelet(s: &Settings, state: &NodeState) {
         log_files: 5,
     };
     let socket = s.containerd_socket.clone();
+    let registry = OciRegistry::new(s.insecure_registries.clone());
+    let images = SharedImages::default();
+    let report = images.clone();
     tokio::spawn(async move {
         let mut delay = Duration::from_secs(1);
         let runtime = loop {
@@ -245,7 +251,7 @@ fn start_kubelet(s: &Settings, state: &NodeState) {
         };
         let kubelet = NetlinkNetwork::new(&cfg.run_dir)
             .map_err(anyhow::Error::from)
-            .and_then(|net| sync::Kubelet::new(cfg, runtime, net).map_err(anyhow::Error::from));
+            .and_then(|net| sync::Kubelet::new(cfg, runtime, net, registry, report).map_err(anyhow::Error::from));
         match kubelet {
             Ok(k) => {
                 tracing::info!(socket = %socket.display(), "kubelet running");
@@ -254,6 +260,7 @@ fn start_kubelet(s: &Settings, state: &NodeState) {
             Err(e) => tracing::error!(error = %e, "kubelet could not start"),
         }
     });
+    Some(images)
 }
 
 /// How long open connections (watches, log follows, exec sessions) may run on after

@@ -17,9 +17,9 @@ use containerd_client::types::Descriptor;
 use containerd_client::Client;
 use containerd_client::tonic::{Code, Request, Status};
 
-use super::image::{chain_ids, parse_archive};
+use super::image::{chain_ids, Archive};
 use super::oci;
-use super::runtime::{ContainerConfig, ContainerInfo, ExecIo, ImageConfig, ContainerRuntime, ContainerState, RuntimeError};
+use super::runtime::{ContainerConfig, ContainerInfo, ExecIo, ImageConfig, ImageInfo, ContainerRuntime, ContainerState, RuntimeError};
 
 /// The containerd namespace orch's containers and images live in.
 pub const NAMESPACE: &str = "orch";
@@ -32,6 +32,8 @@ pub struct ContainerdRuntime {
     client: std::sync::Arc<Client>,
     /// Image configs by manifest digest.
     configs: std::sync::Arc<std::sync::Mutex<HashMap<String, serde_json::Value>>>,
+    /// Image sizes by manifest digest.
+    sizes: std::sync::Arc<std::sync::Mutex<HashMap<String, i64>>>,
     /// Where exec'd processes' FIFOs live: beside containerd's socket (as containerd keeps
     /// its own FIFOs under its run directory), so each node's are its own.
     fifo_root: PathBuf,
@@ -65,7 +67,7 @@ impl ContainerdRuntime {
             Err(e) => return Err(rt(e)),
         }
         let fifo_root = socket.parent().unwrap_or(Path::new("/run")).join("orch-exec");
-        Ok(ContainerdRuntime { client: std::sync::Arc::new(client), configs: Default::default(), fifo_root })
+        Ok(ContainerdRuntime { client: std::sync::Arc::new(client), configs: Default::default(), sizes: Default::default(), fifo_root })
     }
 
     async fn has_blob(&self, digest: &str) -> Result<bool, RuntimeError> {
@@ -159,20 +161,28 @@ impl ContainerdRuntime {
         Ok(parent)
     }
 
+    /// What image record `name` points at (its manifest), if there is one.
+    async fn image_target(&self, name: &str) -> Result<Option<Descriptor>, RuntimeError> {
+        match self.client.images().get(req(GetImageRequest { name: name.into() })).await {
+            Ok(r) => Ok(r.into_inner().image.and_then(|i| i.target)),
+            Err(e) if e.code() == Code::NotFound => Ok(None),
+            Err(e) => Err(rt(e)),
+        }
+    }
+
+    /// A manifest from the content store, parsed.
+    async fn manifest(&self, name: &str, digest: &str) -> Result<serde_json::Value, RuntimeError> {
+        serde_json::from_slice(&self.read_blob(digest).await?).map_err(|e| RuntimeError::Runtime(format!("manifest of {name}: {e}")))
+    }
+
     /// The config document (OCI image config) of an image already in the store.
     async fn image_config_json(&self, name: &str) -> Result<serde_json::Value, RuntimeError> {
-        let image = match self.client.images().get(req(GetImageRequest { name: name.into() })).await {
-            Ok(r) => r.into_inner().image.ok_or_else(|| RuntimeError::ImageNotFound(name.into()))?,
-            Err(e) if e.code() == Code::NotFound => return Err(RuntimeError::ImageNotFound(name.into())),
-            Err(e) => return Err(rt(e)),
-        };
-        let target = image.target.ok_or_else(|| RuntimeError::ImageNotFound(name.into()))?;
+        let target = self.image_target(name).await?.ok_or_else(|| RuntimeError::ImageNotFound(name.into()))?;
         // Content is addressed by digest, so a config read once per manifest stays true.
         if let Some(config) = self.configs.lock().expect("config cache lock").get(&target.digest) {
             return Ok(config.clone());
         }
-        let manifest: serde_json::Value = serde_json::from_slice(&self.read_blob(&target.digest).await?)
-            .map_err(|e| RuntimeError::Runtime(format!("manifest of {name}: {e}")))?;
+        let manifest = self.manifest(name, &target.digest).await?;
         let config_digest = manifest["config"]["digest"].as_str().unwrap_or_default().to_string();
         let config: serde_json::Value =
             serde_json::from_slice(&self.read_blob(&config_digest).await?).map_err(|e| RuntimeError::Runtime(format!("config of {name}: {e}")))?;
@@ -358,8 +368,7 @@ impl ContainerRuntime for ContainerdRuntime {
         }
     }
 
-    async fn import_image(&self, archive: &[u8]) -> Result<Vec<String>, RuntimeError> {
-        let parsed = parse_archive(archive)?;
+    async fn import(&self, parsed: &Archive) -> Result<Vec<String>, RuntimeError> {
         let mut names = Vec::new();
         for img in &parsed.images {
             let top = chain_ids(&img.diff_ids).last().cloned().unwrap_or_default();
@@ -390,12 +399,35 @@ impl ContainerRuntime for ContainerdRuntime {
         Ok(names)
     }
 
-    async fn has_image(&self, name: &str) -> Result<bool, RuntimeError> {
+    async fn image_digest(&self, name: &str) -> Result<Option<String>, RuntimeError> {
+        let Some(target) = self.image_target(name).await? else { return Ok(None) };
         match self.image_top_snapshot(name).await {
-            Ok(top) => self.snapshot_exists(&top).await,
-            Err(RuntimeError::ImageNotFound(_)) => Ok(false),
+            Ok(top) if self.snapshot_exists(&top).await? => Ok(Some(target.digest)),
+            Ok(_) | Err(RuntimeError::ImageNotFound(_)) => Ok(None),
             Err(e) => Err(e),
         }
+    }
+
+    async fn list_images(&self) -> Result<Vec<ImageInfo>, RuntimeError> {
+        use containerd_client::services::v1::ListImagesRequest;
+        let images = self.client.images().list(req(ListImagesRequest { filters: vec![] })).await.map_err(rt)?.into_inner().images;
+        let mut out = Vec::with_capacity(images.len());
+        for image in images {
+            let Some(target) = image.target else { continue };
+            let cached = self.sizes.lock().expect("size cache lock").get(&target.digest).copied();
+            let size = match cached {
+                Some(size) => size,
+                None => {
+                    let m = self.manifest(&image.name, &target.digest).await?;
+                    let parts = m["layers"].as_array().into_iter().flatten().chain([&m["config"]]);
+                    let size = target.size + parts.filter_map(|d| d["size"].as_i64()).sum::<i64>();
+                    self.sizes.lock().expect("size cache lock").insert(target.digest.clone(), size);
+                    size
+                }
+            };
+            out.push(ImageInfo { name: image.name, digest: target.digest, size });
+        }
+        Ok(out)
     }
 
     async fn image_config(&self, name: &str) -> Result<ImageConfig, RuntimeError> {

@@ -14,8 +14,8 @@ pub const MANIFEST: &str = "application/vnd.oci.image.manifest.v1+json";
 pub const INDEX: &str = "application/vnd.oci.image.index.v1+json";
 pub const CONFIG: &str = "application/vnd.oci.image.config.v1+json";
 pub const LAYER_TAR: &str = "application/vnd.oci.image.layer.v1.tar";
-const DOCKER_MANIFEST: &str = "application/vnd.docker.distribution.manifest.v2+json";
-const DOCKER_LIST: &str = "application/vnd.docker.distribution.manifest.list.v2+json";
+pub const DOCKER_MANIFEST: &str = "application/vnd.docker.distribution.manifest.v2+json";
+pub const DOCKER_LIST: &str = "application/vnd.docker.distribution.manifest.list.v2+json";
 
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Descriptor {
@@ -25,7 +25,7 @@ pub struct Descriptor {
 }
 
 impl Descriptor {
-    fn from_json(v: &Value) -> Result<Self, RuntimeError> {
+    pub fn from_json(v: &Value) -> Result<Self, RuntimeError> {
         let bad = |what: &str| RuntimeError::BadArchive(format!("descriptor without {what}: {v}"));
         Ok(Descriptor {
             media_type: v["mediaType"].as_str().ok_or_else(|| bad("mediaType"))?.to_string(),
@@ -107,40 +107,60 @@ pub fn parse_archive(bytes: &[u8]) -> Result<Archive, RuntimeError> {
             .ok_or_else(|| RuntimeError::BadArchive("an index entry has no image name annotation".into()))?
             .to_string();
         let mut target = Descriptor::from_json(&m)?;
-        // A multi-platform index: take the linux/amd64 (else the first) manifest.
-        if target.media_type == INDEX || target.media_type == DOCKER_LIST {
-            let list = blob_json(&target)?;
-            let entries = list["manifests"].as_array().cloned().unwrap_or_default();
-            let pick = entries
-                .iter()
-                .find(|e| e["platform"]["os"] == "linux" && e["platform"]["architecture"] == "amd64")
-                .or(entries.first())
-                .ok_or_else(|| RuntimeError::BadArchive(format!("{name}: empty index")))?;
-            target = Descriptor::from_json(pick)?;
+        if is_index(&target.media_type) {
+            target = pick_platform(&name, &blob_json(&target)?)?;
         }
-        if target.media_type != MANIFEST && target.media_type != DOCKER_MANIFEST {
-            return Err(RuntimeError::BadArchive(format!("{name}: unsupported manifest type {}", target.media_type)));
-        }
-        let manifest = blob_json(&target)?;
-        let config = Descriptor::from_json(&manifest["config"])?;
-        let layers = manifest["layers"].as_array().cloned().unwrap_or_default().iter().map(Descriptor::from_json).collect::<Result<Vec<_>, _>>()?;
-        let config_json = blob_json(&config)?;
-        let diff_ids: Vec<String> =
-            config_json["rootfs"]["diff_ids"].as_array().cloned().unwrap_or_default().iter().filter_map(|d| d.as_str().map(String::from)).collect();
-        if diff_ids.len() != layers.len() {
-            return Err(RuntimeError::BadArchive(format!("{name}: {} layers but {} diff ids", layers.len(), diff_ids.len())));
-        }
+        let (config, layers) = manifest_parts(&name, &target, &blob_json(&target)?)?;
+        let ids = diff_ids(&name, &blob_json(&config)?, layers.len())?;
         for d in layers.iter().chain([&config]) {
             if !blobs.contains_key(&d.digest) {
                 return Err(RuntimeError::BadArchive(format!("{name}: missing blob {}", d.digest)));
             }
         }
-        images.push(ArchiveImage { name, target, config, layers, diff_ids });
+        images.push(ArchiveImage { name, target, config, layers, diff_ids: ids });
     }
     if images.is_empty() {
         return Err(RuntimeError::BadArchive("the archive holds no image".into()));
     }
     Ok(Archive { blobs, images })
+}
+
+/// Whether a manifest media type is a multi-platform index (OCI or Docker).
+pub fn is_index(media_type: &str) -> bool {
+    media_type == INDEX || media_type == DOCKER_LIST
+}
+
+/// The manifest media types orch reads (an index's entries resolve to one of these).
+pub const MANIFEST_TYPES: [&str; 4] = [MANIFEST, DOCKER_MANIFEST, INDEX, DOCKER_LIST];
+
+/// From a multi-platform index: the linux/amd64 manifest, else the first.
+pub fn pick_platform(name: &str, index: &Value) -> Result<Descriptor, RuntimeError> {
+    let entries = index["manifests"].as_array().cloned().unwrap_or_default();
+    let pick = entries
+        .iter()
+        .find(|e| e["platform"]["os"] == "linux" && e["platform"]["architecture"] == "amd64")
+        .or(entries.first())
+        .ok_or_else(|| RuntimeError::BadArchive(format!("{name}: empty index")))?;
+    Descriptor::from_json(pick)
+}
+
+/// A single-platform manifest's config and layers.
+pub fn manifest_parts(name: &str, target: &Descriptor, manifest: &Value) -> Result<(Descriptor, Vec<Descriptor>), RuntimeError> {
+    if target.media_type != MANIFEST && target.media_type != DOCKER_MANIFEST {
+        return Err(RuntimeError::BadArchive(format!("{name}: unsupported manifest type {}", target.media_type)));
+    }
+    let config = Descriptor::from_json(&manifest["config"])?;
+    let layers = manifest["layers"].as_array().cloned().unwrap_or_default().iter().map(Descriptor::from_json).collect::<Result<Vec<_>, _>>()?;
+    Ok((config, layers))
+}
+
+/// The uncompressed layer digests an image config lists, one per layer.
+pub fn diff_ids(name: &str, config: &Value, layers: usize) -> Result<Vec<String>, RuntimeError> {
+    let ids: Vec<String> = config["rootfs"]["diff_ids"].as_array().cloned().unwrap_or_default().iter().filter_map(|d| d.as_str().map(String::from)).collect();
+    if ids.len() != layers {
+        return Err(RuntimeError::BadArchive(format!("{name}: {layers} layers but {} diff ids", ids.len())));
+    }
+    Ok(ids)
 }
 
 fn tar_append(b: &mut tar::Builder<Vec<u8>>, path: &str, data: &[u8], mode: u32) -> std::io::Result<()> {

@@ -17,6 +17,8 @@ use crate::client::{ApiClient, HttpError};
 pub struct Refs {
     pub config_maps: BTreeMap<String, ConfigMap>,
     pub secrets: BTreeMap<String, Secret>,
+    /// The pod's imagePullSecrets that exist, in its order.
+    pub pull_secrets: Vec<Secret>,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -79,6 +81,11 @@ pub async fn fetch_refs(api: &Api, pod: &Pod) -> Result<Refs, InputError> {
     for name in secrets {
         if let Some(s) = api.get::<Secret>(&format!("/api/v1/namespaces/{ns}/secrets/{name}")).await? {
             refs.secrets.insert(name, s);
+        }
+    }
+    for name in spec.image_pull_secrets.iter().flatten().map(|r| &r.name) {
+        if let Some(s) = api.get::<Secret>(&format!("/api/v1/namespaces/{ns}/secrets/{name}")).await? {
+            refs.pull_secrets.push(s);
         }
     }
     Ok(refs)

@@ -1,6 +1,6 @@
 //! The kubelet role (issue #4): running the pods bound to this node. The runtime trait and
 //! its containerd implementation (`runtime`, `containerd`, `image`, `oci`), pod networking
-//! (`netns`, `network`, `ipam`), log rotation (`logrotate`), the pure per-pod decisions (`plan`, `status`), volumes
+//! (`netns`, `network`, `ipam`), registry pulls (`registry`, `pull`), log rotation (`logrotate`), the pure per-pod decisions (`plan`, `status`), volumes
 //! (`volumes`) and the loop that ties them to the API (`sync`).
 
 pub mod containerd;
@@ -13,6 +13,8 @@ pub mod network;
 pub mod oci;
 pub mod plan;
 pub mod probe;
+pub mod pull;
+pub mod registry;
 pub mod runtime;
 pub mod status;
 pub mod sync;

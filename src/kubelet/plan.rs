@@ -19,6 +19,8 @@ pub struct Attempt {
     pub started_at: Option<SystemTime>,
     pub exited_at: Option<SystemTime>,
     pub oom_killed: bool,
+    /// The image it runs, as `repository@digest` (empty if not known).
+    pub image_id: String,
 }
 
 /// Everything the runtime and the network report about one pod.
@@ -258,7 +260,7 @@ mod tests {
     }
 
     fn attempt(name: &str, n: u32, state: ContainerState, exited: Option<u64>) -> Attempt {
-        Attempt { id: format!("{name}-{n}"), attempt: n, state, started_at: None, exited_at: exited.map(at), oom_killed: false }
+        Attempt { id: format!("{name}-{n}"), attempt: n, state, started_at: None, exited_at: exited.map(at), oom_killed: false, image_id: String::new() }
     }
 
     fn observed(sandbox: bool, attempts: Vec<(&str, Attempt)>) -> Observed {

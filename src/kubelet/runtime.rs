@@ -7,6 +7,8 @@ use std::path::PathBuf;
 use std::sync::Mutex;
 use std::time::SystemTime;
 
+use super::image::Archive;
+
 /// What to run: one container of a pod.
 #[derive(Debug, Clone, PartialEq, Eq, Default)]
 pub struct ContainerConfig {
@@ -105,12 +107,35 @@ pub enum RuntimeError {
     Runtime(String),
 }
 
+/// An image in the runtime's store.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ImageInfo {
+    pub name: String,
+    pub digest: String,
+    /// Manifest, config and layers as stored (compressed layers count compressed).
+    pub size: i64,
+}
+
+/// The node's images as the kubelet last listed them (the heartbeat reports them).
+pub type SharedImages = std::sync::Arc<Mutex<Vec<ImageInfo>>>;
+
 /// The operations the kubelet needs from a container runtime.
 #[allow(async_fn_in_trait)]
 pub trait ContainerRuntime: Send + Sync {
+    /// Store images whose blobs are at hand (an archive, or a registry pull); returns
+    /// their names.
+    async fn import(&self, images: &Archive) -> Result<Vec<String>, RuntimeError>;
     /// Load every image in an OCI image-layout archive (tar); returns their names.
-    async fn import_image(&self, archive: &[u8]) -> Result<Vec<String>, RuntimeError>;
-    async fn has_image(&self, name: &str) -> Result<bool, RuntimeError>;
+    async fn import_image(&self, archive: &[u8]) -> Result<Vec<String>, RuntimeError> {
+        self.import(&super::image::parse_archive(archive)?).await
+    }
+    async fn has_image(&self, name: &str) -> Result<bool, RuntimeError> {
+        Ok(self.image_digest(name).await?.is_some())
+    }
+    /// The manifest digest of image `name` if it is present and unpacked.
+    async fn image_digest(&self, name: &str) -> Result<Option<String>, RuntimeError>;
+    /// Every image present: names, manifest digest, size (for the Node's status).
+    async fn list_images(&self) -> Result<Vec<ImageInfo>, RuntimeError>;
     async fn image_config(&self, name: &str) -> Result<ImageConfig, RuntimeError>;
     /// Create and start a container.
     async fn run(&self, config: &ContainerConfig) -> Result<(), RuntimeError>;
@@ -189,7 +214,8 @@ pub enum Call {
 /// Test double: keeps containers in memory, records calls, fails on demand.
 #[derive(Default)]
 pub struct FakeRuntime {
-    pub images: Mutex<Vec<String>>,
+    /// Image names and their manifest digests.
+    pub images: Mutex<Vec<(String, String)>>,
     pub containers: Mutex<BTreeMap<String, ContainerInfo>>,
     pub calls: Mutex<Vec<Call>>,
     /// When set, `run` fails with this message.
@@ -209,15 +235,22 @@ impl FakeRuntime {
 }
 
 impl ContainerRuntime for FakeRuntime {
-    async fn import_image(&self, archive: &[u8]) -> Result<Vec<String>, RuntimeError> {
-        self.calls.lock().expect("fake lock").push(Call::Import(archive.len()));
-        let names = crate::kubelet::image::parse_archive(archive)?.images.into_iter().map(|i| i.name).collect::<Vec<_>>();
-        self.images.lock().expect("fake lock").extend(names.clone());
-        Ok(names)
+    async fn import(&self, images: &Archive) -> Result<Vec<String>, RuntimeError> {
+        self.calls.lock().expect("fake lock").push(Call::Import(images.images.len()));
+        let mut stored = self.images.lock().expect("fake lock");
+        for i in &images.images {
+            stored.retain(|(n, _)| *n != i.name);
+            stored.push((i.name.clone(), i.target.digest.clone()));
+        }
+        Ok(images.images.iter().map(|i| i.name.clone()).collect())
     }
 
-    async fn has_image(&self, name: &str) -> Result<bool, RuntimeError> {
-        Ok(self.images.lock().expect("fake lock").iter().any(|i| i == name))
+    async fn image_digest(&self, name: &str) -> Result<Option<String>, RuntimeError> {
+        Ok(self.images.lock().expect("fake lock").iter().find(|(n, _)| n == name).map(|(_, d)| d.clone()))
+    }
+
+    async fn list_images(&self) -> Result<Vec<ImageInfo>, RuntimeError> {
+        Ok(self.images.lock().expect("fake lock").iter().map(|(name, digest)| ImageInfo { name: name.clone(), digest: digest.clone(), size: 0 }).collect())
     }
 
     async fn image_config(&self, name: &str) -> Result<ImageConfig, RuntimeError> {

@@ -73,7 +73,7 @@ fn container_status(input: &StatusInput, c: &Container, default_wait: &str) -> (
     let mut s = json!({
         "name": name,
         "image": image,
-        "imageID": "",
+        "imageID": latest.map_or("", |a| a.image_id.as_str()),
         "ready": ready,
         "started": running,
         "restartCount": latest.map_or(0, |a| a.attempt),
@@ -205,7 +205,7 @@ mod tests {
 
     fn attempt(n: u32, state: ContainerState, oom: bool) -> Attempt {
         let t = SystemTime::UNIX_EPOCH + Duration::from_secs(1_700_000_000);
-        Attempt { id: format!("u-app-{n}"), attempt: n, state, started_at: Some(t), exited_at: Some(t), oom_killed: oom }
+        Attempt { id: format!("u-app-{n}"), attempt: n, state, started_at: Some(t), exited_at: Some(t), oom_killed: oom, image_id: format!("r.test/img@sha256:{n}") }
     }
 
     fn status(spec: &PodSpec, o: &Observed, previous: &Value, readiness: &BTreeMap<String, bool>) -> Value {
@@ -233,6 +233,7 @@ mod tests {
         let c = &st["containerStatuses"][0];
         assert_eq!((c["restartCount"].as_u64(), c["ready"].as_bool()), (Some(1), Some(true)));
         assert_eq!(c["lastState"]["terminated"]["reason"], "OOMKilled");
+        assert_eq!(c["imageID"], "r.test/img@sha256:1", "the latest attempt's image");
         assert_eq!(c["lastState"]["terminated"]["exitCode"], 137);
 
         // Readiness failing: not ready; the transition time moves only when the status does.

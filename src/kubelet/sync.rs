@@ -21,7 +21,9 @@ use super::ipam::Ipam;
 use super::network::{NodeNet, PodNetwork, SandboxPaths};
 use super::plan::{self, Action, Attempt, Backoff, Observed, Waiting};
 use super::probe;
-use super::runtime::{ContainerConfig, ContainerInfo, ContainerRuntime, RuntimeError};
+use super::pull::{self, Puller};
+use super::registry::Registry;
+use super::runtime::{ContainerConfig, ContainerInfo, ContainerRuntime, RuntimeError, SharedImages};
 use super::status::{self, StatusInput};
 use crate::api::quantity;
 use crate::client::ApiClient;
@@ -32,6 +34,11 @@ pub const LABEL_POD: &str = "orch.dev/pod-name";
 pub const LABEL_CONTAINER: &str = "orch.dev/container";
 pub const LABEL_ATTEMPT: &str = "orch.dev/attempt";
 pub const LABEL_GRACE: &str = "orch.dev/grace-seconds";
+/// The image a container was created from, as `repository@digest` (its `imageID`).
+pub const LABEL_IMAGE_ID: &str = "orch.dev/image-id";
+
+/// How often the image list reported in the Node's status is refreshed.
+const IMAGE_LIST_INTERVAL: Duration = Duration::from_secs(10);
 
 /// Pods synced at once in a pass. Starting a container is mostly runc's CPU time: on the
 /// 2-core benchmark machine (docs/benchmarks/pod-startup.md, 30 pods over 3 nodes) a burst
@@ -71,10 +78,14 @@ struct Local {
 /// A finished probe run: container id, which probe, its spec, outcome, when.
 type ProbeResult = (String, probe::Kind, probe::ProbeSpec, Result<String, String>, SystemTime);
 
-pub struct Kubelet<R, N> {
+pub struct Kubelet<R, N, G> {
     cfg: KubeletConfig,
     api: Api,
     runtime: Arc<R>,
+    puller: Puller<G>,
+    /// The runtime's images, listed at most every `IMAGE_LIST_INTERVAL` for the heartbeat.
+    images: SharedImages,
+    images_listed: Option<(std::time::Instant, u64)>,
     net: N,
     ipam: Ipam,
     node_net: Option<NodeNet>,
@@ -103,7 +114,8 @@ fn group_by_pod(containers: Vec<ContainerInfo>) -> BTreeMap<String, BTreeMap<Str
     for c in containers {
         let (Some(uid), Some(name)) = (c.labels.get(LABEL_UID), c.labels.get(LABEL_CONTAINER)) else { continue };
         let attempt = c.labels.get(LABEL_ATTEMPT).and_then(|a| a.parse().ok()).unwrap_or(0);
-        let a = Attempt { id: c.id.clone(), attempt, state: c.state, started_at: c.created_at, exited_at: c.exited_at, oom_killed: c.oom_killed };
+        let image_id = c.labels.get(LABEL_IMAGE_ID).cloned().unwrap_or_default();
+        let a = Attempt { id: c.id.clone(), attempt, state: c.state, started_at: c.created_at, exited_at: c.exited_at, oom_killed: c.oom_killed, image_id };
         out.entry(uid.clone()).or_default().entry(name.clone()).or_default().push(a);
     }
     for attempts in out.values_mut().flat_map(|p| p.values_mut()) {
@@ -119,15 +131,19 @@ fn min_time(a: Option<SystemTime>, b: Option<SystemTime>) -> Option<SystemTime> 
     }
 }
 
-impl<R: ContainerRuntime + 'static, N: PodNetwork> Kubelet<R, N> {
-    pub fn new(cfg: KubeletConfig, runtime: R, net: N) -> std::io::Result<Self> {
+impl<R: ContainerRuntime + 'static, N: PodNetwork, G: Registry> Kubelet<R, N, G> {
+    pub fn new(cfg: KubeletConfig, runtime: R, net: N, registry: G, images: SharedImages) -> std::io::Result<Self> {
         let ipam = Ipam::new(&cfg.data_dir)?;
+        let puller = Puller::new(registry, cfg.backoff);
         let api = Api { client: ApiClient::new(Duration::from_secs(10)), base: cfg.api_base.clone() };
         let (probe_tx, probe_rx) = tokio::sync::mpsc::unbounded_channel();
         Ok(Kubelet {
             cfg,
             api,
             runtime: Arc::new(runtime),
+            puller,
+            images,
+            images_listed: None,
             net,
             ipam,
             node_net: None,
@@ -186,6 +202,15 @@ impl<R: ContainerRuntime + 'static, N: PodNetwork> Kubelet<R, N> {
     pub async fn sync_once(&mut self) -> anyhow::Result<Option<SystemTime>> {
         if let Err(e) = self.sync_node().await {
             tracing::warn!(error = %e, "node network");
+        }
+        // Listed again after an interval, or at once after a pull.
+        let pulled = self.puller.pulled();
+        if self.images_listed.is_none_or(|(t, n)| t.elapsed() >= IMAGE_LIST_INTERVAL || n != pulled) {
+            match self.runtime.list_images().await {
+                Ok(list) => *self.images.lock().expect("images lock") = list,
+                Err(e) => tracing::warn!(error = %e, "listing images"),
+            }
+            self.images_listed = Some((std::time::Instant::now(), pulled));
         }
         while let Ok((id, kind, spec, outcome, at)) = self.probe_rx.try_recv() {
             self.probing.lock().expect("probe lock").remove(&(id.clone(), kind));
@@ -458,7 +483,7 @@ impl<R: ContainerRuntime + 'static, N: PodNetwork> Kubelet<R, N> {
                     }
                     Err(e) => {
                         let reason = match e {
-                            StartError::Image(_) => "ErrImageNeverPull",
+                            StartError::Image(e) => e.reason(),
                             StartError::Config(_) => "CreateContainerConfigError",
                             StartError::Runtime(_) => "CreateContainerError",
                         };
@@ -533,15 +558,13 @@ impl<R: ContainerRuntime + 'static, N: PodNetwork> Kubelet<R, N> {
     }
 
     async fn start(&self, pod: &Pod, uid: &str, c: &Container, init: bool, attempt: u32) -> Result<(), StartError> {
-        let image = c.image.clone().unwrap_or_default();
-        if !self.runtime.has_image(&image).await.map_err(StartError::Runtime)? {
-            return Err(StartError::Image(format!(
-                "image {image:?} is not present on this node; load it with `orchctl image load` (registry pulls are not implemented yet)"
-            )));
-        }
-        let image_cfg = self.runtime.image_config(&image).await.map_err(StartError::Runtime)?;
-        let ip = self.lease(uid).map(|ip| ip.to_string()).unwrap_or_default();
         let refs = inputs::fetch_refs(&self.api, pod).await.map_err(StartError::Config)?;
+        let image = c.image.clone().unwrap_or_default();
+        let image = self.puller.ensure(&*self.runtime, uid, &image, pull::policy(c), &refs.pull_secrets).await.map_err(StartError::Image)?;
+        let image_cfg = self.runtime.image_config(&image).await.map_err(StartError::Runtime)?;
+        let digest = self.runtime.image_digest(&image).await.map_err(StartError::Runtime)?.unwrap_or_default();
+        let image_id = pull::digest_name(&image, &digest);
+        let ip = self.lease(uid).map(|ip| ip.to_string()).unwrap_or_default();
         let mut env = image_cfg.env.clone();
         for (k, v) in inputs::resolve_env(pod, c, &refs, &ip, &self.cfg.node_ip).map_err(StartError::Config)? {
             env.retain(|(n, _)| *n != k);
@@ -574,6 +597,7 @@ impl<R: ContainerRuntime + 'static, N: PodNetwork> Kubelet<R, N> {
             (LABEL_CONTAINER.to_string(), c.name.clone()),
             (LABEL_ATTEMPT.to_string(), attempt.to_string()),
             (LABEL_GRACE.to_string(), grace.to_string()),
+            (LABEL_IMAGE_ID.to_string(), image_id),
             ("orch.dev/init".to_string(), init.to_string()),
         ]);
         let paths = SandboxPaths::new(&self.cfg.run_dir, uid);
@@ -660,7 +684,7 @@ fn same_status(old: &Value, new: &Value) -> bool {
 #[derive(Debug, thiserror::Error)]
 enum StartError {
     #[error("{0}")]
-    Image(String),
+    Image(pull::ImageError),
     #[error("{0}")]
     Config(inputs::InputError),
     #[error("{0}")]
