@@ -11,6 +11,7 @@ pub mod ctl;
 pub mod daemon;
 pub mod kubelet;
 pub mod metrics;
+pub mod portforward;
 pub mod proxy;
 pub mod remotecommand;
 pub mod sched;

@@ -365,3 +365,69 @@ async fn container_logs_are_rotated_past_their_size_limit() {
     let (ok, _, err) = c.orchctl(1, &["logs", "chatty", "--tail", "1"]).unwrap();
     assert!(ok, "{err}");
 }
+
+/// A running `orchctl port-forward`, stopped on drop.
+struct Forwarder(std::process::Child);
+
+impl Drop for Forwarder {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+/// Send `request` to local `port` and read until the other side closes.
+async fn round_trip(port: u16, request: &[u8]) -> Vec<u8> {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let mut conn = tokio::net::TcpStream::connect(("127.0.0.1", port)).await.expect("the forwarder accepts");
+    conn.write_all(request).await.unwrap();
+    let mut out = Vec::new();
+    tokio::time::timeout(Duration::from_secs(30), conn.read_to_end(&mut out)).await.expect("the forwarded connection ends").unwrap();
+    out
+}
+
+#[tokio::test]
+async fn port_forward_reaches_a_pod_localhost_through_another_node() {
+    use std::io::BufRead;
+    let c = cluster().await;
+    let worker = c.nodes[1].name.clone();
+    // Served on the pod's loopback only: reachable through port-forward, not the pod IP.
+    let serve = "mkdir -p /www && echo hello-from-pod > /www/index.html && head -c 1048576 /dev/urandom > /www/big && exec httpd -f -p 127.0.0.1:8080 -h /www";
+    create(&c, 0, &pod("web", &worker, "Always", json!([container("app", serve)]))).await;
+    wait_pod(&c, "web", "web running", |p| container_status(p, "app")["state"]["running"].is_object()).await;
+
+    // Through the head (the pod runs on the worker); ":8080" picks a free local port.
+    let mut child = std::process::Command::new(cluster_tests::cluster::bin_dir().join("orchctl"))
+        .args(["--server", &c.api(0), "port-forward", "web", ":8080", ":9"])
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut lines = std::io::BufReader::new(child.stdout.take().unwrap()).lines();
+    let mut local = Vec::new();
+    for _ in 0..2 {
+        let line = lines.next().expect("orchctl announces each port").unwrap();
+        let port = line.strip_prefix("Forwarding from 127.0.0.1:").and_then(|r| r.split(' ').next()).and_then(|p| p.parse::<u16>().ok());
+        local.push(port.unwrap_or_else(|| panic!("unexpected: {line}")));
+    }
+    let mut forwarder = Forwarder(child);
+    let index = String::from_utf8(round_trip(local[0], b"GET /index.html HTTP/1.0\r\n\r\n").await).unwrap();
+    assert!(index.starts_with("HTTP/1.") && index.ends_with("hello-from-pod\n"), "{index}");
+
+    // A megabyte arrives intact: its digest here equals the one computed in the pod.
+    let big = round_trip(local[0], b"GET /big HTTP/1.0\r\n\r\n").await;
+    let split = big.windows(4).position(|w| w == b"\r\n\r\n").expect("HTTP headers end") + 4;
+    let body = &big[split..];
+    assert_eq!(body.len(), 1 << 20);
+    let here = orch::kubelet::image::sha256_digest(body).trim_start_matches("sha256:").to_string();
+    let (code, there, _) = pods::exec(&c, 1, "web", "sha256sum /www/big");
+    assert_eq!(code, 0);
+    assert_eq!(there.split_whitespace().next(), Some(here.as_str()));
+
+    // Nothing listens on port 9 in the pod: the connection is closed and orchctl says why.
+    assert!(round_trip(local[1], b"x").await.is_empty());
+    let _ = forwarder.0.kill();
+    let mut err = String::new();
+    std::io::Read::read_to_string(&mut forwarder.0.stderr.take().unwrap(), &mut err).unwrap();
+    assert!(err.contains("error forwarding port 9 to pod default/web"), "{err}");
+}

@@ -4,6 +4,7 @@
 pub mod config;
 pub mod exec;
 pub mod manifest;
+pub mod portforward;
 pub mod print;
 pub mod rollout;
 
@@ -94,6 +95,16 @@ pub enum Command {
         /// The command and its arguments (after `--`).
         #[arg(last = true, required = true)]
         command: Vec<String>,
+    },
+    /// Forward local ports to a pod's ports ([LOCAL:]REMOTE; `:REMOTE` picks a free
+    /// local port), through whichever node orchctl talks to. Runs until interrupted.
+    PortForward {
+        pod: String,
+        #[arg(required = true)]
+        ports: Vec<String>,
+        /// Local address to listen on.
+        #[arg(long, default_value = "127.0.0.1")]
+        address: String,
     },
     /// Container images on the nodes.
     Image {
@@ -267,6 +278,10 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
             let params = crate::remotecommand::ExecParams { command, container, stdin, tty: false };
             let code = exec::exec(&ctx.base, &ctx.namespace, &pod, &params).await?;
             std::process::exit(code)
+        }
+        Command::PortForward { pod, ports, address } => {
+            let pod = pod.strip_prefix("pod/").or_else(|| pod.strip_prefix("pods/")).unwrap_or(&pod);
+            portforward::port_forward(&ctx.base, &ctx.namespace, pod, &ports, &address).await
         }
         Command::Config { .. } => unreachable!("handled above"),
     }

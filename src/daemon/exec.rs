@@ -33,7 +33,7 @@ async fn prepare(api: NodeApi, ns: &str, name: &str, query: &str, ws: WebSocketU
     if node != api.name {
         let addr = api.address_of(node).await?;
         let url = format!("ws://{addr}/api/v1/namespaces/{ns}/pods/{name}/exec?{query}");
-        let upstream = connect(&url).await.map_err(|e| ApiError::unavailable(format!("node {node:?}: {e}")))?;
+        let upstream = connect(&url, &rc::PROTOCOLS).await.map_err(|e| ApiError::unavailable(format!("node {node:?}: {e}")))?;
         return Ok(ws.protocols(rc::PROTOCOLS).on_upgrade(move |socket| relay(socket, upstream)));
     }
     let container = choose_container(&pod, name, params.container.as_ref())?;
@@ -48,11 +48,11 @@ async fn prepare(api: NodeApi, ns: &str, name: &str, query: &str, ws: WebSocketU
 
 type Upstream = tokio_tungstenite::WebSocketStream<tokio_tungstenite::MaybeTlsStream<tokio::net::TcpStream>>;
 
-/// Open the remote-command WebSocket at `url` (a node's exec endpoint).
-pub async fn connect(url: &str) -> Result<Upstream, tungstenite::Error> {
+/// Open a WebSocket at `url` (a node's exec or port-forward endpoint) offering `protocols`.
+pub async fn connect(url: &str, protocols: &[&str]) -> Result<Upstream, tungstenite::Error> {
     use tungstenite::client::IntoClientRequest;
     let mut request = url.into_client_request()?;
-    let protocols = rc::PROTOCOLS.join(", ").parse().expect("protocol names are valid header values");
+    let protocols = protocols.join(", ").parse().expect("protocol names are valid header values");
     request.headers_mut().insert("Sec-WebSocket-Protocol", protocols);
     let (stream, _) = tokio_tungstenite::connect_async(request).await?;
     Ok(stream)
@@ -134,7 +134,7 @@ async fn session(socket: WebSocket, rt: ContainerdRuntime, id: String, p: ExecPa
 }
 
 /// Pass messages both ways between the client's WebSocket and the pod node's.
-async fn relay(client: WebSocket, upstream: Upstream) {
+pub(super) async fn relay(client: WebSocket, upstream: Upstream) {
     let (mut client_tx, mut client_rx) = client.split();
     let (mut up_tx, mut up_rx) = upstream.split();
     let to_node = async {

@@ -8,6 +8,7 @@ pub mod exec;
 pub mod join;
 pub mod logs;
 pub mod node_api;
+pub mod portforward;
 pub mod service_roles;
 
 use std::net::SocketAddr;
@@ -186,7 +187,7 @@ async fn run_worker(s: Settings, state: NodeState) -> anyhow::Result<()> {
 }
 
 fn node_api(s: &Settings, state: &NodeState, proxy: Option<crate::services::proxy::SharedStatus>) -> node_api::NodeApi {
-    let api = node_api::NodeApi::new(&state.name, &format!("http://{}", state.api_addr), s.containerd_socket.clone(), s.data_dir.join("kubelet"));
+    let api = node_api::NodeApi::new(&state.name, &format!("http://{}", state.api_addr), s.containerd_socket.clone(), s.data_dir.join("kubelet"), s.run_dir.clone());
     node_api::NodeApi { proxy, ..api }
 }
 

@@ -1,8 +1,8 @@
 //! Node-local API endpoints, served by every node under `/orch/v1/nodes/{node}/...`: a
 //! request for another node is forwarded to that node's API address (from its Node
 //! object), so a client can reach any node through whichever node it talks to.
-//! Loading an OCI image archive into the node's containerd, and pod logs (the Kubernetes
-//! path, so `kubectl logs` works too).
+//! Loading an OCI image archive into the node's containerd, and pod logs, exec and
+//! port-forward (the Kubernetes paths, so `kubectl logs` and `kubectl exec` work too).
 
 use std::path::PathBuf;
 use std::time::Duration;
@@ -36,6 +36,8 @@ pub struct NodeApi {
     pub containerd_socket: PathBuf,
     /// The kubelet's data dir (pod directories with their logs).
     pub kubelet_dir: PathBuf,
+    /// Where the kubelet pins pods' namespaces (port-forward enters them).
+    pub run_dir: PathBuf,
     pub client: ApiClient,
     /// This node's proxy role, if it runs one.
     pub proxy: Option<crate::services::proxy::SharedStatus>,
@@ -46,6 +48,7 @@ pub fn router(api: NodeApi) -> Router {
         .route("/orch/v1/nodes/{node}/images", post(load_image))
         .route("/api/v1/namespaces/{ns}/pods/{name}/log", get(pod_log))
         .route("/api/v1/namespaces/{ns}/pods/{name}/exec", get(pod_exec).post(pod_exec))
+        .route("/api/v1/namespaces/{ns}/pods/{name}/portforward", get(pod_portforward).post(pod_portforward))
         .route("/orch/v1/proxy", get(proxy_status))
         .with_state(api)
 }
@@ -62,8 +65,8 @@ async fn proxy_status(State(api): State<NodeApi>) -> Result<axum::Json<Value>, A
 }
 
 impl NodeApi {
-    pub fn new(name: &str, api_base: &str, containerd_socket: PathBuf, kubelet_dir: PathBuf) -> Self {
-        NodeApi { name: name.into(), api_base: api_base.into(), containerd_socket, kubelet_dir, client: ApiClient::new(Duration::from_secs(600)), proxy: None }
+    pub fn new(name: &str, api_base: &str, containerd_socket: PathBuf, kubelet_dir: PathBuf, run_dir: PathBuf) -> Self {
+        NodeApi { name: name.into(), api_base: api_base.into(), containerd_socket, kubelet_dir, run_dir, client: ApiClient::new(Duration::from_secs(600)), proxy: None }
     }
 
     /// A pod as this node's API serves it (errors keep their status code).
@@ -136,6 +139,15 @@ async fn pod_exec(
     ws: axum::extract::ws::WebSocketUpgrade,
 ) -> Response {
     super::exec::handle(api, ns, name, query.unwrap_or_default(), ws).await
+}
+
+async fn pod_portforward(
+    State(api): State<NodeApi>,
+    Path((ns, name)): Path<(String, String)>,
+    RawQuery(query): RawQuery,
+    ws: axum::extract::ws::WebSocketUpgrade,
+) -> Response {
+    super::portforward::handle(api, ns, name, query.unwrap_or_default(), ws).await
 }
 
 async fn pod_log(
