@@ -26,6 +26,17 @@ pub fn parse(msg: &[u8]) -> Option<(u8, &[u8])> {
     msg.split_first().map(|(c, rest)| (*c, rest))
 }
 
+/// A terminal size message (channel 4): `{"Width": W, "Height": H}`.
+pub fn parse_size(msg: &[u8]) -> Option<(u32, u32)> {
+    let v: Value = serde_json::from_slice(msg).ok()?;
+    Some((u32::try_from(v["Width"].as_u64()?).ok()?, u32::try_from(v["Height"].as_u64()?).ok()?))
+}
+
+/// The terminal size message for `width` columns and `height` rows.
+pub fn size_message(width: u16, height: u16) -> Vec<u8> {
+    frame(RESIZE, json!({"Width": width, "Height": height}).to_string().as_bytes())
+}
+
 /// The status sent on the error channel when the command ended with `code`.
 pub fn exit_status(code: u32) -> Value {
     if code == 0 {
@@ -113,5 +124,14 @@ mod tests {
         assert_eq!(exit_code(&exit_status(0)), 0);
         assert_eq!(exit_code(&exit_status(7)), 7);
         assert_eq!(exit_code(&failure("no such container")), 126);
+    }
+
+    #[test]
+    fn terminal_sizes_are_width_and_height() {
+        let m = size_message(120, 40);
+        assert_eq!(parse(&m).map(|(c, _)| c), Some(RESIZE));
+        assert_eq!(parse_size(&m[1..]), Some((120, 40)));
+        assert_eq!(parse_size(br#"{"Width": 80}"#), None);
+        assert_eq!(parse_size(b"junk"), None);
     }
 }

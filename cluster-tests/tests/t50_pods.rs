@@ -431,3 +431,51 @@ async fn port_forward_reaches_a_pod_localhost_through_another_node() {
     std::io::Read::read_to_string(&mut forwarder.0.stderr.take().unwrap(), &mut err).unwrap();
     assert!(err.contains("error forwarding port 9 to pod default/web"), "{err}");
 }
+
+/// Run `script` in pod `name` over exec's WebSocket (through node `via`), first sending
+/// `before` (resize or stdin frames); returns (stdout, stderr, status).
+async fn exec_ws(c: &Cluster, via: usize, name: &str, script: &str, tty: bool, before: Vec<Vec<u8>>) -> (String, String, Value) {
+    use futures::{SinkExt, StreamExt};
+    use orch::remotecommand as rc;
+    use tokio_tungstenite::tungstenite::Message;
+    let params = rc::ExecParams { command: vec!["sh".into(), "-c".into(), script.into()], container: None, stdin: true, tty };
+    let url = format!("ws://{}/api/v1/namespaces/default/pods/{name}/exec?{}", c.api(via), rc::to_query(&params));
+    let socket = orch::daemon::exec::connect(&url, &rc::PROTOCOLS).await.expect("exec WebSocket");
+    let (mut tx, mut rx) = socket.split();
+    for m in before {
+        tx.send(Message::Binary(m.into())).await.unwrap();
+    }
+    let (mut out, mut err, mut status) = (String::new(), String::new(), Value::Null);
+    while let Some(Ok(msg)) = tokio::time::timeout(Duration::from_secs(30), rx.next()).await.expect("exec answers") {
+        let Message::Binary(b) = msg else { break };
+        match rc::parse(&b) {
+            Some((rc::STDOUT, d)) => out.push_str(&String::from_utf8_lossy(d)),
+            Some((rc::STDERR, d)) => err.push_str(&String::from_utf8_lossy(d)),
+            Some((rc::ERROR, d)) => status = serde_json::from_slice(d).unwrap_or_default(),
+            _ => {}
+        }
+    }
+    (out, err, status)
+}
+
+#[tokio::test]
+async fn exec_with_a_terminal_gets_a_pty_of_the_size_asked() {
+    use orch::remotecommand as rc;
+    let c = cluster().await;
+    let worker = c.nodes[1].name.clone();
+    create(&c, 0, &pod("term", &worker, "Always", json!([container("app", "exec sleep 3600")]))).await;
+    wait_pod(&c, "term", "term running", |p| container_status(p, "app")["state"]["running"].is_object()).await;
+    // The size is sent before the line the command waits for, so it applies first.
+    let script = "read x; stty size; tty; echo TERM=$TERM; echo to-stderr >&2";
+    let before = vec![rc::size_message(100, 40), rc::frame(rc::STDIN, b"go\n")];
+    let (out, err, status) = exec_ws(&c, 0, "term", script, true, before).await;
+    assert_eq!(status["status"], "Success", "{status}");
+    assert!(out.contains("40 100"), "{out:?}");
+    assert!(out.contains("/dev/pts/"), "{out:?}");
+    assert!(out.contains("TERM=xterm"), "{out:?}");
+    // A terminal carries both streams on stdout.
+    assert!(out.contains("to-stderr") && err.is_empty(), "{out:?} / {err:?}");
+
+    let (out, err, _) = exec_ws(&c, 0, "term", "tty; echo to-stderr >&2", false, vec![rc::frame(rc::CLOSE, &[rc::STDIN])]).await;
+    assert_eq!((out.as_str(), err.as_str()), ("not a tty\n", "to-stderr\n"));
+}

@@ -9,6 +9,42 @@ use tokio_tungstenite::tungstenite::{self, Message};
 
 use crate::remotecommand::{self as rc, ExecParams};
 
+/// Whether standard input is a terminal (kubectl's condition for `-t`).
+pub fn stdin_is_terminal() -> bool {
+    use std::io::IsTerminal;
+    std::io::stdin().is_terminal()
+}
+
+/// The terminal's columns and rows, if standard output is one.
+fn window_size() -> Option<(u16, u16)> {
+    let mut ws = nix::libc::winsize { ws_row: 0, ws_col: 0, ws_xpixel: 0, ws_ypixel: 0 };
+    // SAFETY: TIOCGWINSZ writes one `winsize` into the struct we pass and nothing else.
+    let r = unsafe { nix::libc::ioctl(nix::libc::STDOUT_FILENO, nix::libc::TIOCGWINSZ, &mut ws) };
+    (r == 0 && ws.ws_col > 0).then_some((ws.ws_col, ws.ws_row))
+}
+
+/// The local terminal in raw mode (keys go to the remote terminal as typed: no echo, no
+/// line editing, ^C as a byte); the previous mode comes back on drop.
+struct RawTerminal(nix::sys::termios::Termios);
+
+impl RawTerminal {
+    fn enter() -> anyhow::Result<Self> {
+        use nix::sys::termios::{cfmakeraw, tcgetattr, tcsetattr, SetArg};
+        let stdin = std::io::stdin();
+        let saved = tcgetattr(&stdin)?;
+        let mut raw = saved.clone();
+        cfmakeraw(&mut raw);
+        tcsetattr(&stdin, SetArg::TCSANOW, &raw)?;
+        Ok(RawTerminal(saved))
+    }
+}
+
+impl Drop for RawTerminal {
+    fn drop(&mut self) {
+        let _ = nix::sys::termios::tcsetattr(std::io::stdin(), nix::sys::termios::SetArg::TCSANOW, &self.0);
+    }
+}
+
 /// Run the command; returns its exit code.
 pub async fn exec(base: &str, ns: &str, pod: &str, params: &ExecParams) -> anyhow::Result<i32> {
     let ws_base = base.replacen("http://", "ws://", 1).replacen("https://", "wss://", 1);
@@ -22,18 +58,39 @@ pub async fn exec(base: &str, ns: &str, pod: &str, params: &ExecParams) -> anyho
         Err(e) => return Err(anyhow!("{url}: {e}")),
     };
     let (mut tx, mut rx) = socket.split();
+    // With a terminal: raw mode until the command ends (restored on drop), its size now
+    // and whenever the window changes.
+    let _raw = if params.tty { Some(RawTerminal::enter()?) } else { None };
+    if params.tty {
+        if let Some((w, h)) = window_size() {
+            tx.send(Message::Binary(rc::size_message(w, h).into())).await?;
+        }
+    }
     let input = params.stdin.then(|| {
+        let tty = params.tty;
         tokio::spawn(async move {
+            let mut resized = tty.then(|| tokio::signal::unix::signal(tokio::signal::unix::SignalKind::window_change())).transpose().ok().flatten();
             let mut stdin = tokio::io::stdin();
             let mut buf = vec![0u8; 16 * 1024];
             loop {
-                match stdin.read(&mut buf).await {
-                    Ok(0) | Err(_) => break,
-                    Ok(n) => {
-                        if tx.send(Message::Binary(rc::frame(rc::STDIN, &buf[..n]).into())).await.is_err() {
-                            return;
-                        }
+                let winch = async {
+                    match resized.as_mut() {
+                        Some(s) => s.recv().await,
+                        None => std::future::pending().await,
                     }
+                };
+                let msg = tokio::select! {
+                    r = stdin.read(&mut buf) => match r {
+                        Ok(0) | Err(_) => break,
+                        Ok(n) => rc::frame(rc::STDIN, &buf[..n]),
+                    },
+                    Some(()) = winch => match window_size() {
+                        Some((w, h)) => rc::size_message(w, h),
+                        None => continue,
+                    },
+                };
+                if tx.send(Message::Binary(msg.into())).await.is_err() {
+                    return;
                 }
             }
             let _ = tx.send(Message::Binary(rc::frame(rc::CLOSE, &[rc::STDIN]).into())).await;

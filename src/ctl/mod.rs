@@ -89,7 +89,8 @@ pub enum Command {
         /// Pass stdin to the command.
         #[arg(short = 'i', long)]
         stdin: bool,
-        /// Accepted for kubectl compatibility; the command runs without a terminal.
+        /// Give the command a terminal (with -i, when stdin is a terminal): raw keys,
+        /// window size followed.
         #[arg(short = 't', long)]
         tty: bool,
         /// The command and its arguments (after `--`).
@@ -272,10 +273,12 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
         }
         Command::Logs { pod, container, follow, previous, tail } => logs(&ctx, &pod, container, follow, previous, tail).await,
         Command::Exec { pod, container, stdin, tty, command } => {
-            if tty {
-                eprintln!("note: orch runs exec'd commands without a terminal");
+            // As kubectl: a terminal only for interactive use from a terminal.
+            let terminal = tty && stdin && exec::stdin_is_terminal();
+            if tty && !terminal {
+                eprintln!("Unable to use a TTY - input is not a terminal or the right kind of file (or -i is missing)");
             }
-            let params = crate::remotecommand::ExecParams { command, container, stdin, tty: false };
+            let params = crate::remotecommand::ExecParams { command, container, stdin, tty: terminal };
             let code = exec::exec(&ctx.base, &ctx.namespace, &pod, &params).await?;
             std::process::exit(code)
         }

@@ -61,7 +61,7 @@ pub async fn connect(url: &str, protocols: &[&str]) -> Result<Upstream, tungsten
 async fn session(socket: WebSocket, rt: ContainerdRuntime, id: String, p: ExecParams) {
     let (mut sink, mut stream) = socket.split();
     let exec_id = format!("exec-{:016x}", rand::random::<u64>());
-    let io = match rt.exec(&id, &exec_id, &p.command, p.stdin).await {
+    let io = match rt.exec(&id, &exec_id, &p.command, p.stdin, p.tty).await {
         Ok(io) => io,
         Err(e) => {
             let status = rc::failure(&e.to_string()).to_string();
@@ -71,7 +71,8 @@ async fn session(socket: WebSocket, rt: ContainerdRuntime, id: String, p: ExecPa
         }
     };
     let (tx, mut rx) = tokio::sync::mpsc::channel::<Vec<u8>>(16);
-    for (channel, mut pipe) in [(rc::STDOUT, io.stdout), (rc::STDERR, io.stderr)] {
+    let pipes = [(rc::STDOUT, Some(io.stdout)), (rc::STDERR, io.stderr)];
+    for (channel, mut pipe) in pipes.into_iter().filter_map(|(c, p)| Some((c, p?))) {
         let tx = tx.clone();
         tokio::spawn(async move {
             let mut buf = vec![0u8; 32 * 1024];
@@ -85,6 +86,7 @@ async fn session(socket: WebSocket, rt: ContainerdRuntime, id: String, p: ExecPa
     drop(tx);
     let mut stdin = io.stdin;
     let (rt_in, id_in, exec_in) = (rt.clone(), id.clone(), exec_id.clone());
+    let (rt_size, id_size, exec_size) = (rt.clone(), id.clone(), exec_id.clone());
     let close_stdin = move || {
         let (rt, id, exec_id) = (rt_in.clone(), id_in.clone(), exec_in.clone());
         async move {
@@ -104,6 +106,14 @@ async fn session(socket: WebSocket, rt: ContainerdRuntime, id: String, p: ExecPa
                             }
                         }
                     }
+                    Some((rc::RESIZE, size)) => match rc::parse_size(size) {
+                        Some((w, h)) => {
+                            if let Err(e) = rt_size.exec_resize(&id_size, &exec_size, w, h).await {
+                                tracing::debug!(error = %e, "resizing an exec's terminal");
+                            }
+                        }
+                        None => tracing::debug!("an exec resize message that is not {{Width, Height}}"),
+                    },
                     Some((rc::CLOSE, [rc::STDIN])) => {
                         if let Some(mut w) = stdin.take() {
                             let _ = w.flush().await;

@@ -270,7 +270,7 @@ fn log_uri(path: &Path) -> String {
 }
 
 impl ContainerRuntime for ContainerdRuntime {
-    async fn exec(&self, id: &str, exec_id: &str, args: &[String], stdin: bool) -> Result<ExecIo, RuntimeError> {
+    async fn exec(&self, id: &str, exec_id: &str, args: &[String], stdin: bool, tty: bool) -> Result<ExecIo, RuntimeError> {
         use containerd_client::services::v1::ExecProcessRequest;
         let container = match self.client.containers().get(req(GetContainerRequest { id: id.into() })).await {
             Ok(r) => r.into_inner().container.ok_or_else(|| RuntimeError::NotFound(id.into()))?,
@@ -281,7 +281,14 @@ impl ContainerRuntime for ContainerdRuntime {
             .map_err(|e| RuntimeError::Runtime(format!("spec of {id}: {e}")))?;
         let mut process = spec["process"].clone();
         process["args"] = serde_json::json!(args);
-        process["terminal"] = false.into();
+        process["terminal"] = tty.into();
+        if tty {
+            // As container runtimes do for terminals: a TERM unless the container sets one.
+            let env = process["env"].as_array_mut();
+            if let Some(env) = env.filter(|e| !e.iter().any(|v| v.as_str().is_some_and(|v| v.starts_with("TERM=")))) {
+                env.push("TERM=xterm".into());
+            }
+        }
         let dir = self.fifo_root.join(exec_id);
         std::fs::create_dir_all(&dir).map_err(|e| RuntimeError::Runtime(format!("exec fifos: {e}")))?;
         // However this ends, cancelled too (a probe's timeout drops it): no FIFO left behind,
@@ -292,15 +299,16 @@ impl ContainerRuntime for ContainerdRuntime {
                 .map_err(|e| RuntimeError::Runtime(format!("mkfifo: {e}")))?;
         }
         let stdout = tokio::spawn(open_fifo(dir.join("stdout"), false));
-        let stderr = tokio::spawn(open_fifo(dir.join("stderr"), false));
+        // With a terminal the shim copies the console to stdout alone.
+        let stderr = (!tty).then(|| tokio::spawn(open_fifo(dir.join("stderr"), false)));
         let stdin_file = stdin.then(|| tokio::spawn(open_fifo(dir.join("stdin"), true)));
         let path = |n: &str| dir.join(n).display().to_string();
         let request = ExecProcessRequest {
             container_id: id.into(),
             stdin: if stdin { path("stdin") } else { String::new() },
             stdout: path("stdout"),
-            stderr: path("stderr"),
-            terminal: false,
+            stderr: if tty { String::new() } else { path("stderr") },
+            terminal: tty,
             spec: Some(prost_types::Any { type_url: "types.containerd.io/opencontainers/runtime-spec/1/Process".into(), value: serde_json::to_vec(&process).unwrap_or_default() }),
             exec_id: exec_id.into(),
         };
@@ -320,7 +328,10 @@ impl ContainerRuntime for ContainerdRuntime {
         let receiver = |f: std::fs::File| tokio::net::unix::pipe::Receiver::from_file(f).map_err(|e| RuntimeError::Runtime(e.to_string()));
         let opened = async {
             let stdout = receiver(fifo(stdout.await)?)?;
-            let stderr = receiver(fifo(stderr.await)?)?;
+            let stderr = match stderr {
+                Some(f) => Some(receiver(fifo(f.await)?)?),
+                None => None,
+            };
             let stdin = match stdin_file {
                 Some(f) => Some(tokio::net::unix::pipe::Sender::from_file(fifo(f.await)?).map_err(|e| RuntimeError::Runtime(e.to_string()))?),
                 None => None,
@@ -351,6 +362,13 @@ impl ContainerRuntime for ContainerdRuntime {
             Err(e) => return Err(rt(e)),
         }
         Ok(code)
+    }
+
+    async fn exec_resize(&self, id: &str, exec_id: &str, width: u32, height: u32) -> Result<(), RuntimeError> {
+        use containerd_client::services::v1::ResizePtyRequest;
+        let r = ResizePtyRequest { container_id: id.into(), exec_id: exec_id.into(), width, height };
+        self.client.tasks().resize_pty(req(r)).await.map_err(rt)?;
+        Ok(())
     }
 
     async fn exec_close_stdin(&self, id: &str, exec_id: &str) -> Result<(), RuntimeError> {

@@ -150,7 +150,11 @@ pub trait ContainerRuntime: Send + Sync {
     /// Start `args` as process `exec_id` inside running container `id`, with its
     /// container's environment and working directory.
     /// (The exec calls are `Send` so probes can run them on tasks of their own.)
-    fn exec(&self, id: &str, exec_id: &str, args: &[String], stdin: bool) -> impl std::future::Future<Output = Result<ExecIo, RuntimeError>> + Send;
+    /// With `tty` the process gets a terminal: its output (both streams) comes on stdout
+    /// and `stderr` is `None`.
+    fn exec(&self, id: &str, exec_id: &str, args: &[String], stdin: bool, tty: bool) -> impl std::future::Future<Output = Result<ExecIo, RuntimeError>> + Send;
+    /// Set the terminal size of an exec'd process started with `tty`.
+    fn exec_resize(&self, id: &str, exec_id: &str, width: u32, height: u32) -> impl std::future::Future<Output = Result<(), RuntimeError>> + Send;
     /// Wait for an exec'd process to end, remove it, and return its exit code.
     fn exec_wait(&self, id: &str, exec_id: &str) -> impl std::future::Future<Output = Result<u32, RuntimeError>> + Send;
     /// End an exec'd process's stdin (the shim keeps the FIFO open; EOF must be asked for).
@@ -170,10 +174,16 @@ pub async fn exec_capture<R: ContainerRuntime + ?Sized>(
 ) -> Result<(u32, Vec<u8>), RuntimeError> {
     use tokio::io::AsyncReadExt;
     let exec_id = format!("exec-{:016x}", rand::random::<u64>());
-    let mut io = rt.exec(id, &exec_id, args, false).await?;
+    let mut io = rt.exec(id, &exec_id, args, false, false).await?;
     let read = async {
         let (mut out, mut err) = (Vec::new(), Vec::new());
-        let (a, b) = tokio::join!(io.stdout.read_to_end(&mut out), io.stderr.read_to_end(&mut err));
+        let stderr = async {
+            match io.stderr.as_mut() {
+                Some(e) => e.read_to_end(&mut err).await,
+                None => Ok(0),
+            }
+        };
+        let (a, b) = tokio::join!(io.stdout.read_to_end(&mut out), stderr);
         a.and(b).map_err(|e| RuntimeError::Runtime(format!("reading exec output: {e}")))?;
         out.extend(err);
         out.truncate(limit);
@@ -198,7 +208,8 @@ pub async fn exec_capture<R: ContainerRuntime + ?Sized>(
 pub struct ExecIo {
     pub stdin: Option<tokio::net::unix::pipe::Sender>,
     pub stdout: tokio::net::unix::pipe::Receiver,
-    pub stderr: tokio::net::unix::pipe::Receiver,
+    /// None for a process with a terminal (its output is all on stdout).
+    pub stderr: Option<tokio::net::unix::pipe::Receiver>,
 }
 
 /// A recorded call to the fake runtime.
@@ -310,13 +321,17 @@ impl ContainerRuntime for FakeRuntime {
     }
 
     /// The process "prints" nothing and ends at once with `exec_exit`.
-    async fn exec(&self, id: &str, _exec_id: &str, args: &[String], _stdin: bool) -> Result<ExecIo, RuntimeError> {
+    async fn exec(&self, id: &str, _exec_id: &str, args: &[String], _stdin: bool, tty: bool) -> Result<ExecIo, RuntimeError> {
         self.calls.lock().expect("fake lock").push(Call::Exec(id.into(), args.to_vec()));
         self.info(id).await?;
         let pipe = || tokio::net::unix::pipe::pipe().map_err(|e| RuntimeError::Runtime(e.to_string()));
         let (_, stdout) = pipe()?;
-        let (_, stderr) = pipe()?;
+        let stderr = if tty { None } else { Some(pipe()?.1) };
         Ok(ExecIo { stdin: None, stdout, stderr })
+    }
+
+    async fn exec_resize(&self, _id: &str, _exec_id: &str, _width: u32, _height: u32) -> Result<(), RuntimeError> {
+        Ok(())
     }
 
     async fn exec_wait(&self, _id: &str, _exec_id: &str) -> Result<u32, RuntimeError> {
