@@ -64,7 +64,7 @@ fn cluster(rng: &mut Rng) -> (Snapshot, Vec<PodInfo>) {
             p
         })
         .collect();
-    (Snapshot { nodes }, pods)
+    (Snapshot { nodes, ..Default::default() }, pods)
 }
 
 fn main() {

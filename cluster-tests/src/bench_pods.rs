@@ -27,6 +27,9 @@ pub struct Rss {
     pub node: String,
     pub role: String,
     pub rss_kib: u64,
+    /// Of which heap and other anonymous memory, and pages of mapped files (the binary).
+    pub anon_kib: u64,
+    pub file_kib: u64,
 }
 
 pub fn summarize(name: &str, mut d: Vec<Duration>) -> Latencies {
@@ -73,11 +76,23 @@ async fn delete_all(c: &Cluster, names: &[String]) -> anyhow::Result<()> {
     .await
 }
 
-fn rss_kib(pid: u32) -> u64 {
+/// A `/proc/PID/status` field in KiB (0 if the process is gone).
+fn status_kib(pid: u32, field: &str) -> u64 {
     std::fs::read_to_string(format!("/proc/{pid}/status"))
         .ok()
-        .and_then(|s| s.lines().find_map(|l| l.strip_prefix("VmRSS:").and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())))
+        .and_then(|s| s.lines().find_map(|l| l.strip_prefix(field).and_then(|v| v.trim_start_matches(':').trim().trim_end_matches("kB").trim().parse().ok())))
         .unwrap_or(0)
+}
+
+fn rss(n: &crate::cluster::Node) -> Rss {
+    let kib = |field| n.pid().map_or(0, |pid| status_kib(pid, field));
+    Rss {
+        node: n.name.clone(),
+        role: if n.role == Role::Head { "head".into() } else { "worker".into() },
+        rss_kib: kib("VmRSS"),
+        anon_kib: kib("RssAnon"),
+        file_kib: kib("RssFile"),
+    }
 }
 
 pub async fn bench(out: &Path, pods_per_run: usize) -> anyhow::Result<()> {
@@ -102,12 +117,8 @@ pub async fn bench(out: &Path, pods_per_run: usize) -> anyhow::Result<()> {
     delete_all(&c, &burst).await?;
 
     // Idle: no pods, heartbeats only, for a few heartbeat intervals.
-    tokio::time::sleep(Duration::from_secs(10)).await;
-    let rss: Vec<Rss> = c
-        .nodes
-        .iter()
-        .map(|n| Rss { node: n.name.clone(), role: if n.role == Role::Head { "head".into() } else { "worker".into() }, rss_kib: n.pid().map_or(0, rss_kib) })
-        .collect();
+    tokio::time::sleep(Duration::from_secs(40)).await;
+    let rss: Vec<Rss> = c.nodes.iter().map(rss).collect();
 
     let runs = vec![summarize("one at a time", sequential), summarize(&format!("burst of {pods_per_run}"), burst_times)];
     write_report(out, &runs, &rss)
@@ -128,9 +139,10 @@ fn write_report(out: &Path, runs: &[Latencies], rss: &[Rss]) -> anyhow::Result<(
     for r in runs {
         md.push_str(&format!("| {} | {} | {:.0} | {:.0} | {:.0} |\n", r.name, r.pods, r.p50_ms, r.p99_ms, r.max_ms));
     }
-    md.push_str("\nResident memory (VmRSS) of idle orchd processes, 10 s after the last pod was deleted. Goal: ≤ 32 MB for a worker.\n\n| node | role | RSS MiB |\n|---|---|---:|\n");
+    md.push_str("\nResident memory (VmRSS) of idle orchd processes, 40 s after the last pod was deleted. Goal: ≤ 32 MB for a worker.\n\n| node | role | RSS MiB | anonymous MiB | file-backed MiB |\n|---|---|---:|---:|---:|\n");
+    let mib = |k: u64| k as f64 / 1024.0;
     for r in rss {
-        md.push_str(&format!("| {} | {} | {:.1} |\n", r.node, r.role, r.rss_kib as f64 / 1024.0));
+        md.push_str(&format!("| {} | {} | {:.1} | {:.1} | {:.1} |\n", r.node, r.role, mib(r.rss_kib), mib(r.anon_kib), mib(r.file_kib)));
     }
     std::fs::write(out.join("pod-startup.md"), md)?;
     println!("{}", std::fs::read_to_string(out.join("pod-startup.md"))?);

@@ -37,6 +37,8 @@ pub struct NodeInfo {
     pub host_ports: BTreeSet<(String, i32)>,
     /// Pods per owner (controller uid) on this node, for spreading replicas.
     pub owners: BTreeMap<String, u32>,
+    /// Images present (every name, normalized as `image_key`) and their sizes.
+    pub images: BTreeMap<String, i64>,
 }
 
 #[derive(Debug, Clone, Default, PartialEq)]
@@ -51,11 +53,21 @@ pub struct PodInfo {
     pub host_ports: BTreeSet<(String, i32)>,
     /// The controller owning the pod (its uid), if any.
     pub owner: Option<String>,
+    /// Its containers' images, normalized as `image_key`.
+    pub images: Vec<String>,
 }
 
 #[derive(Debug, Clone, Default, PartialEq)]
 pub struct Snapshot {
     pub nodes: Vec<NodeInfo>,
+    /// On how many nodes each image is present (image locality weighs by spread).
+    pub image_nodes: BTreeMap<String, usize>,
+}
+
+/// An image name as the scheduler compares them: the full reference (`busybox:1` and
+/// `docker.io/library/busybox:1` are one image), or the name as written if it does not parse.
+pub fn image_key(name: &str) -> String {
+    name.parse::<oci_client::Reference>().map(|r| r.whole()).unwrap_or_else(|_| name.to_string())
 }
 
 impl Snapshot {
@@ -71,7 +83,10 @@ impl Snapshot {
 
     /// Nodes and the pods bound to them (finished pods hold nothing).
     pub fn from_objects(nodes: &[Node], pods: &[Pod]) -> Snapshot {
-        let mut snap = Snapshot { nodes: nodes.iter().map(node_info).collect() };
+        let mut snap = Snapshot { nodes: nodes.iter().map(node_info).collect(), image_nodes: BTreeMap::new() };
+        for image in snap.nodes.iter().flat_map(|n| n.images.keys()) {
+            *snap.image_nodes.entry(image.clone()).or_default() += 1;
+        }
         let index: BTreeMap<String, usize> = snap.nodes.iter().enumerate().map(|(i, n)| (n.name.clone(), i)).collect();
         for p in pods {
             let phase = p.status.as_ref().and_then(|s| s.phase.as_deref());
@@ -105,6 +120,12 @@ pub fn node_info(n: &Node) -> NodeInfo {
         unschedulable: spec.unschedulable.unwrap_or(false),
         host_ports: BTreeSet::new(),
         owners: BTreeMap::new(),
+        images: status
+            .images
+            .iter()
+            .flatten()
+            .flat_map(|i| i.names.iter().flatten().filter(|n| !n.contains('@')).map(|n| (image_key(n), i.size_bytes.unwrap_or(0))))
+            .collect(),
     }
 }
 
@@ -151,5 +172,6 @@ pub fn pod_info(p: &Pod) -> PodInfo {
         tolerations: spec.tolerations.unwrap_or_default(),
         host_ports,
         owner,
+        images: spec.containers.iter().filter_map(|c| c.image.as_deref()).map(image_key).collect(),
     }
 }

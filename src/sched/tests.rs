@@ -48,7 +48,7 @@ fn cluster() -> impl Strategy<Value = (Snapshot, Vec<PodInfo>)> {
         for (i, p) in pods.iter_mut().enumerate() {
             p.key = format!("default/pod-{i}");
         }
-        (Snapshot { nodes }, pods)
+        (Snapshot { nodes, ..Default::default() }, pods)
     })
 }
 
@@ -92,7 +92,7 @@ fn an_unplaceable_pod_gets_every_nodes_reason() {
         allocatable: Resources { cpu_millis: cpu, memory: 1 << 30, pods: 10 },
         ..Default::default()
     };
-    let mut snap = Snapshot { nodes: vec![node("a", true, 100), node("b", false, 4000), node("c", true, 200)] };
+    let mut snap = Snapshot { nodes: vec![node("a", true, 100), node("b", false, 4000), node("c", true, 200)], ..Default::default() };
     let pod = PodInfo { key: "default/big".into(), requests: Resources { cpu_millis: 1000, memory: 0, pods: 1 }, ..Default::default() };
     let Decision::Unschedulable { reasons, .. } = &schedule(&mut snap, &[pod])[0] else { panic!("placed") };
     assert_eq!(unschedulable_message(3, reasons), "0/3 nodes are available: 2 Insufficient cpu, 1 node(s) were not ready.");
@@ -102,7 +102,7 @@ fn an_unplaceable_pod_gets_every_nodes_reason() {
 #[test]
 fn replicas_spread_over_equal_nodes() {
     let node = |name: &str| NodeInfo { name: name.into(), ready: true, allocatable: Resources { cpu_millis: 4000, memory: 8 << 30, pods: 110 }, ..Default::default() };
-    let mut snap = Snapshot { nodes: vec![node("n1"), node("n2"), node("n3")] };
+    let mut snap = Snapshot { nodes: vec![node("n1"), node("n2"), node("n3")], ..Default::default() };
     let pods: Vec<PodInfo> = (0..9)
         .map(|i| PodInfo { key: format!("default/web-{i}"), owner: Some("rs-web".into()), requests: Resources { pods: 1, ..Default::default() }, ..Default::default() })
         .collect();

@@ -3,6 +3,7 @@
 //! (all 1, preferred node affinity by its own weights). Pure.
 
 pub mod balanced;
+pub mod image_locality;
 pub mod least_allocated;
 pub mod node_affinity;
 pub mod spread;
@@ -10,8 +11,13 @@ pub mod taints;
 
 use super::{NodeInfo, PodInfo, Snapshot};
 
-pub fn total(node: &NodeInfo, pod: &PodInfo, _snap: &Snapshot) -> i64 {
-    least_allocated::score(node, pod) + balanced::score(node, pod) + spread::score(node, pod) + node_affinity::score(node, pod) + taints::score(node, pod)
+pub fn total(node: &NodeInfo, pod: &PodInfo, snap: &Snapshot) -> i64 {
+    least_allocated::score(node, pod)
+        + balanced::score(node, pod)
+        + spread::score(node, pod)
+        + node_affinity::score(node, pod)
+        + taints::score(node, pod)
+        + image_locality::score(node, pod, snap)
 }
 
 /// `used / total` after placing the pod, 0..=1 (a resource the node lacks counts as full).
