@@ -261,3 +261,60 @@ async fn a_rollout_is_followed_listed_and_undone_with_orchctl() {
     })
     .await;
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn deleting_a_namespace_deletes_everything_in_it_then_the_namespace() {
+    let c = Cluster::start_opts(1, 1, Options { containerd: true, ..Default::default() }).await.expect("cluster starts");
+    load_busybox(&c, 0).unwrap();
+    let c = &c;
+    let post = |path: &str, obj: Value| {
+        let url = c.url(0, path);
+        async move { c.client.json(Method::POST, &url, Some(&obj)).await }
+    };
+    post("/api/v1/namespaces", json!({"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": "doomed"}})).await.unwrap();
+    let deploy = json!({"apiVersion": "apps/v1", "kind": "Deployment", "metadata": {"name": "web", "namespace": "doomed"},
+        "spec": {"replicas": 2, "selector": {"matchLabels": {"app": "web"}}, "template": {"metadata": {"labels": {"app": "web"}},
+            "spec": {"terminationGracePeriodSeconds": 1, "containers": [container("app", "exec sleep 3600")]}}}});
+    post("/apis/apps/v1/namespaces/doomed/deployments", deploy).await.unwrap();
+    post("/api/v1/namespaces/doomed/configmaps", json!({"apiVersion": "v1", "kind": "ConfigMap", "metadata": {"name": "settings"}, "data": {"a": "b"}})).await.unwrap();
+    let svc = post("/api/v1/namespaces/doomed/services", json!({"apiVersion": "v1", "kind": "Service", "metadata": {"name": "web"},
+        "spec": {"selector": {"app": "web"}, "ports": [{"port": 80}]}})).await.unwrap();
+    let ip = svc["spec"]["clusterIP"].as_str().unwrap().to_string();
+    let pods_url = c.url(0, "/api/v1/namespaces/doomed/pods");
+    let pods_in = || async { c.client.json(Method::GET, &pods_url, None).await.unwrap()["items"].as_array().cloned().unwrap_or_default() };
+    until(Duration::from_secs(60), "two running pods in the namespace", || async {
+        let pods = pods_in().await;
+        ((pods.len() == 2 && pods.iter().all(all_running)).then_some(()), format!("{} pods", pods.len()))
+    })
+    .await;
+
+    let deleted = c.client.json(Method::DELETE, &c.url(0, "/api/v1/namespaces/doomed"), None).await.unwrap();
+    assert_eq!(deleted["status"]["phase"], "Terminating", "{deleted}");
+    // Nothing new goes into a terminating namespace; the cluster's own are not deletable.
+    let refused = post("/api/v1/namespaces/doomed/configmaps", json!({"apiVersion": "v1", "kind": "ConfigMap", "metadata": {"name": "late"}})).await.unwrap_err();
+    assert!(refused.to_string().contains("being terminated"), "{refused}");
+    let protected = c.client.json(Method::DELETE, &c.url(0, "/api/v1/namespaces/default"), None).await.unwrap_err();
+    assert!(protected.to_string().contains("403") || protected.to_string().contains("protected"), "{protected}");
+
+    until(Duration::from_secs(90), "the namespace gone", || async {
+        let r = c.client.json(Method::GET, &c.url(0, "/api/v1/namespaces/doomed"), None).await;
+        let pods = pods_in().await.len();
+        (r.is_err().then_some(()), format!("namespace still {:?}, {pods} pods", r.ok().map(|n| n["status"].clone())))
+    })
+    .await;
+    for kind in ["pods", "configmaps", "services", "endpoints"] {
+        let list = c.client.json(Method::GET, &c.url(0, &format!("/api/v1/namespaces/doomed/{kind}")), None).await.unwrap();
+        assert_eq!(list["items"].as_array().map(Vec::len), Some(0), "{kind} left: {list}");
+    }
+    let rs = c.client.json(Method::GET, &c.url(0, "/apis/apps/v1/namespaces/doomed/replicasets"), None).await.unwrap();
+    assert_eq!(rs["items"].as_array().map(Vec::len), Some(0), "{rs}");
+    // The Service's address was released with it: another service may take it.
+    let again = json!({"apiVersion": "v1", "kind": "Service", "metadata": {"name": "reuse"}, "spec": {"clusterIP": ip, "ports": [{"port": 80}]}});
+    post("/api/v1/namespaces/default/services", again).await.expect("the released ClusterIP is free again");
+    // Every container of the namespace's pods is gone from the nodes too.
+    until(Duration::from_secs(30), "no containers left", || async {
+        let left: usize = c.containerds.iter().map(|d| d.containers().len()).sum();
+        ((left == 0).then_some(()), format!("{left} containers"))
+    })
+    .await;
+}

@@ -11,6 +11,9 @@ use axum::response::{IntoResponse, Response};
 use serde_json::{json, Value};
 
 use super::cascade;
+
+/// Namespaces the cluster itself relies on; deleting them is refused, as Kubernetes does.
+pub const PROTECTED_NAMESPACES: [&str; 3] = ["default", "kube-system", "kube-public"];
 use super::object::{self, FieldSelector, Selector, MAX_BODY_BYTES};
 use super::resources::{self, Resource};
 use super::status::ApiError;
@@ -151,6 +154,13 @@ async fn handle(
                 Some(g) => Some(g.parse::<i64>().map_err(|_| ApiError::bad_request(format!("gracePeriodSeconds {g:?} is not a number")))?),
                 None => opts.get("gracePeriodSeconds").and_then(Value::as_i64),
             };
+            if t.res.kind == "Namespace" {
+                // Terminating first; the namespace controller empties it, then removes it.
+                if PROTECTED_NAMESPACES.contains(&name) {
+                    return Err(ApiError::forbidden(format!("namespace {name:?} is protected and may not be deleted")));
+                }
+                return Ok(json_response(StatusCode::OK, &store.terminate_namespace(t.res, name, expected).await?));
+            }
             let policy = cascade::Propagation::parse(q.get("propagationPolicy").map(String::as_str), &opts)?;
             if policy != cascade::Propagation::Background {
                 // Marked first, so its controller stops replacing what is taken from it.

@@ -32,6 +32,10 @@ impl ApiError {
         Self::new(409, "AlreadyExists", format!("{what} already exists"))
     }
 
+    pub fn forbidden(message: impl Into<String>) -> Self {
+        Self::new(403, "Forbidden", message)
+    }
+
     pub fn conflict(message: impl Into<String>) -> Self {
         Self::new(409, "Conflict", message)
     }

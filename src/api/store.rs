@@ -158,7 +158,16 @@ impl ObjectStore {
             let mut obj = sent.clone();
             let mut conditions = vec![Condition::ModRevision { key: key.clone(), revision: 0 }];
             if let (true, Some(ns)) = (res.namespaced, ns) {
-                conditions.push(Condition::Exists { key: resources::namespace_key(ns) });
+                // The namespace must exist and not be terminating, as read (a change to it
+                // since fails the condition and the create reads it again).
+                let ns_key = resources::namespace_key(ns);
+                match self.current(&ns_key)? {
+                    Some((namespace, _)) if !namespace["metadata"]["deletionTimestamp"].is_null() => {
+                        return Err(ApiError::forbidden(format!("unable to create new content in namespace {ns} because it is being terminated")));
+                    }
+                    Some((_, rev)) => conditions.push(Condition::ModRevision { key: ns_key, revision: rev }),
+                    None => conditions.push(Condition::Exists { key: ns_key }),
+                }
             }
             let first_claim = conditions.len();
             let mut ops = vec![];
@@ -176,6 +185,8 @@ impl ObjectStore {
                 (rev, Outcome::Applied { .. }) => Ok(object::with_revision(obj, rev)),
                 (_, Outcome::ConditionFailed { index: 0, .. }) => Err(ApiError::already_exists(what(res, ns, &name))),
                 (_, Outcome::ConditionFailed { index, .. }) if index >= first_claim => continue,
+                // The namespace changed since it was read: look again.
+                (_, Outcome::ConditionFailed { current, .. }) if current != 0 => continue,
                 (_, Outcome::ConditionFailed { .. }) => Err(ApiError::not_found(format!("namespace {}", ns.unwrap_or_default()))),
                 (_, other) => Err(ApiError::internal(format!("unexpected outcome {other:?}"))),
             };
@@ -289,6 +300,24 @@ impl ObjectStore {
             }
         }
         Err(ApiError::conflict(format!("{} is changing too fast; try again", what(res, ns, name))))
+    }
+
+    /// Mark a namespace as terminating (deletionTimestamp, the `kubernetes` finalizer, phase
+    /// Terminating): nothing new may be created in it, and the namespace controller deletes
+    /// what it holds, then the namespace.
+    pub async fn terminate_namespace(&self, res: &Resource, name: &str, expected: Option<u64>) -> Result<Value, ApiError> {
+        let now = self.clock.now_rfc3339();
+        let mark = |cur: &Value| {
+            let mut next = cur.clone();
+            if next["metadata"]["deletionTimestamp"].is_null() {
+                next["metadata"]["deletionTimestamp"] = Value::String(now.clone());
+                next["metadata"]["deletionGracePeriodSeconds"] = Value::from(0);
+            }
+            next["spec"]["finalizers"] = serde_json::json!(["kubernetes"]);
+            next["status"]["phase"] = "Terminating".into();
+            Ok(next)
+        };
+        self.modify(res, None, name, expected, mark, true).await
     }
 
     /// Mark an object as being deleted (deletionTimestamp now), so its controller stops

@@ -12,6 +12,7 @@ pub mod events;
 pub mod gc;
 pub mod informer;
 pub mod job;
+pub mod namespace;
 pub mod nodelifecycle;
 pub mod owners;
 pub mod podcidr;
@@ -60,6 +61,7 @@ pub async fn run(store: ObjectStore, cfg: ControlConfig) {
             tasks.spawn(gc::run(fenced.clone(), cfg.clone()));
             tasks.spawn(statefulset::run(fenced.clone(), cfg.clone()));
             tasks.spawn(nodelifecycle::run(fenced.clone(), cfg.clone()));
+            tasks.spawn(namespace::run(fenced.clone(), cfg.clone()));
             tasks.spawn(endpoints::run(fenced, cfg.clone()));
         }
         if leadership.changed().await.is_err() {
