@@ -9,6 +9,7 @@
 pub mod filter;
 pub mod score;
 pub mod snapshot;
+pub mod topology;
 
 use std::collections::BTreeMap;
 
@@ -52,12 +53,13 @@ pub fn schedule(snap: &mut Snapshot, pending: &[PodInfo]) -> Vec<Decision> {
 fn schedule_one(snap: &mut Snapshot, pod: &PodInfo) -> Decision {
     let mut reasons = BTreeMap::new();
     let mut best: Option<(i64, u64, usize)> = None;
+    let ctx = topology::prepare(snap, pod);
     for (i, node) in snap.nodes.iter().enumerate() {
-        if let Err(why) = filter::check(node, pod, snap) {
+        if let Err(why) = filter::check(node, pod, &ctx) {
             reasons.insert(node.name.clone(), why);
             continue;
         }
-        let s = score::total(node, pod, snap);
+        let s = score::total(node, pod, snap, &ctx);
         // Ties go to a node picked by a hash of pod and node: deterministic, yet spread.
         let tie = tie_break(&pod.key, &node.name);
         if best.is_none_or(|(bs, bt, _)| (s, tie) > (bs, bt)) {

@@ -4,7 +4,9 @@
 
 use std::collections::{BTreeMap, BTreeSet};
 
-use k8s_openapi::api::core::v1::{Container, Node, NodeSelector, Pod, PreferredSchedulingTerm, Taint, Toleration};
+use k8s_openapi::api::core::v1::{
+    Container, Node, NodeSelector, Pod, PodAffinityTerm, PreferredSchedulingTerm, Taint, Toleration, TopologySpreadConstraint, WeightedPodAffinityTerm,
+};
 
 use crate::api::quantity;
 
@@ -39,6 +41,25 @@ pub struct NodeInfo {
     pub owners: BTreeMap<String, u32>,
     /// Images present (every name, normalized as `image_key`) and their sizes.
     pub images: BTreeMap<String, i64>,
+    /// The pods on it, as inter-pod affinity and topology spread see them.
+    pub pods: Vec<Placed>,
+}
+
+/// A pod on a node: what other pods' affinity terms and spread constraints match against.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct Placed {
+    pub namespace: String,
+    pub labels: BTreeMap<String, String>,
+}
+
+/// A required anti-affinity term of placed pods (those of one namespace with the same
+/// term are one entry) and the domains (values of its topologyKey) they are in: a pod the
+/// term matches may not go to those domains.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct PlacedAnti {
+    pub namespace: String,
+    pub term: PodAffinityTerm,
+    pub domains: BTreeSet<String>,
 }
 
 #[derive(Debug, Clone, Default, PartialEq)]
@@ -55,6 +76,25 @@ pub struct PodInfo {
     pub owner: Option<String>,
     /// Its containers' images, normalized as `image_key`.
     pub images: Vec<String>,
+    pub namespace: String,
+    pub labels: BTreeMap<String, String>,
+    /// Inter-pod affinity and anti-affinity, required and preferred.
+    pub pod_affinity: Vec<PodAffinityTerm>,
+    pub pod_anti_affinity: Vec<PodAffinityTerm>,
+    pub preferred_pod_affinity: Vec<WeightedPodAffinityTerm>,
+    pub preferred_pod_anti_affinity: Vec<WeightedPodAffinityTerm>,
+    pub spread: Vec<TopologySpreadConstraint>,
+}
+
+impl PodInfo {
+    /// Whether anything about other pods' placement matters to this pod.
+    pub fn has_pod_constraints(&self) -> bool {
+        !(self.pod_affinity.is_empty()
+            && self.pod_anti_affinity.is_empty()
+            && self.preferred_pod_affinity.is_empty()
+            && self.preferred_pod_anti_affinity.is_empty()
+            && self.spread.is_empty())
+    }
 }
 
 #[derive(Debug, Clone, Default, PartialEq)]
@@ -62,6 +102,12 @@ pub struct Snapshot {
     pub nodes: Vec<NodeInfo>,
     /// On how many nodes each image is present (image locality weighs by spread).
     pub image_nodes: BTreeMap<String, usize>,
+    /// Placed pods' required anti-affinity, grouped by term: every pending pod is checked
+    /// against these.
+    pub anti_affinity: Vec<PlacedAnti>,
+    /// Placed pods by label pair, as (node, index in its `pods`): the candidates a selector
+    /// with matchLabels can match, without looking at every pod.
+    pub by_label: BTreeMap<(String, String), Vec<(usize, usize)>>,
 }
 
 /// An image name as the scheduler compares them: the full reference (`busybox:1` and
@@ -79,11 +125,25 @@ impl Snapshot {
         if let Some(o) = &pod.owner {
             *n.owners.entry(o.clone()).or_default() += 1;
         }
+        n.pods.push(Placed { namespace: pod.namespace.clone(), labels: pod.labels.clone() });
+        let j = n.pods.len() - 1;
+        for (k, v) in &pod.labels {
+            self.by_label.entry((k.clone(), v.clone())).or_default().push((i, j));
+        }
+        for term in &pod.pod_anti_affinity {
+            let Some(domain) = self.nodes[i].labels.get(&term.topology_key).cloned() else { continue };
+            match self.anti_affinity.iter_mut().find(|a| a.namespace == pod.namespace && a.term == *term) {
+                Some(group) => {
+                    group.domains.insert(domain);
+                }
+                None => self.anti_affinity.push(PlacedAnti { namespace: pod.namespace.clone(), term: term.clone(), domains: [domain].into() }),
+            }
+        }
     }
 
     /// Nodes and the pods bound to them (finished pods hold nothing).
     pub fn from_objects(nodes: &[Node], pods: &[Pod]) -> Snapshot {
-        let mut snap = Snapshot { nodes: nodes.iter().map(node_info).collect(), image_nodes: BTreeMap::new() };
+        let mut snap = Snapshot { nodes: nodes.iter().map(node_info).collect(), ..Default::default() };
         for image in snap.nodes.iter().flat_map(|n| n.images.keys()) {
             *snap.image_nodes.entry(image.clone()).or_default() += 1;
         }
@@ -126,6 +186,7 @@ pub fn node_info(n: &Node) -> NodeInfo {
             .flatten()
             .flat_map(|i| i.names.iter().flatten().filter(|n| !n.contains('@')).map(|n| (image_key(n), i.size_bytes.unwrap_or(0))))
             .collect(),
+        pods: Vec::new(),
     }
 }
 
@@ -156,6 +217,8 @@ pub fn pod_info(p: &Pod) -> PodInfo {
     }
     sum.pods = 1;
     let affinity = spec.affinity.as_ref().and_then(|a| a.node_affinity.as_ref());
+    let pod_affinity = spec.affinity.as_ref().and_then(|a| a.pod_affinity.as_ref());
+    let pod_anti = spec.affinity.as_ref().and_then(|a| a.pod_anti_affinity.as_ref());
     let host_ports = spec
         .containers
         .iter()
@@ -173,5 +236,12 @@ pub fn pod_info(p: &Pod) -> PodInfo {
         host_ports,
         owner,
         images: spec.containers.iter().filter_map(|c| c.image.as_deref()).map(image_key).collect(),
+        namespace: p.metadata.namespace.clone().unwrap_or_else(|| "default".into()),
+        labels: p.metadata.labels.clone().unwrap_or_default(),
+        pod_affinity: pod_affinity.and_then(|a| a.required_during_scheduling_ignored_during_execution.clone()).unwrap_or_default(),
+        pod_anti_affinity: pod_anti.and_then(|a| a.required_during_scheduling_ignored_during_execution.clone()).unwrap_or_default(),
+        preferred_pod_affinity: pod_affinity.and_then(|a| a.preferred_during_scheduling_ignored_during_execution.clone()).unwrap_or_default(),
+        preferred_pod_anti_affinity: pod_anti.and_then(|a| a.preferred_during_scheduling_ignored_during_execution.clone()).unwrap_or_default(),
+        spread: spec.topology_spread_constraints.clone().unwrap_or_default(),
     }
 }

@@ -1,10 +1,12 @@
 //! Scheduler properties over generated clusters: no node is ever overcommitted, every pod
-//! gets exactly one decision, every binding honours the hard constraints, and the same
-//! input gives the same placement. Plus kube-scheduler's message format.
+//! gets exactly one decision, every binding honours the hard constraints (node selectors,
+//! taints, required pod anti-affinity, hard topology spread), and the same input gives the
+//! same placement. Plus kube-scheduler's message format.
 
 use std::collections::BTreeMap;
 
-use k8s_openapi::api::core::v1::{Taint, Toleration};
+use k8s_openapi::api::core::v1::{PodAffinityTerm, Taint, Toleration, TopologySpreadConstraint};
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::LabelSelector;
 use proptest::prelude::*;
 
 use super::*;
@@ -38,12 +40,31 @@ fn pod_strategy() -> impl Strategy<Value = PodInfo> {
             ..Default::default()
         },
     )
+    .prop_map(|mut p| {
+        // rs-0's pods refuse to share a host; rs-1's keep the zones within one of each other.
+        let app = |o: &str| Some(LabelSelector { match_labels: Some([("app".to_string(), o.to_string())].into()), match_expressions: None });
+        p.namespace = "default".into();
+        match p.owner.as_deref() {
+            Some(o @ "rs-0") => {
+                p.labels = [("app".to_string(), o.to_string())].into();
+                p.pod_anti_affinity = vec![PodAffinityTerm { label_selector: app(o), topology_key: "kubernetes.io/hostname".into(), ..Default::default() }];
+            }
+            Some(o @ "rs-1") => {
+                p.labels = [("app".to_string(), o.to_string())].into();
+                p.node_selector.clear();
+                p.spread = vec![TopologySpreadConstraint { max_skew: 1, topology_key: "zone".into(), when_unsatisfiable: "DoNotSchedule".into(), label_selector: app(o), ..Default::default() }];
+            }
+            _ => {}
+        }
+        p
+    })
 }
 
 fn cluster() -> impl Strategy<Value = (Snapshot, Vec<PodInfo>)> {
     (prop::collection::vec(node_strategy(), 1..8), prop::collection::vec(pod_strategy(), 0..40)).prop_map(|(mut nodes, mut pods)| {
         for (i, n) in nodes.iter_mut().enumerate() {
             n.name = format!("node-{i}");
+            n.labels.insert("kubernetes.io/hostname".into(), n.name.clone());
         }
         for (i, p) in pods.iter_mut().enumerate() {
             p.key = format!("default/pod-{i}");
@@ -73,6 +94,14 @@ proptest! {
                 check.assign(i, p);
             }
         }
+        let of = |n: &NodeInfo, app: &str| n.pods.iter().filter(|p| p.labels.get("app").map(String::as_str) == Some(app)).count();
+        let mut per_zone: BTreeMap<&str, usize> = check.nodes.iter().map(|n| (n.labels["zone"].as_str(), 0)).collect();
+        for n in &check.nodes {
+            *per_zone.get_mut(n.labels["zone"].as_str()).unwrap() += of(n, "rs-1");
+            prop_assert!(of(n, "rs-0") <= 1, "two rs-0 pods on {}", n.name);
+        }
+        let (lo, hi) = (per_zone.values().min().copied().unwrap_or(0), per_zone.values().max().copied().unwrap_or(0));
+        prop_assert!(hi - lo <= 1, "rs-1 per zone: {:?}", per_zone);
         for n in &check.nodes {
             prop_assert!(n.requested.pods <= n.allocatable.pods, "{} pods on {}", n.requested.pods, n.name);
             prop_assert!(n.requested.cpu_millis <= n.allocatable.cpu_millis || n.requested.cpu_millis == 0);

@@ -5,17 +5,23 @@
 pub mod host_ports;
 pub mod node_affinity;
 pub mod node_status;
+pub mod pod_affinity;
 pub mod resources;
 pub mod taints;
+pub mod topology_spread;
 
-use super::{NodeInfo, PodInfo, Snapshot};
+use super::topology::Context;
+use super::{NodeInfo, PodInfo};
 
-/// Run every filter; the first that fails gives the reason.
-pub fn check(node: &NodeInfo, pod: &PodInfo, _snap: &Snapshot) -> Result<(), String> {
+/// Run every filter; the first that fails gives the reason. `ctx` is what the pod's
+/// inter-pod constraints need from the rest of the cluster (`topology::prepare`).
+pub fn check(node: &NodeInfo, pod: &PodInfo, ctx: &Context) -> Result<(), String> {
     node_status::check(node)?;
     node_affinity::check(node, pod)?;
     taints::check(node, pod)?;
     host_ports::check(node, pod)?;
     resources::check(node, pod)?;
+    pod_affinity::check(node, ctx)?;
+    topology_spread::check(node, ctx)?;
     Ok(())
 }

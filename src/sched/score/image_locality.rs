@@ -38,7 +38,7 @@ mod tests {
         let pod = PodInfo { images: vec!["r/app:1".into()], ..Default::default() };
         let has = node(&[("r/app:1", 500 * MB)]);
         let lacks = node(&[("r/other:1", 500 * MB)]);
-        let snap = |holders: usize, nodes: usize| Snapshot { nodes: vec![NodeInfo::default(); nodes], image_nodes: [("r/app:1".to_string(), holders)].into() };
+        let snap = |holders: usize, nodes: usize| Snapshot { nodes: vec![NodeInfo::default(); nodes], image_nodes: [("r/app:1".to_string(), holders)].into(), ..Default::default() };
         // On every node: 500 MB counts whole; on one of four, a quarter of it.
         assert_eq!(score(&has, &pod, &snap(4, 4)), 49);
         assert_eq!(score(&has, &pod, &snap(1, 4)), 10);

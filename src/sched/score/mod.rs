@@ -6,18 +6,23 @@ pub mod balanced;
 pub mod image_locality;
 pub mod least_allocated;
 pub mod node_affinity;
+pub mod pod_affinity;
 pub mod spread;
 pub mod taints;
+pub mod topology_spread;
 
+use super::topology::Context;
 use super::{NodeInfo, PodInfo, Snapshot};
 
-pub fn total(node: &NodeInfo, pod: &PodInfo, snap: &Snapshot) -> i64 {
+pub fn total(node: &NodeInfo, pod: &PodInfo, snap: &Snapshot, ctx: &Context) -> i64 {
     least_allocated::score(node, pod)
         + balanced::score(node, pod)
         + spread::score(node, pod)
         + node_affinity::score(node, pod)
         + taints::score(node, pod)
         + image_locality::score(node, pod, snap)
+        + pod_affinity::score(node, ctx)
+        + topology_spread::score(node, ctx)
 }
 
 /// `used / total` after placing the pod, 0..=1 (a resource the node lacks counts as full).
