@@ -1,7 +1,7 @@
 //! The scheduler on a real cluster (one head, two workers, a containerd each): pods
 //! without a node are placed by the leader and run; replicas of one owner spread evenly; a
 //! pod no node fits is reported Unschedulable with the reasons, and is placed as soon as a
-//! node qualifies.
+//! node qualifies; required pod anti-affinity keeps one pod per node.
 
 use std::collections::BTreeMap;
 use std::time::Duration;
@@ -167,4 +167,38 @@ async fn a_deployment_rolls_out_a_new_template_within_its_budget() {
         assert!(std::time::Instant::now() < deadline, "status did not settle: {status}");
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn pod_anti_affinity_keeps_one_per_node_and_explains_the_rest() {
+    let c = Cluster::start_opts(1, 2, Options { containerd: true, ..Default::default() }).await.expect("cluster starts");
+    load_busybox(&c, 0).unwrap();
+    let anti = json!({"podAntiAffinity": {"requiredDuringSchedulingIgnoredDuringExecution": [
+        {"labelSelector": {"matchLabels": {"app": "solo"}}, "topologyKey": "kubernetes.io/hostname"}]}});
+    for i in 0..4 {
+        let mut p = unbound(&format!("solo-{i}"));
+        p["metadata"]["labels"] = json!({"app": "solo"});
+        p["spec"]["affinity"] = anti.clone();
+        pods::create(&c, 0, &p).await.unwrap();
+    }
+    let placed = |p: &Value| p["spec"]["nodeName"].as_str().is_some_and(|n| !n.is_empty());
+    let unschedulable = |p: &Value| {
+        p["status"]["conditions"].as_array().into_iter().flatten().any(|c| c["type"] == "PodScheduled" && c["reason"] == "Unschedulable")
+    };
+    let mut nodes = Vec::new();
+    let mut pending = Vec::new();
+    for i in 0..4 {
+        let p = wait_pod(&c, &format!("solo-{i}"), "placed or explained", |p| (placed(p) && all_running(p)) || unschedulable(p)).await;
+        if placed(&p) {
+            nodes.push(p["spec"]["nodeName"].as_str().unwrap().to_string());
+        } else {
+            pending.push(p);
+        }
+    }
+    nodes.sort();
+    nodes.dedup();
+    assert_eq!(nodes.len(), 3, "one per node: {nodes:?}");
+    assert_eq!(pending.len(), 1);
+    let message = pending[0]["status"]["conditions"].as_array().unwrap().iter().find(|c| c["type"] == "PodScheduled").unwrap()["message"].clone();
+    assert!(message.as_str().is_some_and(|m| m.starts_with("0/3 nodes are available: 3 node(s) didn't") && m.contains("anti-affinity")), "{message}");
 }
