@@ -302,6 +302,36 @@ impl ObjectStore {
         Err(ApiError::conflict(format!("{} is changing too fast; try again", what(res, ns, name))))
     }
 
+    /// Write several objects of `res` in one proposal: each `(current, next)` pair replaces
+    /// `current` (as read, with its resourceVersion) by `next`, only if it is still at that
+    /// revision. All or nothing: `Ok(None)` when any of them had changed since (the caller
+    /// may fall back to one at a time). Not for Services (their IPs are claimed per write).
+    pub async fn update_all(&self, res: &Resource, items: &[(Value, Value)]) -> Result<Option<Vec<Value>>, ApiError> {
+        if res.kind == "Service" {
+            return Err(ApiError::internal("update_all does not claim Service addresses"));
+        }
+        let (mut conditions, mut ops, mut written) = (Vec::new(), Vec::new(), Vec::new());
+        for (current, next) in items {
+            let name = object::name_of(current).ok_or_else(|| ApiError::invalid("an object without a name"))?;
+            let ns = current["metadata"]["namespace"].as_str();
+            let rev = object::str_field(current, "resourceVersion").map(parse_rv).transpose()?.ok_or_else(|| ApiError::invalid("an object without a resourceVersion"))?;
+            let mut next = res.validate(next.clone()).map_err(ApiError::invalid)?;
+            object::prepare_update(&mut next, current);
+            let key = res.key(ns, name);
+            conditions.push(Condition::ModRevision { key: key.clone(), revision: rev });
+            ops.push(Op::Put { key, value: serde_json::to_vec(&next).map_err(|e| ApiError::internal(e.to_string()))? });
+            written.push(next);
+        }
+        if ops.is_empty() {
+            return Ok(Some(vec![]));
+        }
+        match self.propose(Txn { conditions, ops }).await? {
+            (rev, Outcome::Applied { .. }) => Ok(Some(written.into_iter().map(|o| object::with_revision(o, rev)).collect())),
+            (_, Outcome::ConditionFailed { .. }) => Ok(None),
+            (_, other) => Err(ApiError::internal(format!("unexpected outcome {other:?}"))),
+        }
+    }
+
     /// Mark a namespace as terminating (deletionTimestamp, the `kubernetes` finalizer, phase
     /// Terminating): nothing new may be created in it, and the namespace controller deletes
     /// what it holds, then the namespace.

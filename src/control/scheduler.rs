@@ -1,6 +1,7 @@
 //! The scheduler loop on the leader: pods without a node are placed with `sched::schedule`
-//! over informer copies of nodes and pods; a placement is committed as a compare-and-set of
-//! the pod's `spec.nodeName` through the fenced store, and a pod no node fits gets
+//! over informer copies of nodes and pods; placements are committed in batches, one
+//! proposal of compare-and-sets of the pods' `spec.nodeName` through the fenced store (one
+//! at a time if a pod of the batch changed meanwhile), and a pod no node fits gets
 //! `PodScheduled=False` with kube-scheduler's message. After binding, the loop waits for
 //! its own writes to reach the informer, so the next pass counts them.
 
@@ -40,6 +41,41 @@ pub fn unschedulable_patch(pod: &Value, message: &str, now: &str) -> Option<Valu
     Some(json!({"status": {"phase": "Pending", "conditions": conditions}}))
 }
 
+/// Bindings committed in one proposal at most.
+const BIND_BATCH: usize = 64;
+
+/// Commit `binds` (pod as read, node) in one proposal; if any pod changed since it was
+/// read, bind them one at a time instead (those that changed are looked at next pass).
+/// Returns the pods bound.
+async fn bind(store: &ObjectStore, pods_res: &'static resources::Resource, binds: &[(Value, String)]) -> Vec<Value> {
+    let items: Vec<(Value, Value)> = binds
+        .iter()
+        .map(|(pod, node)| {
+            let mut next = pod.clone();
+            next["spec"]["nodeName"] = node.clone().into();
+            (pod.clone(), next)
+        })
+        .collect();
+    match store.update_all(pods_res, &items).await {
+        Ok(Some(bound)) => return bound,
+        Ok(None) => tracing::debug!(pods = items.len(), "a pod of the batch changed; binding one at a time"),
+        Err(e) => {
+            tracing::debug!(error = %e, "bindings not committed; next pass");
+            return vec![];
+        }
+    }
+    let mut bound = Vec::new();
+    for (pod, node) in binds {
+        let (ns, name) = (pod["metadata"]["namespace"].as_str(), pod["metadata"]["name"].as_str().unwrap_or_default());
+        let patch = json!({"metadata": {"resourceVersion": pod["metadata"]["resourceVersion"].clone()}, "spec": {"nodeName": node}});
+        match store.patch(pods_res, ns, name, patch, false).await {
+            Ok(obj) => bound.push(obj),
+            Err(e) => tracing::debug!(pod = name, error = %e, "binding not committed; next pass"),
+        }
+    }
+    bound
+}
+
 pub async fn run(store: ObjectStore, _cfg: ControlConfig) {
     let pods_res = resources::by_plural("", "pods").expect("pods are registered");
     let nodes_res = resources::by_plural("", "nodes").expect("nodes are registered");
@@ -63,23 +99,12 @@ pub async fn run(store: ObjectStore, _cfg: ControlConfig) {
         let infos: Vec<sched::PodInfo> = waiting.iter().map(|p| sched::snapshot::pod_info(p)).collect();
         let decisions = sched::schedule(&mut snap, &infos);
         let mut last_write = 0;
+        let mut binds = Vec::new();
         for (decision, pod) in decisions.iter().zip(&waiting) {
             let (ns, name) = (pod.metadata.namespace.as_deref(), pod.metadata.name.as_deref().unwrap_or_default());
             let rv = pod.metadata.resource_version.clone().unwrap_or_default();
             match decision {
-                Decision::Bind { node, .. } => {
-                    let patch = json!({"metadata": {"resourceVersion": rv}, "spec": {"nodeName": node}});
-                    match store.patch(pods_res, ns, name, patch, false).await {
-                        Ok(obj) => {
-                            last_write = last_write.max(super::informer::revision(&obj));
-                            failing.remove(decision.pod());
-                            tracing::info!(pod = %decision.pod(), %node, "scheduled");
-                            let message = format!("Successfully assigned {} to {node}", decision.pod());
-                            super::events::record(&store, &obj, pods_res, true, "Scheduled", &message).await;
-                        }
-                        Err(e) => tracing::debug!(pod = %decision.pod(), error = %e, "binding not committed; next pass"),
-                    }
-                }
+                Decision::Bind { node, .. } => binds.push((serde_json::to_value(pod).unwrap_or(Value::Null), node.clone())),
                 Decision::Unschedulable { reasons, .. } => {
                     let message = sched::unschedulable_message(node_objs.len(), reasons);
                     let obj = serde_json::to_value(pod).unwrap_or(Value::Null);
@@ -94,6 +119,28 @@ pub async fn run(store: ObjectStore, _cfg: ControlConfig) {
                     failing.insert(decision.pod().to_string(), message);
                 }
             }
+        }
+        for batch in binds.chunks(BIND_BATCH) {
+            let bound = bind(&store, pods_res, batch).await;
+            for obj in &bound {
+                let key = format!("{}/{}", obj["metadata"]["namespace"].as_str().unwrap_or_default(), obj["metadata"]["name"].as_str().unwrap_or_default());
+                let node = obj["spec"]["nodeName"].as_str().unwrap_or_default();
+                last_write = last_write.max(super::informer::revision(obj));
+                tracing::info!(pod = %key, %node, "scheduled");
+                failing.remove(&key);
+            }
+            // The Scheduled events go together (concurrent proposals share log appends).
+            let events = bound.iter().map(|obj| {
+                let message = format!(
+                    "Successfully assigned {}/{} to {}",
+                    obj["metadata"]["namespace"].as_str().unwrap_or_default(),
+                    obj["metadata"]["name"].as_str().unwrap_or_default(),
+                    obj["spec"]["nodeName"].as_str().unwrap_or_default()
+                );
+                let store = &store;
+                async move { super::events::record(store, obj, pods_res, true, "Scheduled", &message).await }
+            });
+            futures::future::join_all(events).await;
         }
         pods.wait_for(last_write, Duration::from_secs(2)).await;
     }
