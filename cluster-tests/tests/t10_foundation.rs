@@ -286,3 +286,28 @@ async fn bad_input_is_refused_and_changes_nothing() -> anyhow::Result<()> {
     assert!(!nodes.to_string().contains("intruder"));
     Ok(())
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_watch_without_a_version_starts_with_every_object_however_many() -> anyhow::Result<()> {
+    // More objects than a watch buffers: the initial ADDED events must not wait for a
+    // reader that only starts reading once the watch is open.
+    let c = Cluster::start(1, 0).await?;
+    const N: usize = 600;
+    use futures::StreamExt;
+    let names: Vec<String> = (0..N).map(|i| format!("many-{i:04}")).collect();
+    let created: Vec<anyhow::Result<u64>> = futures::stream::iter(names.iter().map(|n| create_cm(&c, 0, n))).buffer_unordered(32).collect().await;
+    for r in created {
+        r?;
+    }
+    let url = c.url(0, "/api/v1/namespaces/default/configmaps?watch=true");
+    let open = watch::open(&c.client, &url);
+    let mut rx = tokio::time::timeout(Duration::from_secs(20), open).await.context("the watch never started")??;
+    let mut added = std::collections::BTreeSet::new();
+    while added.len() < N {
+        let seen = tokio::time::timeout(Duration::from_secs(20), rx.recv()).await.context("initial events stalled")?.context("watch ended")??;
+        anyhow::ensure!(seen.kind == "ADDED", "{seen:?}");
+        added.insert(seen.name);
+    }
+    anyhow::ensure!(added.iter().all(|n| n.starts_with("many-")) && added.len() == N);
+    Ok(())
+}

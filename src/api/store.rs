@@ -25,6 +25,10 @@ pub enum Consistency {
     Local,
 }
 
+/// The annotation on objects the leader's controllers create: the Raft term they were
+/// created in (the fence makes sure they were committed in that term).
+pub const CREATED_IN_TERM: &str = "orch.dev/created-in-term";
+
 #[derive(Clone)]
 pub struct ObjectStore {
     node: RaftNode,
@@ -150,6 +154,11 @@ impl ObjectStore {
         object::validate_name(&name, res.kind == "Namespace").map_err(ApiError::invalid)?;
         let uid = uuid::Uuid::new_v4().to_string();
         object::prepare_create(&mut obj, &uid, &self.clock.now_rfc3339());
+        if let Some(term) = self.fence {
+            // Made by a controller of the leader of this term (the fence guarantees it was
+            // committed in that term): which leader created what stays visible.
+            obj["metadata"]["annotations"][CREATED_IN_TERM] = term.to_string().into();
+        }
         let key = res.key(ns, &name);
         // A Service's allocations are claimed in the same transaction; losing a race for
         // an IP or port (a failed claim condition) picks again, from the object as sent.
@@ -421,7 +430,8 @@ impl ObjectStore {
     }
 
     /// Stream changes to objects of `res` in `ns` after revision `from`, in revision order,
-    /// with no gaps. `from = None` starts with the current objects as ADDED events.
+    /// with no gaps. `from = None` starts with the current objects as ADDED events (then,
+    /// with `bookmarks`, a bookmark at the revision they were listed at).
     pub async fn watch(
         &self,
         res: &'static Resource,
@@ -431,24 +441,34 @@ impl ObjectStore {
         bookmarks: bool,
     ) -> Result<mpsc::Receiver<WatchItem>, ApiError> {
         let (tx, rx) = mpsc::channel(256);
-        let mut after = match from {
+        let (mut after, initial) = match from {
             Some(rev) => {
                 if let Err(HistoryError::Compacted { requested, oldest }) = self.node.reader().history(rev, 0) {
                     return Err(ApiError::gone(format!("too old resource version: {requested} (oldest retained: {oldest})")));
                 }
-                rev
+                (rev, None)
             }
             None => {
                 let (items, rev) = self.list(res, ns.as_deref(), &filter, Consistency::Linearizable).await?;
-                for object in items {
-                    let _ = tx.send(WatchItem::Event { kind: "ADDED", object }).await;
-                }
-                rev
+                (rev, Some(items))
             }
         };
         let reader = self.node.reader().clone();
         let prefix = res.ns_prefix(ns.as_deref());
         tokio::spawn(async move {
+            // The current objects first (sent here, not before returning: the receiver
+            // reads only once it has the channel, and there may be more than it holds),
+            // then a bookmark at the list's revision marking their end.
+            if let Some(items) = initial {
+                for object in items {
+                    if tx.send(WatchItem::Event { kind: "ADDED", object }).await.is_err() {
+                        return;
+                    }
+                }
+                if bookmarks && tx.send(WatchItem::Bookmark(after)).await.is_err() {
+                    return;
+                }
+            }
             let mut changes = reader.subscribe();
             let mut last_bookmark = tokio::time::Instant::now();
             loop {

@@ -144,7 +144,7 @@ pub async fn run(store: ObjectStore, _cfg: ControlConfig) {
     let cj_res = resources::by_plural("batch", "cronjobs").expect("cronjobs are registered");
     let jobs_res = resources::by_plural("batch", "jobs").expect("jobs are registered");
     // Schedules come due without an event: look every second.
-    let lp = OwnerLoop::start(&store, cj_res, jobs_res, std::time::Duration::from_secs(1));
+    let lp = OwnerLoop::start(&store, cj_res, jobs_res, std::time::Duration::from_secs(1)).await;
     loop {
         lp.next_pass().await;
         let mut written = Written::default();

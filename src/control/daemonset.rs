@@ -145,8 +145,8 @@ pub async fn run(store: ObjectStore, cfg: ControlConfig) {
     let ds_res = resources::by_plural("apps", "daemonsets").expect("daemonsets are registered");
     let pods_res = resources::by_plural("", "pods").expect("pods are registered");
     let nodes_res = resources::by_plural("", "nodes").expect("nodes are registered");
-    let lp = OwnerLoop::start(&store, ds_res, pods_res, cfg.resync);
-    let nodes = Informer::start(store.clone(), nodes_res);
+    let lp = OwnerLoop::start(&store, ds_res, pods_res, cfg.resync).await;
+    let nodes = Informer::start(store.clone(), nodes_res).await;
     loop {
         tokio::select! {
             _ = lp.next_pass() => {}

@@ -200,7 +200,7 @@ pub fn reconcile(d: &Value, sets: &[Value]) -> Vec<Action> {
 pub async fn run(store: ObjectStore, _cfg: ControlConfig) {
     let d_res = resources::by_plural("apps", "deployments").expect("deployments are registered");
     let rs_res = resources::by_plural("apps", "replicasets").expect("replicasets are registered");
-    let lp = OwnerLoop::start(&store, d_res, rs_res, Duration::from_secs(10));
+    let lp = OwnerLoop::start(&store, d_res, rs_res, Duration::from_secs(10)).await;
     loop {
         lp.next_pass().await;
         let mut written = Written::default();

@@ -218,9 +218,9 @@ fn remember(listed: &mut BTreeMap<String, BTreeSet<String>>, svc_key: &str, acti
 pub async fn run(store: ObjectStore, cfg: ControlConfig) {
     let res = |plural| resources::by_plural("", plural).expect("core kinds are registered");
     let (svc_res, pod_res, ep_res) = (res("services"), res("pods"), res("endpoints"));
-    let services = Informer::start(store.clone(), svc_res);
-    let pods = Informer::start(store.clone(), pod_res);
-    let endpoints = Informer::start(store.clone(), ep_res);
+    let services = Informer::start(store.clone(), svc_res).await;
+    let pods = Informer::start(store.clone(), pod_res).await;
+    let endpoints = Informer::start(store.clone(), ep_res).await;
     let (mut svc_seen, mut pod_seen, mut ep_seen) = (0, 0, 0);
     let mut listed: BTreeMap<String, BTreeSet<String>> = BTreeMap::new();
     let mut full = true;

@@ -57,18 +57,13 @@ async fn owners_gone(store: &ObjectStore, dependent: &Value) -> bool {
 }
 
 pub async fn run(store: ObjectStore, cfg: ControlConfig) {
-    let owners: Vec<Informer> = OWNERS
-        .iter()
-        .filter_map(|(api, kind)| resources::by_kind(api, kind))
-        .map(|res| Informer::start(store.clone(), res))
-        .collect();
-    let dependents: Vec<(&'static Resource, Informer)> = DEPENDENTS
-        .iter()
-        .filter_map(|(group, plural)| resources::by_plural(group, plural))
-        .map(|res| (res, Informer::start(store.clone(), res)))
-        .collect();
+    let owners: Vec<Informer> =
+        futures::future::join_all(OWNERS.iter().filter_map(|(api, kind)| resources::by_kind(api, kind)).map(|res| Informer::start(store.clone(), res))).await;
+    let dependent_kinds: Vec<&'static Resource> = DEPENDENTS.iter().filter_map(|(group, plural)| resources::by_plural(group, plural)).collect();
+    let informers = futures::future::join_all(dependent_kinds.iter().map(|res| Informer::start(store.clone(), res))).await;
+    let dependents: Vec<(&'static Resource, Informer)> = dependent_kinds.into_iter().zip(informers).collect();
     let events_res = resources::by_plural("", "events").expect("events are registered");
-    let events = Informer::start(store.clone(), events_res);
+    let events = Informer::start(store.clone(), events_res).await;
     loop {
         let started = tokio::time::Instant::now();
         let now = chrono::Utc::now();

@@ -1,7 +1,10 @@
 //! An informer: a local copy of one resource kind, kept current by a watch on the
 //! leader's own store (list, then events), with the revision it reflects and a wake-up
 //! for loops that react to changes, and a log of the keys that changed so those loops can
-//! work on just them. A watch that falls too far behind (410) starts over.
+//! work on just them. A watch that falls too far behind (410) starts over. The copy is
+//! only ever whole: `start` returns once the first list is in, and a new list replaces the
+//! old copy when it is complete (a controller acting on half a list would, say, create
+//! the replicas it did not see yet).
 
 use std::collections::BTreeMap;
 use std::sync::{Arc, Mutex};
@@ -19,6 +22,8 @@ struct State {
     objects: BTreeMap<String, Value>,
     revision: u64,
     changes: ChangeLog,
+    /// A complete list has been taken in.
+    synced: bool,
 }
 
 #[derive(Clone)]
@@ -38,20 +43,14 @@ pub fn revision(obj: &Value) -> u64 {
 }
 
 impl Informer {
-    /// Start following `res` (all namespaces); the task ends when the informer is dropped.
-    pub fn start(store: ObjectStore, res: &'static Resource) -> Informer {
+    /// Start following `res` (all namespaces), returning once the copy holds every object;
+    /// the task ends when the informer is dropped.
+    pub async fn start(store: ObjectStore, res: &'static Resource) -> Informer {
         let informer = Informer { state: Arc::default(), changed: Arc::new(Notify::new()) };
         let weak = Arc::downgrade(&informer.state);
         let changed = informer.changed.clone();
         tokio::spawn(async move {
             loop {
-                let Some(state) = weak.upgrade() else { return };
-                {
-                    let mut s = state.lock().expect("informer lock");
-                    s.objects.clear();
-                    s.changes.reset();
-                }
-                drop(state);
                 let mut rx = match store.watch(res, None, Filter::default(), None, true).await {
                     Ok(rx) => rx,
                     Err(e) => {
@@ -60,10 +59,18 @@ impl Informer {
                         continue;
                     }
                 };
+                // The list arrives as ADDED events ended by a bookmark; until then it is
+                // gathered aside and the previous copy (if any) stays in use.
+                let mut listing: Option<BTreeMap<String, Value>> = Some(BTreeMap::new());
                 while let Some(item) = rx.recv().await {
                     let Some(state) = weak.upgrade() else { return };
                     let mut s = state.lock().expect("informer lock");
                     match item {
+                        WatchItem::Event { object, .. } if listing.is_some() => {
+                            s.revision = s.revision.max(revision(&object));
+                            listing.as_mut().expect("listing").insert(key(&object), object);
+                            continue;
+                        }
                         WatchItem::Event { kind, object } => {
                             s.revision = s.revision.max(revision(&object));
                             let k = key(&object);
@@ -74,7 +81,14 @@ impl Informer {
                                 s.objects.insert(k, object);
                             }
                         }
-                        WatchItem::Bookmark(rev) => s.revision = s.revision.max(rev),
+                        WatchItem::Bookmark(rev) => {
+                            s.revision = s.revision.max(rev);
+                            if let Some(objects) = listing.take() {
+                                s.objects = objects;
+                                s.changes.reset();
+                                s.synced = true;
+                            }
+                        }
                         WatchItem::Error(e) => {
                             tracing::debug!(kind = res.kind, error = %e, "informer: watch ended; listing again");
                             break;
@@ -85,6 +99,15 @@ impl Informer {
                 }
             }
         });
+        loop {
+            let notified = informer.changed.notified();
+            if informer.state.lock().expect("informer lock").synced {
+                break;
+            }
+            notified.await;
+        }
+        // The wake-up the list gave was taken here: give the caller's first pass one.
+        informer.changed.notify_one();
         informer
     }
 

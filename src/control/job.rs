@@ -149,7 +149,7 @@ pub async fn run(store: ObjectStore, cfg: ControlConfig) {
     let job_res = resources::by_plural("batch", "jobs").expect("jobs are registered");
     let pods_res = resources::by_plural("", "pods").expect("pods are registered");
     // Back-offs and deadlines end without a change to wake the loop: look every few seconds.
-    let lp = OwnerLoop::start(&store, job_res, pods_res, cfg.resync.min(Duration::from_secs(2)));
+    let lp = OwnerLoop::start(&store, job_res, pods_res, cfg.resync.min(Duration::from_secs(2))).await;
     loop {
         lp.next_pass().await;
         let mut written = Written::default();

@@ -82,7 +82,7 @@ async fn empty(store: &ObjectStore, namespaces: &'static Resource, ns: &Value) -
 
 pub async fn run(store: ObjectStore, cfg: ControlConfig) {
     let res = resources::by_plural("", "namespaces").expect("namespaces are registered");
-    let namespaces = Informer::start(store.clone(), res);
+    let namespaces = Informer::start(store.clone(), res).await;
     loop {
         let terminating: Vec<Value> = namespaces.objects().into_iter().filter(|n| !n["metadata"]["deletionTimestamp"].is_null()).collect();
         let mut pending = false;

@@ -96,8 +96,8 @@ pub fn evictable(pod: &Value) -> bool {
 pub async fn run(store: ObjectStore, cfg: ControlConfig) {
     let nodes_res = resources::by_plural("", "nodes").expect("nodes are registered");
     let pods_res = resources::by_plural("", "pods").expect("pods are registered");
-    let nodes = Informer::start(store.clone(), nodes_res);
-    let pods = Informer::start(store.clone(), pods_res);
+    let nodes = Informer::start(store.clone(), nodes_res).await;
+    let pods = Informer::start(store.clone(), pods_res).await;
     let leading_since = Utc::now();
     let mut tick = tokio::time::interval(Duration::from_secs(1));
     loop {
@@ -131,7 +131,6 @@ pub async fn run(store: ObjectStore, cfg: ControlConfig) {
             }
         }
         let known: BTreeSet<&str> = node_list.iter().filter_map(|n| n["metadata"]["name"].as_str()).collect();
-        let synced = nodes.revision() > 0;
         for pod in pods.objects() {
             let Some(node) = pod["spec"]["nodeName"].as_str().filter(|n| !n.is_empty()) else { continue };
             let (ns, name) = (pod["metadata"]["namespace"].as_str(), pod["metadata"]["name"].as_str().unwrap_or_default());
@@ -143,7 +142,7 @@ pub async fn run(store: ObjectStore, cfg: ControlConfig) {
                     }
                     Err(e) => tracing::debug!(pod = name, error = %e, "not evicted; next tick"),
                 }
-            } else if synced && !known.contains(node) {
+            } else if !known.contains(node) {
                 // Its node is gone: confirm, then remove the pod object at once (no kubelet
                 // is left to finish a graceful deletion).
                 if let Err(e) = store.get(nodes_res, None, node, Consistency::Linearizable).await {

@@ -105,8 +105,9 @@ pub async fn write_status(store: &ObjectStore, res: &'static Resource, owner: &V
 }
 
 impl OwnerLoop {
-    pub fn start(store: &ObjectStore, owners: &'static Resource, children: &'static Resource, resync: Duration) -> OwnerLoop {
-        OwnerLoop { owners: Informer::start(store.clone(), owners), children: Informer::start(store.clone(), children), resync }
+    pub async fn start(store: &ObjectStore, owners: &'static Resource, children: &'static Resource, resync: Duration) -> OwnerLoop {
+        let (owners, children) = tokio::join!(Informer::start(store.clone(), owners), Informer::start(store.clone(), children));
+        OwnerLoop { owners, children, resync }
     }
 
     /// Wait for a change of either kind, or the resync interval.

@@ -80,7 +80,7 @@ pub fn reconcile(rs: &Value, pods: &[Value], names: &mut dyn FnMut() -> String) 
 pub async fn run(store: ObjectStore, _cfg: ControlConfig) {
     let rs_res = resources::by_plural("apps", "replicasets").expect("replicasets are registered");
     let pods_res = resources::by_plural("", "pods").expect("pods are registered");
-    let lp = OwnerLoop::start(&store, rs_res, pods_res, Duration::from_secs(10));
+    let lp = OwnerLoop::start(&store, rs_res, pods_res, Duration::from_secs(10)).await;
     loop {
         lp.next_pass().await;
         let mut written = Written::default();

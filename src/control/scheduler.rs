@@ -79,8 +79,8 @@ async fn bind(store: &ObjectStore, pods_res: &'static resources::Resource, binds
 pub async fn run(store: ObjectStore, _cfg: ControlConfig) {
     let pods_res = resources::by_plural("", "pods").expect("pods are registered");
     let nodes_res = resources::by_plural("", "nodes").expect("nodes are registered");
-    let pods = Informer::start(store.clone(), pods_res);
-    let nodes = Informer::start(store.clone(), nodes_res);
+    let pods = Informer::start(store.clone(), pods_res).await;
+    let nodes = Informer::start(store.clone(), nodes_res).await;
     let mut failing: BTreeMap<String, String> = BTreeMap::new();
     loop {
         // Wake on any change of either kind, and look again periodically regardless.

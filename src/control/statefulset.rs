@@ -172,8 +172,8 @@ pub async fn run(store: ObjectStore, cfg: ControlConfig) {
     let sts_res = resources::by_plural("apps", "statefulsets").expect("statefulsets are registered");
     let pods_res = resources::by_plural("", "pods").expect("pods are registered");
     let pvc_res = resources::by_plural("", "persistentvolumeclaims").expect("claims are registered");
-    let lp = OwnerLoop::start(&store, sts_res, pods_res, cfg.resync);
-    let claims = Informer::start(store.clone(), pvc_res);
+    let lp = OwnerLoop::start(&store, sts_res, pods_res, cfg.resync).await;
+    let claims = Informer::start(store.clone(), pvc_res).await;
     loop {
         tokio::select! {
             _ = lp.next_pass() => {}
