@@ -144,6 +144,24 @@ impl Cluster {
         Ok(c)
     }
 
+    /// Start one more worker (with a containerd if the cluster has them) and join it: a
+    /// node that was not there when the cluster started. Returns its index.
+    pub async fn add_worker(&mut self) -> anyhow::Result<usize> {
+        let i = self.nodes.len();
+        let ip = self.net.add_host(i)?;
+        let name = format!("worker-{}", self.nodes.iter().filter(|n| n.role == Role::Worker).count());
+        let data_dir = self.dir.path().join(&name);
+        self.nodes.push(Node { name, role: Role::Worker, ip, data_dir, process: None });
+        if !self.containerds.is_empty() {
+            let ctrd = Containerd::start(&self.dir.path().join(format!("{}-containerd", self.nodes[i].name)))?;
+            self.containerds.push(ctrd);
+        }
+        let (seed, token) = (self.nodes[0].api(), self.token.clone());
+        self.spawn(i, &["--join", &seed, "--token", &token, "--role", "worker"])?;
+        self.wait_ready(i).await?;
+        Ok(i)
+    }
+
     fn spawn(&mut self, i: usize, args: &[&str]) -> anyhow::Result<()> {
         let node = &self.nodes[i];
         std::fs::create_dir_all(&node.data_dir)?;

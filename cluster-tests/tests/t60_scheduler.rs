@@ -1,7 +1,8 @@
 //! The scheduler on a real cluster (one head, two workers, a containerd each): pods
 //! without a node are placed by the leader and run; replicas of one owner spread evenly; a
 //! pod no node fits is reported Unschedulable with the reasons, and is placed as soon as a
-//! node qualifies; required pod anti-affinity keeps one pod per node.
+//! node qualifies; required pod anti-affinity keeps one pod per node; a Deployment of nine
+//! replicas spreads three per node and rolls out within its budget.
 
 use std::collections::BTreeMap;
 use std::time::Duration;
@@ -123,19 +124,26 @@ async fn a_deployment_rolls_out_a_new_template_within_its_budget() {
         ctr["env"] = json!([{"name": "VERSION", "value": v}]);
         ctr["readinessProbe"] = json!({"exec": {"command": ["true"]}, "periodSeconds": 1});
         json!({"apiVersion": "apps/v1", "kind": "Deployment", "metadata": {"name": "roll", "namespace": "default"},
-            "spec": {"replicas": 6, "selector": {"matchLabels": {"app": "roll"}},
+            "spec": {"replicas": 9, "selector": {"matchLabels": {"app": "roll"}},
                 "strategy": {"type": "RollingUpdate", "rollingUpdate": {"maxSurge": 1, "maxUnavailable": 1}},
                 "template": {"metadata": {"labels": {"app": "roll"}}, "spec": {"terminationGracePeriodSeconds": 1, "containers": [ctr]}}}})
     };
     let url = c.url(0, "/apis/apps/v1/namespaces/default/deployments");
     c.client.json(hyper::Method::POST, &url, Some(&d("1"))).await.unwrap();
     let deadline = std::time::Instant::now() + Duration::from_secs(90);
-    while roll_counts(&c, "1").await.2 < 6 {
+    while roll_counts(&c, "1").await.2 < 9 {
         assert!(std::time::Instant::now() < deadline, "first version not ready: {:?}", roll_counts(&c, "1").await);
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
+    // Nine replicas over three equal nodes: three each.
+    let list = c.client.json(hyper::Method::GET, &c.url(0, "/api/v1/namespaces/default/pods?labelSelector=app%3Droll"), None).await.unwrap();
+    let mut per_node: BTreeMap<String, usize> = BTreeMap::new();
+    for p in list["items"].as_array().unwrap() {
+        *per_node.entry(p["spec"]["nodeName"].as_str().unwrap_or_default().to_string()).or_default() += 1;
+    }
+    assert_eq!(per_node.values().copied().collect::<Vec<_>>(), vec![3, 3, 3], "{per_node:?}");
 
-    // Change the template: a new ReplicaSet takes over, never with fewer than 6 - 1 ready pods.
+    // Change the template: a new ReplicaSet takes over, never with fewer than 9 - 1 ready pods.
     let one = c.url(1, "/apis/apps/v1/namespaces/default/deployments/roll");
     let patch = json!({"spec": {"template": {"spec": {"containers": [d("2")["spec"]["template"]["spec"]["containers"][0].clone()]}}}});
     c.client.json_as(hyper::Method::PATCH, &one, Some(&patch), "application/merge-patch+json").await.unwrap();
@@ -148,19 +156,19 @@ async fn a_deployment_rolls_out_a_new_template_within_its_budget() {
             seen.push((ready, live, updated));
         }
         lowest = lowest.min(ready);
-        assert!(live <= 6 + 1 + 1, "live pods {live} beyond replicas + maxSurge (+1 being replaced)");
-        if updated == 6 && live == 6 {
+        assert!(live <= 9 + 1 + 1, "live pods {live} beyond replicas + maxSurge (+1 being replaced)");
+        if updated == 9 && live == 9 {
             break;
         }
         assert!(std::time::Instant::now() < deadline, "rollout stuck: ready {ready}, live {live}, updated {updated}");
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
-    assert!(lowest >= 5, "ready pods fell to {lowest} during the rollout (budget: 5); (ready, live, updated): {seen:?}");
+    assert!(lowest >= 8, "ready pods fell to {lowest} during the rollout (budget: 8); (ready, live, updated): {seen:?}");
     // The Deployment's status catches up with its pods.
     let deadline = std::time::Instant::now() + Duration::from_secs(30);
     loop {
         let status = c.client.json(hyper::Method::GET, &one, None).await.unwrap()["status"].clone();
-        if (status["updatedReplicas"].as_i64(), status["readyReplicas"].as_i64(), status["replicas"].as_i64()) == (Some(6), Some(6), Some(6)) {
+        if (status["updatedReplicas"].as_i64(), status["readyReplicas"].as_i64(), status["replicas"].as_i64()) == (Some(9), Some(9), Some(9)) {
             assert_eq!(status["conditions"][1]["reason"], "NewReplicaSetAvailable");
             break;
         }

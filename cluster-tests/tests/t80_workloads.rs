@@ -1,6 +1,7 @@
 //! Workload controllers on a real cluster (one head, two workers, a containerd each): a
 //! Job runs its pods to completion, at most `parallelism` at a time; a DaemonSet keeps one
-//! pod on every node that qualifies, following nodes as they start or stop qualifying.
+//! pod on every node that qualifies, following nodes as they join or start or stop
+//! qualifying.
 
 use std::collections::BTreeSet;
 use std::time::Duration;
@@ -42,7 +43,7 @@ async fn a_job_runs_its_completions_at_most_parallelism_at_a_time() {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn a_daemonset_runs_one_pod_per_qualifying_node_and_follows_the_nodes() {
-    let c = Cluster::start_opts(1, 2, Options { containerd: true, ..Default::default() }).await.expect("cluster starts");
+    let mut c = Cluster::start_opts(1, 2, Options { containerd: true, ..Default::default() }).await.expect("cluster starts");
     load_busybox(&c, 0).unwrap();
     let node_names: BTreeSet<String> = c.nodes.iter().map(|n| n.name.clone()).collect();
     let ds = json!({"apiVersion": "apps/v1", "kind": "DaemonSet", "metadata": {"name": "agent", "namespace": "default"},
@@ -63,6 +64,17 @@ async fn a_daemonset_runs_one_pod_per_qualifying_node_and_follows_the_nodes() {
     until(Duration::from_secs(30), "status: 3 desired, 3 ready", || async {
         let s = c.client.json(Method::GET, &ds_url, None).await.unwrap()["status"].clone();
         ((s["desiredNumberScheduled"] == 3 && s["numberReady"] == 3).then_some(()), s.to_string())
+    })
+    .await;
+
+    // A node joins the cluster: it gets its agent.
+    let joined = c.add_worker().await.expect("a new worker joins");
+    load_busybox(&c, 0).unwrap();
+    let all: BTreeSet<String> = c.nodes.iter().map(|n| n.name.clone()).collect();
+    until(Duration::from_secs(90), "an agent on the newly joined node too", || async {
+        let pods = pods::owned_by(&c, &uid).await;
+        let on = running_on(&pods);
+        ((on == all).then_some(()), format!("{on:?}, joined {}", c.nodes[joined].name))
     })
     .await;
 

@@ -30,12 +30,14 @@ async fn label_node(c: &Cluster, node: &str, labels: Value) {
     c.client.json_as(Method::PATCH, &c.url(0, &format!("/api/v1/nodes/{node}")), Some(&patch), "application/merge-patch+json").await.unwrap();
 }
 
-#[tokio::test(flavor = "multi_thread")]
-async fn a_dead_workers_pods_are_replaced_but_its_statefulset_pod_waits_for_the_node_to_be_deleted() {
+/// One head and two workers (node grace 4 s, eviction after 3 s) running ReplicaSet `web`
+/// (3 pods, one on worker-0 at least) and StatefulSet `db` (db-0 on worker-0, the only node
+/// labelled for it).
+async fn web_and_db() -> Cluster {
     let flags = ["--node-monitor-grace-s", "4", "--pod-eviction-timeout-s", "3"].map(String::from).to_vec();
-    let mut c = Cluster::start_opts(1, 2, Options { containerd: true, extra: flags }).await.expect("cluster starts");
+    let c = Cluster::start_opts(1, 2, Options { containerd: true, extra: flags }).await.expect("cluster starts");
     load_busybox(&c, 0).unwrap();
-    let (dead, spare) = (c.nodes[1].name.clone(), c.nodes[2].name.clone());
+    let dead = c.nodes[1].name.clone();
     label_node(&c, &dead, json!({"db": "yes"})).await;
     let template = |app: &str, extra: Value| {
         let mut t = json!({"metadata": {"labels": {"app": app}},
@@ -56,6 +58,13 @@ async fn a_dead_workers_pods_are_replaced_but_its_statefulset_pod_waits_for_the_
         (ok.then_some(()), format!("web on {:?}, db on {:?}", web.iter().map(on).collect::<Vec<_>>(), db.iter().map(on).collect::<Vec<_>>()))
     })
     .await;
+    c
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_dead_workers_pods_are_replaced_but_its_statefulset_pod_waits_for_the_node_to_be_deleted() {
+    let mut c = web_and_db().await;
+    let (dead, spare) = (c.nodes[1].name.clone(), c.nodes[2].name.clone());
 
     // The worker's orchd dies (its containers keep running: as far as the cluster can tell,
     // it may only be cut off).
@@ -96,30 +105,8 @@ async fn a_dead_workers_pods_are_replaced_but_its_statefulset_pod_waits_for_the_
 #[tokio::test(flavor = "multi_thread")]
 async fn a_partitioned_worker_keeps_its_statefulset_pod_and_drops_what_was_replaced_when_it_returns() {
     use cluster_tests::chaos::nemesis;
-    let flags = ["--node-monitor-grace-s", "4", "--pod-eviction-timeout-s", "3"].map(String::from).to_vec();
-    let c = Cluster::start_opts(1, 2, Options { containerd: true, extra: flags }).await.expect("cluster starts");
-    load_busybox(&c, 0).unwrap();
-    let (cut, _spare) = (c.nodes[1].name.clone(), c.nodes[2].name.clone());
-    label_node(&c, &cut, json!({"db": "yes"})).await;
-    let template = |app: &str, extra: Value| {
-        let mut t = json!({"metadata": {"labels": {"app": app}},
-            "spec": {"terminationGracePeriodSeconds": 1, "containers": [container("app", "exec sleep 3600")]}});
-        orch::api::object::merge_patch(&mut t["spec"], &extra);
-        t
-    };
-    let rs = json!({"apiVersion": "apps/v1", "kind": "ReplicaSet", "metadata": {"name": "web", "namespace": "default"},
-        "spec": {"replicas": 3, "selector": {"matchLabels": {"app": "web"}}, "template": template("web", json!({}))}});
-    let sts = json!({"apiVersion": "apps/v1", "kind": "StatefulSet", "metadata": {"name": "db", "namespace": "default"},
-        "spec": {"replicas": 1, "serviceName": "db", "selector": {"matchLabels": {"app": "db"}}, "template": template("db", json!({"nodeSelector": {"db": "yes"}}))}});
-    c.client.json(Method::POST, &c.url(0, "/apis/apps/v1/namespaces/default/replicasets"), Some(&rs)).await.unwrap();
-    c.client.json(Method::POST, &c.url(0, "/apis/apps/v1/namespaces/default/statefulsets"), Some(&sts)).await.unwrap();
-    until(Duration::from_secs(90), "web spread over the nodes and db-0 on the labelled worker", || async {
-        let (web, db) = (pods(&c, "web").await, pods(&c, "db").await);
-        let ok = web.len() == 3 && web.iter().all(all_running) && web.iter().any(|p| on(p) == cut)
-            && db.len() == 1 && all_running(&db[0]) && on(&db[0]) == cut;
-        (ok.then_some(()), format!("web on {:?}, db on {:?}", web.iter().map(on).collect::<Vec<_>>(), db.iter().map(on).collect::<Vec<_>>()))
-    })
-    .await;
+    let c = web_and_db().await;
+    let cut = c.nodes[1].name.clone();
     let db_uid = pods(&c, "db").await[0]["metadata"]["uid"].clone();
 
     // Cut the worker off from the other nodes; its orchd and containers go on running.

@@ -345,23 +345,21 @@ impl ObjectStore {
     /// Terminating): nothing new may be created in it, and the namespace controller deletes
     /// what it holds, then the namespace.
     pub async fn terminate_namespace(&self, res: &Resource, name: &str, expected: Option<u64>) -> Result<Value, ApiError> {
-        let now = self.clock.now_rfc3339();
-        let mark = |cur: &Value| {
-            let mut next = cur.clone();
-            if next["metadata"]["deletionTimestamp"].is_null() {
-                next["metadata"]["deletionTimestamp"] = Value::String(now.clone());
-                next["metadata"]["deletionGracePeriodSeconds"] = Value::from(0);
-            }
+        self.mark(res, None, name, expected, |next| {
             next["spec"]["finalizers"] = serde_json::json!(["kubernetes"]);
             next["status"]["phase"] = "Terminating".into();
-            Ok(next)
-        };
-        self.modify(res, None, name, expected, mark, true).await
+        })
+        .await
     }
 
     /// Mark an object as being deleted (deletionTimestamp now), so its controller stops
     /// acting for it while its dependents are orphaned or deleted first.
     pub async fn mark_deleting(&self, res: &Resource, ns: Option<&str>, name: &str) -> Result<Value, ApiError> {
+        self.mark(res, ns, name, None, |_| {}).await
+    }
+
+    /// Set the deletion mark (deletionTimestamp now, unless already set) and `also`.
+    async fn mark(&self, res: &Resource, ns: Option<&str>, name: &str, expected: Option<u64>, also: impl Fn(&mut Value)) -> Result<Value, ApiError> {
         let now = self.clock.now_rfc3339();
         let mark = |cur: &Value| {
             let mut next = cur.clone();
@@ -369,9 +367,10 @@ impl ObjectStore {
                 next["metadata"]["deletionTimestamp"] = Value::String(now.clone());
                 next["metadata"]["deletionGracePeriodSeconds"] = Value::from(0);
             }
+            also(&mut next);
             Ok(next)
         };
-        self.modify(res, ns, name, None, mark, true).await
+        self.modify(res, ns, name, expected, mark, true).await
     }
 
     /// DELETE as the API serves it: a pod bound to a node is only marked (deletionTimestamp,
