@@ -104,6 +104,27 @@ pub async fn write_status(store: &ObjectStore, res: &'static Resource, owner: &V
     store.patch(res, m["namespace"].as_str(), m["name"].as_str().unwrap_or_default(), patch, true).await
 }
 
+/// Each owner with the children whose controller reference names its uid (the only
+/// children the reconcile functions act on), in one pass over the children: with 100
+/// ReplicaSets of 100 pods, handing each owner every pod of its namespace copied 1,000,000
+/// pods a pass (benches/reconcile.rs).
+pub fn group_by_controller(owners: Vec<Value>, children: Vec<Value>) -> Vec<(Value, Vec<Value>)> {
+    let mut by_uid: std::collections::HashMap<String, Vec<Value>> = std::collections::HashMap::new();
+    for child in children {
+        let controller = child["metadata"]["ownerReferences"].as_array().and_then(|refs| refs.iter().find(|r| r["controller"] == true)).and_then(|r| r["uid"].as_str()).map(String::from);
+        if let Some(uid) = controller {
+            by_uid.entry(uid).or_default().push(child);
+        }
+    }
+    owners
+        .into_iter()
+        .map(|o| {
+            let mine = o["metadata"]["uid"].as_str().and_then(|uid| by_uid.remove(uid)).unwrap_or_default();
+            (o, mine)
+        })
+        .collect()
+}
+
 impl OwnerLoop {
     pub async fn start(store: &ObjectStore, owners: &'static Resource, children: &'static Resource, resync: Duration) -> OwnerLoop {
         let (owners, children) = tokio::join!(Informer::start(store.clone(), owners), Informer::start(store.clone(), children));
@@ -119,23 +140,39 @@ impl OwnerLoop {
         }
     }
 
-    /// Every owner with the children of its namespace.
+    /// Every owner with its children.
     pub fn owners_with_children(&self) -> Vec<(Value, Vec<Value>)> {
-        let children = self.children.objects();
-        self.owners
-            .objects()
-            .into_iter()
-            .map(|o| {
-                let ns = o["metadata"]["namespace"].clone();
-                let mine = children.iter().filter(|c| c["metadata"]["namespace"] == ns).cloned().collect();
-                (o, mine)
-            })
-            .collect()
+        group_by_controller(self.owners.objects(), self.children.objects())
     }
 
     /// Wait until the informers reflect this pass's writes (bounded).
     pub async fn settle(&self, w: &Written) {
         self.children.wait_for(w.children, Duration::from_secs(2)).await;
         self.owners.wait_for(w.owners, Duration::from_secs(2)).await;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use serde_json::json;
+
+    use super::*;
+
+    #[test]
+    fn children_go_to_their_controller_only() {
+        let owner = |uid: &str| json!({"metadata": {"name": uid, "uid": uid}});
+        let child = |name: &str, refs: Value| json!({"metadata": {"name": name, "ownerReferences": refs}});
+        let grouped = group_by_controller(
+            vec![owner("a"), owner("b"), owner("c")],
+            vec![
+                child("a-1", json!([{"uid": "a", "controller": true}])),
+                child("b-1", json!([{"uid": "x", "controller": false}, {"uid": "b", "controller": true}])),
+                child("a-2", json!([{"uid": "a", "controller": true}])),
+                child("loose", json!([{"uid": "c", "controller": false}])),
+                child("orphan", Value::Null),
+            ],
+        );
+        let names = |i: usize| grouped[i].1.iter().map(|c| c["metadata"]["name"].as_str().unwrap().to_string()).collect::<Vec<_>>();
+        assert_eq!((names(0), names(1), names(2)), (vec!["a-1".to_string(), "a-2".to_string()], vec!["b-1".to_string()], vec![]));
     }
 }
