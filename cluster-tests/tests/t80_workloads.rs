@@ -39,6 +39,15 @@ async fn a_job_runs_its_completions_at_most_parallelism_at_a_time() {
     assert_eq!(pods.len(), 5, "one pod per completion, none failed");
     assert!(pods.iter().all(|p| p["status"]["phase"] == "Succeeded" && p["metadata"]["labels"]["job-name"] == "count"));
     assert!(most_active.get() <= 2, "parallelism 2, saw {} at once", most_active.get());
+    let reasons = event_reasons(&c, "count").await;
+    assert_eq!(reasons.iter().filter(|r| *r == "SuccessfulCreate").count(), 5, "{reasons:?}");
+    assert_eq!(reasons.iter().filter(|r| *r == "CompletionsReached").count(), 1, "told once: {reasons:?}");
+}
+
+/// The reasons of the Events about object `name` in `default`.
+async fn event_reasons(c: &Cluster, name: &str) -> Vec<String> {
+    let list = c.client.json(Method::GET, &c.url(0, "/api/v1/namespaces/default/events"), None).await.unwrap();
+    list["items"].as_array().into_iter().flatten().filter(|e| e["involvedObject"]["name"] == name).filter_map(|e| e["reason"].as_str().map(String::from)).collect()
 }
 
 #[tokio::test(flavor = "multi_thread")]
@@ -188,6 +197,8 @@ async fn a_statefulset_starts_its_pods_in_order_and_removes_them_from_the_top() 
         ((names == BTreeSet::from(["web-0".to_string()])).then_some(()), format!("{names:?}"))
     })
     .await;
+    let reasons = event_reasons(&c, "web").await;
+    assert!(reasons.iter().filter(|r| *r == "SuccessfulCreate").count() >= 3 && reasons.iter().any(|r| r == "SuccessfulDelete"), "{reasons:?}");
 }
 
 #[tokio::test(flavor = "multi_thread")]

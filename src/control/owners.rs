@@ -65,10 +65,29 @@ pub async fn apply_pod_actions(store: &ObjectStore, owner_res: &'static Resource
                 let r = store.delete_gracefully(pods_res, Some(&namespace), &pod, None, None).await;
                 on_success(r, store, owner, owner_res, "SuccessfulDelete", &format!("Deleted pod: {pod}")).await
             }
-            PodAction::Status(status) => write_status(store, owner_res, owner, status).await,
+            PodAction::Status(status) => {
+                let finished = newly_finished(owner, &status);
+                let r = write_status(store, owner_res, owner, status).await;
+                if let (Ok(_), Some((normal, reason, message))) = (&r, finished) {
+                    super::events::record(store, owner, owner_res, normal, &reason, &message).await;
+                }
+                r
+            }
         };
         written.record(result, on_pods, &name);
     }
+}
+
+/// A Complete or Failed condition that `status` sets and the owner's current status does
+/// not have (a Job finishing): whether it is normal, its reason and message, for an Event.
+pub fn newly_finished(owner: &Value, status: &Value) -> Option<(bool, String, String)> {
+    let is_true = |s: &Value, kind: &str| s["conditions"].as_array().into_iter().flatten().find(|c| c["type"] == kind && c["status"] == "True").cloned();
+    ["Complete", "Failed"].into_iter().find_map(|kind| {
+        let c = is_true(status, kind).filter(|_| is_true(&owner["status"], kind).is_none())?;
+        let reason = c["reason"].as_str().unwrap_or(kind).to_string();
+        let message = c["message"].as_str().unwrap_or(kind).to_string();
+        Some((kind == "Complete", reason, message))
+    })
 }
 
 /// A pod from `template`, named `name` in `ns`, controlled by `owner` (an object of
@@ -174,5 +193,16 @@ mod tests {
         );
         let names = |i: usize| grouped[i].1.iter().map(|c| c["metadata"]["name"].as_str().unwrap().to_string()).collect::<Vec<_>>();
         assert_eq!((names(0), names(1), names(2)), (vec!["a-1".to_string(), "a-2".to_string()], vec!["b-1".to_string()], vec![]));
+    }
+
+    #[test]
+    fn a_job_finishing_is_told_once() {
+        let cond = |kind: &str, reason: &str| json!({"conditions": [{"type": kind, "status": "True", "reason": reason, "message": "m"}]});
+        let running = json!({"status": {"active": 1}});
+        assert_eq!(newly_finished(&running, &cond("Complete", "CompletionsReached")), Some((true, "CompletionsReached".into(), "m".into())));
+        assert_eq!(newly_finished(&running, &cond("Failed", "BackoffLimitExceeded")), Some((false, "BackoffLimitExceeded".into(), "m".into())));
+        let done = json!({"status": cond("Complete", "CompletionsReached")});
+        assert_eq!(newly_finished(&done, &cond("Complete", "CompletionsReached")), None, "already complete");
+        assert_eq!(newly_finished(&running, &json!({"active": 2})), None);
     }
 }

@@ -14,6 +14,7 @@ use serde_json::{json, Value};
 
 use super::daemonset::{template_hash, HASH_LABEL};
 use super::informer::Informer;
+use super::events::on_success;
 use super::owners::{pod_from_template, write_status, OwnerLoop, Written};
 use super::ControlConfig;
 use crate::api::resources;
@@ -196,8 +197,14 @@ pub async fn run(store: ObjectStore, cfg: ControlConfig) {
                         }
                         Err(e) => Err(e),
                     },
-                    Action::CreatePod(pod) => store.create(pods_res, Some(&ns), pod).await,
-                    Action::DeletePod(pod) => store.delete_gracefully(pods_res, Some(&ns), &pod, None, None).await,
+                    Action::CreatePod(pod) => {
+                        let message = format!("create Pod {} in StatefulSet {name} successful", pod["metadata"]["name"].as_str().unwrap_or_default());
+                        on_success(store.create(pods_res, Some(&ns), pod).await, &store, &sts, sts_res, "SuccessfulCreate", &message).await
+                    }
+                    Action::DeletePod(pod) => {
+                        let message = format!("delete Pod {pod} in StatefulSet {name} successful");
+                        on_success(store.delete_gracefully(pods_res, Some(&ns), &pod, None, None).await, &store, &sts, sts_res, "SuccessfulDelete", &message).await
+                    }
                     Action::Status(status) => write_status(&store, sts_res, &sts, status).await,
                 };
                 written.record(result, on_pods, &name);
