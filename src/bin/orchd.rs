@@ -3,8 +3,12 @@
 use clap::Parser;
 use orch::daemon::{self, config::Flags};
 
-#[tokio::main]
-async fn main() -> anyhow::Result<()> {
+fn main() -> anyhow::Result<()> {
+    daemon::limit_malloc_arenas();
+    tokio::runtime::Runtime::new()?.block_on(run())
+}
+
+async fn run() -> anyhow::Result<()> {
     let mut filter = tracing_subscriber::EnvFilter::try_from_env("ORCH_LOG")
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info,openraft=warn,h2=warn,tower=warn,hyper=warn"));
     // hickory logs every DNS query at info: kept at warn unless ORCH_LOG names it.
