@@ -48,7 +48,7 @@ impl Registry {
             .spawn()
             .context("docker-registry (Debian package docker-registry)")?;
         let mut registry = Registry { child, host: format!("{addr}:{port}"), auth };
-        // Serving once /v2/ answers (401 when auth is on).
+        // Serving once its port accepts connections.
         let deadline = Instant::now() + Duration::from_secs(10);
         loop {
             if tokio::net::TcpStream::connect((addr, port)).await.is_ok() {

@@ -461,7 +461,7 @@ async fn exec_ws(c: &Cluster, via: usize, name: &str, script: &str, tty: bool, b
     use tokio_tungstenite::tungstenite::Message;
     let params = rc::ExecParams { command: vec!["sh".into(), "-c".into(), script.into()], container: None, stdin: true, tty };
     let url = format!("ws://{}/api/v1/namespaces/default/pods/{name}/exec?{}", c.api(via), rc::to_query(&params));
-    let socket = orch::daemon::exec::connect(&url, &rc::PROTOCOLS).await.expect("exec WebSocket");
+    let socket = orch::daemon::relay::connect(&url, &rc::PROTOCOLS).await.expect("exec WebSocket");
     let (mut tx, mut rx) = socket.split();
     for m in before {
         tx.send(Message::Binary(m.into())).await.unwrap();

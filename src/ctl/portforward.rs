@@ -41,7 +41,7 @@ async fn accept(listener: TcpListener, url: String) -> anyhow::Result<()> {
 
 /// Carry one local connection to the pod and back.
 async fn forward(mut conn: TcpStream, url: &str) -> anyhow::Result<()> {
-    let socket = match crate::daemon::exec::connect(url, &pf::PROTOCOLS).await {
+    let socket = match crate::daemon::relay::connect(url, &pf::PROTOCOLS).await {
         Ok(s) => s,
         Err(tungstenite::Error::Http(resp)) => {
             let body: serde_json::Value = resp.body().as_deref().and_then(|b| serde_json::from_slice(b).ok()).unwrap_or_default();

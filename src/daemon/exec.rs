@@ -7,9 +7,9 @@ use axum::extract::ws::{CloseFrame, Message, WebSocket, WebSocketUpgrade};
 use axum::response::{IntoResponse, Response};
 use futures::{SinkExt, StreamExt};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use tokio_tungstenite::tungstenite;
 
 use super::node_api::{choose_container, NodeApi};
+use super::relay;
 use crate::api::status::ApiError;
 use crate::kubelet::containerd::ContainerdRuntime;
 use crate::kubelet::runtime::{ContainerRuntime, ContainerState};
@@ -33,8 +33,8 @@ async fn prepare(api: NodeApi, ns: &str, name: &str, query: &str, ws: WebSocketU
     if node != api.name {
         let addr = api.address_of(node).await?;
         let url = format!("ws://{addr}/api/v1/namespaces/{ns}/pods/{name}/exec?{query}");
-        let upstream = connect(&url, &rc::PROTOCOLS).await.map_err(|e| ApiError::unavailable(format!("node {node:?}: {e}")))?;
-        return Ok(ws.protocols(rc::PROTOCOLS).on_upgrade(move |socket| relay(socket, upstream)));
+        let upstream = relay::connect(&url, &rc::PROTOCOLS).await.map_err(|e| ApiError::unavailable(format!("node {node:?}: {e}")))?;
+        return Ok(ws.protocols(rc::PROTOCOLS).on_upgrade(move |socket| relay::relay(socket, upstream)));
     }
     let container = choose_container(&pod, name, params.container.as_ref())?;
     let uid = pod["metadata"]["uid"].as_str().unwrap_or_default().to_string();
@@ -44,18 +44,6 @@ async fn prepare(api: NodeApi, ns: &str, name: &str, query: &str, ws: WebSocketU
     });
     let id = running.map(|c| c.id).ok_or_else(|| ApiError::bad_request(format!("container {container} is not running in pod {name}")))?;
     Ok(ws.protocols(rc::PROTOCOLS).on_upgrade(move |socket| session(socket, runtime, id, params)))
-}
-
-type Upstream = tokio_tungstenite::WebSocketStream<tokio_tungstenite::MaybeTlsStream<tokio::net::TcpStream>>;
-
-/// Open a WebSocket at `url` (a node's exec or port-forward endpoint) offering `protocols`.
-pub async fn connect(url: &str, protocols: &[&str]) -> Result<Upstream, tungstenite::Error> {
-    use tungstenite::client::IntoClientRequest;
-    let mut request = url.into_client_request()?;
-    let protocols = protocols.join(", ").parse().expect("protocol names are valid header values");
-    request.headers_mut().insert("Sec-WebSocket-Protocol", protocols);
-    let (stream, _) = tokio_tungstenite::connect_async(request).await?;
-    Ok(stream)
 }
 
 async fn session(socket: WebSocket, rt: ContainerdRuntime, id: String, p: ExecParams) {
@@ -141,46 +129,4 @@ async fn session(socket: WebSocket, rt: ContainerdRuntime, id: String, p: ExecPa
     // A normal close (1000): kubectl reports a close without a status code as an error.
     let _ = sink.send(Message::Close(Some(CloseFrame { code: 1000, reason: "".into() }))).await;
     input.abort();
-}
-
-/// Pass messages both ways between the client's WebSocket and the pod node's.
-pub(super) async fn relay(client: WebSocket, upstream: Upstream) {
-    let (mut client_tx, mut client_rx) = client.split();
-    let (mut up_tx, mut up_rx) = upstream.split();
-    let to_node = async {
-        while let Some(Ok(msg)) = client_rx.next().await {
-            let out = match msg {
-                Message::Binary(b) => tungstenite::Message::Binary(b),
-                Message::Text(t) => tungstenite::Message::text(t.as_str()),
-                Message::Close(_) => break,
-                _ => continue,
-            };
-            if up_tx.send(out).await.is_err() {
-                break;
-            }
-        }
-        let _ = up_tx.close().await;
-    };
-    let to_client = async {
-        while let Some(Ok(msg)) = up_rx.next().await {
-            let out = match msg {
-                tungstenite::Message::Binary(b) => Message::Binary(b),
-                tungstenite::Message::Text(t) => Message::Text(t.as_str().into()),
-                tungstenite::Message::Close(frame) => {
-                    let code = frame.map_or(1000, |f| u16::from(f.code));
-                    let _ = client_tx.send(Message::Close(Some(CloseFrame { code, reason: "".into() }))).await;
-                    break;
-                }
-                _ => continue,
-            };
-            if client_tx.send(out).await.is_err() {
-                break;
-            }
-        }
-    };
-    // The pod's node ends the session (after the status); then stop relaying input too.
-    tokio::select! {
-        _ = to_client => {}
-        _ = async { to_node.await; std::future::pending::<()>().await } => {}
-    }
 }

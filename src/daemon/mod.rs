@@ -9,6 +9,7 @@ pub mod join;
 pub mod logs;
 pub mod node_api;
 pub mod portforward;
+pub mod relay;
 pub mod service_roles;
 
 use std::net::SocketAddr;

@@ -294,12 +294,12 @@ impl ContainerRuntime for ContainerdRuntime {
         // However this ends, cancelled too (a probe's timeout drops it): no FIFO left behind,
         // no thread left waiting to open one.
         let fifos = Fifos(dir.clone());
-        for name in ["stdin", "stdout", "stderr"] {
+        // With a terminal the shim copies the console to stdout alone: no stderr FIFO.
+        for name in ["stdin", "stdout", "stderr"].into_iter().filter(|n| !(tty && *n == "stderr")) {
             nix::unistd::mkfifo(&dir.join(name), nix::sys::stat::Mode::from_bits_truncate(0o600))
                 .map_err(|e| RuntimeError::Runtime(format!("mkfifo: {e}")))?;
         }
         let stdout = tokio::spawn(open_fifo(dir.join("stdout"), false));
-        // With a terminal the shim copies the console to stdout alone.
         let stderr = (!tty).then(|| tokio::spawn(open_fifo(dir.join("stderr"), false)));
         let stdin_file = stdin.then(|| tokio::spawn(open_fifo(dir.join("stdin"), true)));
         let path = |n: &str| dir.join(n).display().to_string();
