@@ -7,7 +7,8 @@ use std::collections::BTreeSet;
 use std::process::Command;
 
 use orch::services::model::{self, Backend, Protocol, Table, VirtualService};
-use orch::services::nftables::{plan, shard_table, NftablesDataplane, Op, Step, SHARDS, TABLE};
+use orch::services::nft_affinity;
+use orch::services::nftables::{full_script, script, NftablesDataplane, Op, Planner, Step, TABLE};
 use orch::services::Dataplane;
 
 struct Netns(String);
@@ -75,84 +76,92 @@ fn canonical(listing: &str) -> Vec<String> {
     out
 }
 
-/// The tables' own maps and chains, there whatever the services.
-fn base() -> BTreeSet<String> {
-    let main = ["no-endpoints", "postrouting", "filter-forward", "filter-output"].map(|n| format!("{TABLE}/{n}"));
-    let shards = (0..SHARDS).flat_map(|i| ["service-ips", "service-nodeports", "prerouting", "output", "services", "mark-masq"].map(|n| format!("{}/{n}", shard_table(i))));
-    main.into_iter().chain(shards).collect()
+/// The tables' own sets, maps and chains, there whatever the services (8 endpoint-count
+/// classes unless a service has more endpoints).
+fn base(classes: usize) -> BTreeSet<String> {
+    let main = ["no-endpoints", "nodeports", "hairpin", "services", "nodeports", "prerouting", "output", "postrouting", "filter-forward", "filter-output"];
+    let classes = (1..=classes).flat_map(|n| [format!("vip-{n}"), format!("np-{n}")]);
+    let affinity = ["service-ips", "service-nodeports", "prerouting", "output", "services", "mark-masq"].map(|n| format!("{}/{n}", nft_affinity::TABLE));
+    main.iter().map(|n| n.to_string()).chain(classes).map(|n| format!("{TABLE}/{n}")).chain(affinity).collect()
+}
+
+fn backends(n: usize) -> Vec<String> {
+    (0..n).map(|i| format!("10.244.3.{}", i + 1)).collect()
 }
 
 #[tokio::test]
-async fn the_kernel_accepts_every_script_and_the_table_follows_the_model() {
+async fn the_kernel_accepts_every_change_and_the_tables_follow_the_model() {
     let ns = Netns::new("");
     let mut dp = NftablesDataplane::in_netns(&ns.0);
     let mut applied = Table::new();
-    let step = |dp_table: &mut Table, next: Table| {
-        let changes = model::changes(dp_table, &next);
-        *dp_table = next;
-        changes
-    };
+    async fn step(dp: &mut NftablesDataplane, applied: &mut Table, next: Table) {
+        let changes = model::changes(applied, &next);
+        *applied = next;
+        dp.apply(&changes, applied).await.unwrap();
+    }
 
-    // Start with one service; a full sync of an empty table first.
+    // An empty table first, then one service.
     dp.sync(&Table::new()).await.unwrap();
-    assert_eq!(ns.objects(), base());
+    assert_eq!(ns.objects(), base(8));
     let mut want = Table::from([("default/web:".to_string(), vs("10.96.0.10", &["10.244.0.2", "10.244.1.3"], Some(30080), None))]);
-    let changes = step(&mut applied, want.clone());
-    dp.apply(&changes).await.unwrap();
-    let listed = ns.ruleset();
-    assert!(listed.contains("10.96.0.10 . tcp . 80 : goto svc-"), "{listed}");
-    assert!(listed.contains("tcp . 30080 : goto ext-"));
-    assert!(listed.contains("dnat to 10.244.1.3:8080"));
-    assert_eq!(ns.objects().len(), base().len() + 4, "svc, ext and two backend chains");
+    step(&mut dp, &mut applied, want.clone()).await;
+    let map = ns.nft(&["list", "map", "ip", TABLE, "vip-2"]);
+    assert!(map.contains("10.96.0.10 . tcp . 80 . 1 : 10.244.1.3 . 8080"), "{map}");
+    let np = ns.nft(&["list", "map", "ip", TABLE, "np-2"]);
+    assert!(np.contains("tcp . 30080 . 0 : 10.244.0.2 . 8080"), "{np}");
+    assert_eq!(ns.objects(), base(8), "no chains per service");
 
-    // Endpoint change, affinity on, a second service without endpoints.
-    want.insert("default/web:".into(), vs("10.96.0.10", &["10.244.1.3", "10.244.2.4", "10.244.2.5"], Some(30080), Some(60)));
+    // Endpoint change, a sticky service, a second service without endpoints.
+    want.insert("default/web:".into(), vs("10.96.0.10", &["10.244.1.3", "10.244.2.4", "10.244.2.5"], Some(30080), None));
+    want.insert("default/sticky:".into(), vs("10.96.0.12", &["10.244.2.4"], Some(30081), Some(60)));
     want.insert("default/empty:".into(), vs("10.96.0.11", &[], None, None));
-    let changes = step(&mut applied, want.clone());
-    dp.apply(&changes).await.unwrap();
+    step(&mut dp, &mut applied, want.clone()).await;
     let listed = ns.ruleset();
     assert!(!listed.contains("10.244.0.2"), "the departed backend is gone:\n{listed}");
-    assert!(listed.contains("numgen random mod 3"));
-    let no_endpoints = ns.nft(&["list", "set", "ip", TABLE, "no-endpoints"]);
-    assert!(no_endpoints.contains("10.96.0.11 . tcp . 80"), "{no_endpoints}");
-    assert_eq!(ns.objects().len(), base().len() + 2 + 3 + 3 + 1, "svc, ext, 3 backends, 3 affinity sets, empty svc chain");
+    assert!(ns.nft(&["list", "map", "ip", TABLE, "vip-2"]).lines().all(|l| !l.contains("10.96.0.10")));
+    assert!(ns.nft(&["list", "set", "ip", TABLE, "no-endpoints"]).contains("10.96.0.11 . tcp . 80"));
+    assert!(ns.nft(&["list", "set", "ip", TABLE, "hairpin"]).contains("10.244.2.4 . 10.244.2.4"));
+    assert_eq!(ns.objects().len(), base(8).len() + 4, "the sticky service: svc, ext, a backend chain and its affinity set");
 
-    // Affinity timeout change, NodePort dropped: old sets and the ext chain go.
-    want.insert("default/web:".into(), vs("10.96.0.10", &["10.244.1.3"], None, Some(120)));
-    let changes = step(&mut applied, want.clone());
-    dp.apply(&changes).await.unwrap();
-    let listed = ns.ruleset();
-    assert!(!listed.contains("30080") && !listed.contains("-60 {"), "{listed}");
-    assert_eq!(ns.objects().len(), base().len() + 1 + 1 + 1 + 1);
+    // A service with more endpoints than there are classes: the dataplane rewrites all.
+    want.insert("default/web:".into(), vs("10.96.0.10", &backends(9).iter().map(String::as_str).collect::<Vec<_>>(), None, None));
+    step(&mut dp, &mut applied, want.clone()).await;
+    assert!(ns.objects().contains(&format!("{TABLE}/vip-9")));
+    assert!(ns.nft(&["list", "map", "ip", TABLE, "vip-9"]).contains("10.96.0.10 . tcp . 80 . 8 : 10.244.3.9 . 8080"));
 
-    // A full resync gives the same table as the changes did.
-    let incremental = ns.objects();
+    // More changes, then a full sync gives the same tables as the changes did.
+    want.insert("default/empty:".into(), vs("10.96.0.11", &["10.244.7.7"], Some(30999), None));
+    want.insert("default/sticky:".into(), vs("10.96.0.12", &["10.244.2.4", "10.244.2.6"], None, Some(60)));
+    step(&mut dp, &mut applied, want.clone()).await;
+    let incremental = canonical(&ns.ruleset());
     dp.sync(&want).await.unwrap();
-    assert_eq!(ns.objects(), incremental);
+    assert_eq!(incremental, canonical(&ns.ruleset()));
 
     // Everything removed: back to the skeleton.
-    let changes = step(&mut applied, Table::new());
-    dp.apply(&changes).await.unwrap();
-    assert_eq!(ns.objects(), base());
+    step(&mut dp, &mut applied, Table::new()).await;
+    assert_eq!(ns.objects(), base(9), "classes stay until the next full sync");
+    assert!(!ns.ruleset().contains("10.244."), "{}", ns.ruleset());
     dp.remove().await.unwrap();
     let out = Command::new("ip").args(["netns", "exec", &ns.0, "nft", "list", "tables"]).output().unwrap();
     assert!(!String::from_utf8_lossy(&out.stdout).contains("orch-proxy"));
 }
 
 /// Changes go to the kernel as netlink batches written by orch; the same changes as an
-/// `nft` script must leave the same table, rule for rule.
+/// `nft` script must leave the same tables, element for element.
 #[tokio::test]
-async fn netlink_batches_leave_the_table_nft_scripts_leave() {
+async fn netlink_batches_leave_the_tables_nft_scripts_leave() {
     let (a, b) = (Netns::new("a"), Netns::new("b"));
     let mut dp = NftablesDataplane::in_netns(&a.0);
-    let mut script_dp = NftablesDataplane::in_netns(&b.0);
+    let script_dp = NftablesDataplane::in_netns(&b.0);
     dp.sync(&Table::new()).await.unwrap();
-    script_dp.sync(&Table::new()).await.unwrap();
+    let (skeleton, mut planner) = full_script(&Table::new());
+    script_dp.run_script(&skeleton).await.unwrap();
     let steps = [
         Table::from([("default/web:".to_string(), vs("10.96.0.10", &["10.244.0.2", "10.244.1.3"], Some(30080), None))]),
         Table::from([
             ("default/web:".to_string(), vs("10.96.0.10", &["10.244.1.3", "10.244.2.4", "10.244.2.5"], Some(30080), Some(60))),
             ("default/empty:".to_string(), vs("10.96.0.11", &[], None, None)),
+            ("default/udp:".to_string(), VirtualService { protocol: Protocol::Udp, port: 53, ..vs("10.96.0.13", &["10.244.1.3", "10.244.2.4"], Some(30053), None) }),
         ]),
         Table::from([
             ("default/web:".to_string(), vs("10.96.0.10", &["10.244.1.3"], None, Some(120))),
@@ -164,8 +173,8 @@ async fn netlink_batches_leave_the_table_nft_scripts_leave() {
     for (i, next) in steps.into_iter().enumerate() {
         let changes = model::changes(&applied, &next);
         applied = next;
-        dp.apply(&changes).await.unwrap_or_else(|e| panic!("step {i}: {e}"));
-        script_dp.run_script(&orch::services::nftables::change_script(&changes)).await.unwrap();
+        dp.apply(&changes, &applied).await.unwrap_or_else(|e| panic!("step {i}: {e}"));
+        script_dp.run_script(&script(&planner.plan(&changes).unwrap())).await.unwrap();
         let (got, want) = (a.ruleset(), b.ruleset());
         assert_eq!(canonical(&got), canonical(&want), "step {i}: netlink made\n{got}\nnft made\n{want}");
     }
@@ -173,7 +182,7 @@ async fn netlink_batches_leave_the_table_nft_scripts_leave() {
     // A batch the kernel refuses (a chain that does not exist) is an error and changes nothing.
     let before = a.ruleset();
     let bad = model::changes(&Table::new(), &Table::from([("x/y:".to_string(), vs("10.96.0.12", &["10.244.0.9"], None, None))]));
-    let mut ops = plan(&bad);
+    let mut ops = Planner::after_sync(&Table::new()).plan(&bad).unwrap();
     ops.push(Step { table: TABLE.into(), op: Op::DeleteChain("no-such-chain".into()) });
     let err = orch::services::nft_netlink::NftSocket::open_in(&a.0).unwrap().apply(&ops).unwrap_err();
     assert!(err.to_string().contains("No such file") && err.to_string().contains("no-such-chain"), "{err}");

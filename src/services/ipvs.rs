@@ -463,7 +463,7 @@ impl Dataplane for IpvsDataplane {
         bind_vips(&vips(&self.table)).await
     }
 
-    async fn apply(&mut self, changes: &[Change]) -> Result<(), DataplaneError> {
+    async fn apply(&mut self, changes: &[Change], _all: &Table) -> Result<(), DataplaneError> {
         let cmds = commands(changes, &self.node_ips);
         self.send(&cmds)?;
         let before = vips(&self.table);

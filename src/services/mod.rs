@@ -8,6 +8,7 @@ pub mod dns;
 pub mod dns_server;
 pub mod ipvs;
 pub mod model;
+pub mod nft_affinity;
 pub mod nft_netlink;
 pub mod nftables;
 pub mod proxy;
@@ -27,8 +28,9 @@ pub trait Dataplane: Send {
     fn mode(&self) -> &'static str;
     /// Replace everything with `table`.
     async fn sync(&mut self, table: &Table) -> Result<(), DataplaneError>;
-    /// Apply `changes` to what the last `sync`/`apply` left.
-    async fn apply(&mut self, changes: &[Change]) -> Result<(), DataplaneError>;
+    /// Apply `changes` to what the last `sync`/`apply` left; `all` is the whole table
+    /// with the changes applied (for a dataplane that must rewrite everything now and then).
+    async fn apply(&mut self, changes: &[Change], all: &Table) -> Result<(), DataplaneError>;
 }
 
 /// Which dataplane a node asks for.
@@ -76,7 +78,7 @@ impl Dataplane for FakeDataplane {
         self.fail()
     }
 
-    async fn apply(&mut self, changes: &[Change]) -> Result<(), DataplaneError> {
+    async fn apply(&mut self, changes: &[Change], _all: &Table) -> Result<(), DataplaneError> {
         self.calls.push(FakeCall::Apply(changes.to_vec()));
         self.fail()
     }

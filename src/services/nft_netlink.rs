@@ -12,7 +12,7 @@
 use netlink_sys::{protocols::NETLINK_NETFILTER, Socket};
 
 use super::model::Protocol;
-use super::nftables::{ElementKey, Op, Rule, Step};
+use super::nftables::{ElementData, Field, Op, Rule, Step};
 use super::DataplaneError;
 
 // nfnetlink framing.
@@ -223,17 +223,22 @@ fn rule_exprs(b: &mut Buf, rule: &Rule) {
     }
 }
 
-/// A map key as the kernel stores a concatenation: each field padded to 4 bytes.
-fn key_bytes(key: &ElementKey) -> Vec<u8> {
-    let proto = |p: Protocol| [protocol_number(p), 0, 0, 0];
-    let port = |n: u16| {
-        let b = n.to_be_bytes();
-        [b[0], b[1], 0, 0]
-    };
-    match key {
-        ElementKey::Vip { ip, protocol, port: p } => [ip.octets(), proto(*protocol), port(*p)].concat(),
-        ElementKey::NodePort { protocol, port: p } => [proto(*protocol), port(*p)].concat(),
+/// A key as the kernel stores a concatenation: each field padded to 4 bytes (a slot is
+/// what `numgen` writes: a host-order u32).
+fn key_bytes(key: &[Field]) -> Vec<u8> {
+    let mut out = Vec::with_capacity(4 * key.len());
+    for f in key {
+        match f {
+            Field::Ip(ip) => out.extend_from_slice(&ip.octets()),
+            Field::Proto(p) => out.extend_from_slice(&[protocol_number(*p), 0, 0, 0]),
+            Field::Port(n) => {
+                let b = n.to_be_bytes();
+                out.extend_from_slice(&[b[0], b[1], 0, 0]);
+            }
+            Field::Slot(i) => out.extend_from_slice(&i.to_ne_bytes()),
+        }
     }
+    out
 }
 
 /// One message: nlmsghdr, nfgenmsg, then `attrs`.
@@ -276,19 +281,23 @@ fn encode(table: &str, op: &Op, set_id: u32) -> (u16, u16, Buf) {
             b.str(NFTA_RULE_CHAIN, chain).nested(NFTA_RULE_EXPRESSIONS, |e| rule_exprs(e, rule));
             (NFT_MSG_NEWRULE, NLM_F_CREATE | NLM_F_APPEND)
         }
-        Op::AddElement { map, key, chain } => {
-            b.str(NFTA_SET_ELEM_LIST_SET, map.name()).nested(NFTA_SET_ELEM_LIST_ELEMENTS, |l| {
+        Op::AddElement { set, key, data } => {
+            b.str(NFTA_SET_ELEM_LIST_SET, set).nested(NFTA_SET_ELEM_LIST_ELEMENTS, |l| {
                 l.nested(NFTA_LIST_ELEM, |e| {
                     value(e, NFTA_SET_ELEM_KEY, &key_bytes(key));
-                    if let Some(chain) = chain {
-                        verdict(e, NFTA_SET_ELEM_DATA, NFT_GOTO, chain);
+                    match data {
+                        None => {}
+                        Some(ElementData::Goto(chain)) => verdict(e, NFTA_SET_ELEM_DATA, NFT_GOTO, chain),
+                        Some(ElementData::Backend(to)) => {
+                            value(e, NFTA_SET_ELEM_DATA, &key_bytes(&[Field::Ip(to.ip), Field::Port(to.port)]));
+                        }
                     }
                 });
             });
             (NFT_MSG_NEWSETELEM, NLM_F_CREATE)
         }
-        Op::DeleteElement { map, key } => {
-            b.str(NFTA_SET_ELEM_LIST_SET, map.name()).nested(NFTA_SET_ELEM_LIST_ELEMENTS, |l| {
+        Op::DeleteElement { set, key } => {
+            b.str(NFTA_SET_ELEM_LIST_SET, set).nested(NFTA_SET_ELEM_LIST_ELEMENTS, |l| {
                 l.nested(NFTA_LIST_ELEM, |e| value(e, NFTA_SET_ELEM_KEY, &key_bytes(key)));
             });
             (NFT_MSG_DELSETELEM, 0)
@@ -431,7 +440,7 @@ mod tests {
 
     #[test]
     fn a_batch_is_framed_by_begin_and_end_and_only_the_last_op_asks_for_an_ack() {
-        let step = |op| Step { table: "orch-proxy-03".into(), op };
+        let step = |op| Step { table: "orch-proxy-affinity".into(), op };
         let ops = [step(Op::AddChain("ep-1".into())), step(Op::FlushChain("ep-1".into())), step(Op::DeleteChain("ep-0".into()))];
         let m = messages(&batch(&ops, 100));
         let types: Vec<u16> = m.iter().map(|x| x.0).collect();
@@ -441,16 +450,37 @@ mod tests {
         assert_eq!(m[3].1, NLM_F_REQUEST | NLM_F_ACK);
         // NEWCHAIN: table then name, NUL-terminated and padded.
         let mut want = Buf::default();
-        want.str(1, "orch-proxy-03").str(3, "ep-1");
+        want.str(1, "orch-proxy-affinity").str(3, "ep-1");
         assert_eq!(m[1].3, want.0);
-        assert_eq!(&m[1].3[..4], &[18, 0, 1, 0], "len 4 + 'orch-proxy-03\\0'");
+        assert_eq!(&m[1].3[..4], &[24, 0, 1, 0], "len 4 + 'orch-proxy-affinity\\0'");
     }
 
     #[test]
-    fn map_keys_pad_each_field_to_four_bytes() {
-        let vip = ElementKey::Vip { ip: "10.96.0.10".parse().unwrap(), protocol: Protocol::Udp, port: 53 };
-        assert_eq!(key_bytes(&vip), vec![10, 96, 0, 10, 17, 0, 0, 0, 0, 53, 0, 0]);
-        assert_eq!(key_bytes(&ElementKey::NodePort { protocol: Protocol::Tcp, port: 30080 }), vec![6, 0, 0, 0, 0x75, 0x80, 0, 0]);
+    fn keys_pad_each_field_to_four_bytes_and_slots_are_host_order() {
+        // The layout `nft --debug=netlink` shows for `10.96.0.1 . udp . 53 . 2 : 10.2.0.7 . 5353`.
+        let key = [Field::Ip("10.96.0.1".parse().unwrap()), Field::Proto(Protocol::Udp), Field::Port(53), Field::Slot(2)];
+        let mut want = vec![10, 96, 0, 1, 17, 0, 0, 0, 0, 53, 0, 0];
+        want.extend_from_slice(&2u32.to_ne_bytes());
+        assert_eq!(key_bytes(&key), want);
+        assert_eq!(key_bytes(&[Field::Proto(Protocol::Tcp), Field::Port(30080)]), vec![6, 0, 0, 0, 0x75, 0x80, 0, 0]);
+        assert_eq!(key_bytes(&[Field::Ip("10.2.0.7".parse().unwrap()), Field::Port(5353)]), vec![10, 2, 0, 7, 0x14, 0xe9, 0, 0]);
+    }
+
+    #[test]
+    fn a_backend_element_carries_its_key_and_the_backend_as_data() {
+        let op = Op::AddElement { set: "vip-2".into(), key: vec![Field::Ip("10.96.0.1".parse().unwrap()), Field::Slot(1)], data: Some(ElementData::Backend(Backend { ip: "10.2.0.7".parse().unwrap(), port: 5353 })) };
+        let (ty, flags, attrs) = encode("orch-proxy", &op, 1);
+        assert_eq!((ty, flags), (0x0a00 | NFT_MSG_NEWSETELEM, NLM_F_CREATE));
+        let mut want = Buf::default();
+        want.str(1, "orch-proxy").str(NFTA_SET_ELEM_LIST_SET, "vip-2").nested(NFTA_SET_ELEM_LIST_ELEMENTS, |l| {
+            l.nested(NFTA_LIST_ELEM, |e| {
+                let mut key = vec![10, 96, 0, 1];
+                key.extend_from_slice(&1u32.to_ne_bytes());
+                value(e, NFTA_SET_ELEM_KEY, &key);
+                value(e, NFTA_SET_ELEM_DATA, &[10, 2, 0, 7, 0x14, 0xe9, 0, 0]);
+            });
+        });
+        assert_eq!(attrs.0, want.0);
     }
 
     #[test]

@@ -92,8 +92,8 @@ impl<D: Dataplane> Proxy<D> {
             return Ok((Step::Unchanged, vec![]));
         }
         // On failure `applied` stays None: the dataplane may hold part of the changes.
-        self.dataplane.apply(&changes).await?;
         model::apply(&mut applied, &changes);
+        self.dataplane.apply(&changes, &applied).await?;
         self.applied = Some(applied);
         Ok((Step::Changes(changes.len()), model::stale_udp(&changes)))
     }
