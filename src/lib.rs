@@ -9,6 +9,7 @@ pub mod clock;
 pub mod control;
 pub mod ctl;
 pub mod daemon;
+pub mod image_reference;
 pub mod kubelet;
 pub mod metrics;
 pub mod portforward;

@@ -34,7 +34,7 @@ pub fn policy(c: &Container) -> PullPolicy {
         Some("IfNotPresent") => PullPolicy::IfNotPresent,
         _ => {
             let image = c.image.as_deref().unwrap_or_default();
-            let latest = image.parse::<Reference>().is_ok_and(|r| r.digest().is_none() && r.tag().is_none_or(|t| t == "latest"));
+            let latest = crate::image_reference::parse(image).is_ok_and(|r| r.digest().is_none() && r.tag().is_none_or(|t| t == "latest"));
             if latest { PullPolicy::Always } else { PullPolicy::IfNotPresent }
         }
     }
@@ -42,7 +42,7 @@ pub fn policy(c: &Container) -> PullPolicy {
 
 /// An image's `repository@digest` name (a Node's `status.images`, a container's `imageID`).
 pub fn digest_name(name: &str, digest: &str) -> String {
-    let repository = name.parse::<Reference>().map(|r| format!("{}/{}", r.registry(), r.repository())).unwrap_or_else(|_| name.to_string());
+    let repository = crate::image_reference::parse(name).map(|r| format!("{}/{}", r.registry(), r.repository())).unwrap_or_else(|_| name.to_string());
     format!("{repository}@{digest}")
 }
 
@@ -159,7 +159,7 @@ impl<G: Registry> Puller<G> {
     /// Failures back off per pod (`pod`, its uid) and image, as the kubelet's do: a pod
     /// with the right secret does not wait out another pod's failures.
     pub async fn ensure<R: ContainerRuntime>(&self, runtime: &R, pod: &str, image: &str, policy: PullPolicy, secrets: &[Secret]) -> Result<String, ImageError> {
-        let reference: Reference = image.parse().map_err(|e: oci_client::ParseError| ImageError::InvalidName(image.into(), e.to_string()))?;
+        let reference = crate::image_reference::parse(image).map_err(|e| ImageError::InvalidName(image.into(), e.to_string()))?;
         let full = reference.whole();
         let mut present = None;
         for name in [image, full.as_str()] {

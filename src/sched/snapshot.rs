@@ -113,7 +113,7 @@ pub struct Snapshot {
 /// An image name as the scheduler compares them: the full reference (`busybox:1` and
 /// `docker.io/library/busybox:1` are one image), or the name as written if it does not parse.
 pub fn image_key(name: &str) -> String {
-    name.parse::<oci_client::Reference>().map(|r| r.whole()).unwrap_or_else(|_| name.to_string())
+    crate::image_reference::parse(name).map(|r| r.whole()).unwrap_or_else(|_| name.to_string())
 }
 
 impl Snapshot {
