@@ -250,23 +250,18 @@ impl<R: ContainerRuntime + 'static, N: PodNetwork, G: Registry> Kubelet<R, N, G>
             wake = min_time(wake, self.sync_orphan(uid, containers).await);
         }
         self.local().retain(|uid, _| seen.contains(uid));
-        let running: BTreeSet<String> = self
-            .runtime
-            .list()
-            .await?
-            .into_iter()
-            .filter(|c| matches!(c.state, super::runtime::ContainerState::Running { .. }))
-            .map(|c| c.id)
-            .collect();
-        self.probes().retain(|(id, _), _| running.contains(id));
-        self.rotate_logs(&running).await;
+        // One listing after the pass (each container's state is an RPC to its shim).
+        let running: Vec<ContainerInfo> =
+            self.runtime.list().await?.into_iter().filter(|c| matches!(c.state, super::runtime::ContainerState::Running { .. })).collect();
+        let ids: BTreeSet<&str> = running.iter().map(|c| c.id.as_str()).collect();
+        self.probes().retain(|(id, _), _| ids.contains(id.as_str()));
+        self.rotate_logs(&running);
         Ok(wake)
     }
 
     /// Rotate the log files of running containers that grew past the limit.
-    async fn rotate_logs(&self, running: &BTreeSet<String>) {
-        let Ok(all) = self.runtime.list().await else { return };
-        for c in all.iter().filter(|c| running.contains(&c.id)) {
+    fn rotate_logs(&self, running: &[ContainerInfo]) {
+        for c in running {
             let (Some(uid), Some(name)) = (c.labels.get(LABEL_UID), c.labels.get(LABEL_CONTAINER)) else { continue };
             let attempt = c.labels.get(LABEL_ATTEMPT).and_then(|a| a.parse().ok()).unwrap_or(0);
             let path = Self::log_path(&self.cfg.data_dir, uid, name, attempt);
@@ -329,6 +324,7 @@ impl<R: ContainerRuntime + 'static, N: PodNetwork, G: Registry> Kubelet<R, N, G>
         let grace = pod.metadata.deletion_grace_period_seconds.or(spec.termination_grace_period_seconds).unwrap_or(30).max(0);
         let sandbox = if deleting { self.sandbox_present(uid) } else { self.sandbox_ready(uid) };
         let (unhealthy, readiness, probe_wake) = if deleting { Default::default() } else { self.probe_pod(uid, &spec, &containers) };
+        let seen = containers.clone();
         let observed = Observed { containers, sandbox, unhealthy };
         let terminating = self.local().entry(uid.to_string()).or_default().terminating.clone();
         let now = SystemTime::now();
@@ -343,6 +339,7 @@ impl<R: ContainerRuntime + 'static, N: PodNetwork, G: Registry> Kubelet<R, N, G>
         });
         // Look again right away after progress; after a failure, at the next resync.
         let mut acted = false;
+        let idle = p.actions.is_empty();
         for action in p.actions {
             match self.execute(Some(pod), uid, &spec, action).await {
                 Ok(()) => acted = true,
@@ -353,7 +350,8 @@ impl<R: ContainerRuntime + 'static, N: PodNetwork, G: Registry> Kubelet<R, N, G>
             }
         }
         if !deleting {
-            self.report_status(pod, uid, &spec, &p.waiting, &readiness).await;
+            // Without actions the containers are as this pass saw them: no need to ask again.
+            self.report_status(pod, uid, &spec, &p.waiting, &readiness, idle.then_some(seen)).await;
         }
         if acted {
             self.wake.notify_one();
@@ -633,14 +631,26 @@ impl<R: ContainerRuntime + 'static, N: PodNetwork, G: Registry> Kubelet<R, N, G>
         Ok(())
     }
 
-    async fn report_status(&self, pod: &Pod, uid: &str, spec: &PodSpec, plan_waiting: &BTreeMap<String, Waiting>, readiness: &BTreeMap<String, bool>) {
-        // Observe again: the actions just taken changed what is running.
-        let containers = match self.runtime.list_labeled(LABEL_UID, uid).await {
-            Ok(list) => group_by_pod(list).remove(uid).unwrap_or_default(),
-            Err(e) => {
-                tracing::warn!(error = %e, "listing containers for status");
-                return;
-            }
+    /// Write the pod's status if it changed. `seen`: the pod's containers as observed, if no
+    /// action changed them since; else they are listed again.
+    async fn report_status(
+        &self,
+        pod: &Pod,
+        uid: &str,
+        spec: &PodSpec,
+        plan_waiting: &BTreeMap<String, Waiting>,
+        readiness: &BTreeMap<String, bool>,
+        seen: Option<BTreeMap<String, Vec<Attempt>>>,
+    ) {
+        let containers = match seen {
+            Some(c) => c,
+            None => match self.runtime.list_labeled(LABEL_UID, uid).await {
+                Ok(list) => group_by_pod(list).remove(uid).unwrap_or_default(),
+                Err(e) => {
+                    tracing::warn!(error = %e, "listing containers for status");
+                    return;
+                }
+            },
         };
         let observed = Observed { containers, sandbox: self.sandbox_ready(uid), unhealthy: vec![] };
         let (mut waiting, sandbox_error) = {
