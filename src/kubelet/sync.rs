@@ -324,7 +324,6 @@ impl<R: ContainerRuntime + 'static, N: PodNetwork, G: Registry> Kubelet<R, N, G>
         let grace = pod.metadata.deletion_grace_period_seconds.or(spec.termination_grace_period_seconds).unwrap_or(30).max(0);
         let sandbox = if deleting { self.sandbox_present(uid) } else { self.sandbox_ready(uid) };
         let (unhealthy, readiness, probe_wake) = if deleting { Default::default() } else { self.probe_pod(uid, &spec, &containers) };
-        let seen = containers.clone();
         let observed = Observed { containers, sandbox, unhealthy };
         let terminating = self.local().entry(uid.to_string()).or_default().terminating.clone();
         let now = SystemTime::now();
@@ -351,7 +350,7 @@ impl<R: ContainerRuntime + 'static, N: PodNetwork, G: Registry> Kubelet<R, N, G>
         }
         if !deleting {
             // Without actions the containers are as this pass saw them: no need to ask again.
-            self.report_status(pod, uid, &spec, &p.waiting, &readiness, idle.then_some(seen)).await;
+            self.report_status(pod, uid, &spec, &p.waiting, &readiness, idle.then_some(observed.containers)).await;
         }
         if acted {
             self.wake.notify_one();

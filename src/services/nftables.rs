@@ -242,56 +242,54 @@ impl Planner {
     }
 
     fn plan_one(&mut self, steps: &mut Vec<Step>, key: &str, old: Option<&VirtualService>, new: Option<&VirtualService>) {
-        let mut push = |table: &str, op: Op| steps.push(Step { table: table.to_string(), op });
-        // What goes away first: a service may move between the tables under the same VIP.
-        if let Some(old) = old.filter(|o| o.backends.is_empty()) {
-            push(TABLE, Op::DeleteElement { set: NO_ENDPOINTS.into(), key: key_of_vip(old) });
-        }
+        let main = |op: Op| Step { table: TABLE.to_string(), op };
+        let hairpin_key = |ip: Ipv4Addr| vec![Field::Ip(ip), Field::Ip(ip)];
         let nodeport = |vs: Option<&VirtualService>| plain(vs).filter(|v| !v.backends.is_empty()).and_then(|v| Some(key_of_nodeport(v.protocol, v.node_port?)));
         let (old_np, new_np) = (nodeport(old), nodeport(new));
-        if old_np.is_some() && old_np != new_np {
-            push(TABLE, Op::DeleteElement { set: NODEPORTS.into(), key: old_np.clone().expect("checked") });
-        }
         let (old_slots, new_slots) = (slots(old), slots(new));
-        for (map, k, b) in &old_slots {
-            if !new_slots.iter().any(|(m, nk, nb)| m == map && nk == k && nb == b) {
-                push(TABLE, Op::DeleteElement { set: map.clone(), key: k.clone() });
-            }
+        let (old_ips, new_ips) = (hairpin_ips(old), hairpin_ips(new));
+
+        // What goes away first: a service may move between the tables under the same VIP.
+        if let Some(old) = old.filter(|o| o.backends.is_empty()) {
+            steps.push(main(Op::DeleteElement { set: NO_ENDPOINTS.into(), key: key_of_vip(old) }));
+        }
+        if let Some(np) = old_np.clone().filter(|np| new_np.as_ref() != Some(np)) {
+            steps.push(main(Op::DeleteElement { set: NODEPORTS.into(), key: np }));
+        }
+        for (map, k, _) in old_slots.iter().filter(|s| !new_slots.contains(s)) {
+            steps.push(main(Op::DeleteElement { set: map.clone(), key: k.clone() }));
         }
         if let (Some(o), None) = (with_affinity(old), with_affinity(new)) {
             nft_affinity::remove(steps, key, o);
         }
-        let mut push = |table: &str, op: Op| steps.push(Step { table: table.to_string(), op });
-        let (old_ips, new_ips) = (hairpin_ips(old), hairpin_ips(new));
         for ip in old_ips.iter().filter(|ip| !new_ips.contains(ip)) {
             let count = self.hairpin.entry(*ip).or_default();
             *count = count.saturating_sub(1);
             if *count == 0 {
                 self.hairpin.remove(ip);
-                push(TABLE, Op::DeleteElement { set: HAIRPIN.into(), key: vec![Field::Ip(*ip), Field::Ip(*ip)] });
+                steps.push(main(Op::DeleteElement { set: HAIRPIN.into(), key: hairpin_key(*ip) }));
             }
         }
+
         // Then what comes.
         for ip in new_ips.iter().filter(|ip| !old_ips.contains(ip)) {
             let count = self.hairpin.entry(*ip).or_default();
             *count += 1;
             if *count == 1 {
-                push(TABLE, Op::AddElement { set: HAIRPIN.into(), key: vec![Field::Ip(*ip), Field::Ip(*ip)], data: None });
+                steps.push(main(Op::AddElement { set: HAIRPIN.into(), key: hairpin_key(*ip), data: None }));
             }
         }
-        for (map, k, b) in &new_slots {
-            if !old_slots.iter().any(|(m, ok, ob)| m == map && ok == k && ob == b) {
-                push(TABLE, Op::AddElement { set: map.clone(), key: k.clone(), data: Some(ElementData::Backend(*b)) });
-            }
+        for (map, k, b) in new_slots.iter().filter(|s| !old_slots.contains(s)) {
+            steps.push(main(Op::AddElement { set: map.clone(), key: k.clone(), data: Some(ElementData::Backend(*b)) }));
         }
         if let Some(np) = new_np.filter(|np| old_np.as_ref() != Some(np)) {
-            push(TABLE, Op::AddElement { set: NODEPORTS.into(), key: np, data: None });
+            steps.push(main(Op::AddElement { set: NODEPORTS.into(), key: np, data: None }));
         }
         if let Some(n) = with_affinity(new) {
             nft_affinity::upsert(steps, key, with_affinity(old), n);
         }
         if let Some(new) = new.filter(|n| n.backends.is_empty()) {
-            steps.push(Step { table: TABLE.into(), op: Op::AddElement { set: NO_ENDPOINTS.into(), key: key_of_vip(new), data: None } });
+            steps.push(main(Op::AddElement { set: NO_ENDPOINTS.into(), key: key_of_vip(new), data: None }));
         }
     }
 }
