@@ -121,6 +121,11 @@ impl Informer {
         self.state.lock().expect("informer lock").objects.get(key).cloned()
     }
 
+    /// The objects `keep` accepts (looked at in place, cloned only when kept).
+    pub fn objects_where(&self, keep: impl Fn(&Value) -> bool) -> Vec<Value> {
+        self.state.lock().expect("informer lock").objects.values().filter(|v| keep(v)).cloned().collect()
+    }
+
     /// The objects of one namespace that `keep` accepts (looked at in place, cloned only
     /// when kept).
     pub fn in_namespace(&self, ns: &str, keep: impl Fn(&Value) -> bool) -> Vec<Value> {
