@@ -17,3 +17,4 @@ pub mod proxy;
 pub mod remotecommand;
 pub mod sched;
 pub mod services;
+pub mod watch_cache;

@@ -1,5 +1,5 @@
-//! A node's watch cache of one resource kind, through the node's own API (as kube-proxy's
-//! and CoreDNS's informers do): list, then watch from the list's resourceVersion, keeping
+//! A node's watch cache of one resource kind, through the node's own API (as the kubelet's,
+//! kube-proxy's and CoreDNS's informers do): list, then watch from the list's resourceVersion, keeping
 //! the copy current; after an error it lists again and swaps the copy in whole, so readers
 //! never see a half-filled cache. Readers are woken on every change and can ask which
 //! objects changed since they last looked, so their work follows the change.
@@ -21,6 +21,8 @@ use crate::client::ApiClient;
 struct State {
     objects: BTreeMap<String, Value>,
     synced: bool,
+    /// Following the API now (false from a failed list or watch until the next list).
+    live: bool,
     /// The newest resourceVersion the copy reflects.
     revision: u64,
     changes: ChangeLog,
@@ -39,9 +41,11 @@ fn key(obj: &Value) -> String {
 }
 
 impl WatchCache {
-    /// Follow `path` (a collection such as `/api/v1/services`) on the API at `base`; the
-    /// task ends when every clone of the cache is dropped.
-    pub fn start(base: String, path: &'static str) -> WatchCache {
+    /// Follow `path` (a collection such as `/api/v1/services`, optionally with a query such
+    /// as `?fieldSelector=spec.nodeName=n1`) on the API at `base`; the task ends when every
+    /// clone of the cache is dropped.
+    pub fn start(base: String, path: impl Into<String>) -> WatchCache {
+        let path = path.into();
         let cache = WatchCache { state: Arc::default(), changed: watch::Sender::new(0) };
         let weak = Arc::downgrade(&cache.state);
         let changed = cache.changed.clone();
@@ -51,8 +55,11 @@ impl WatchCache {
                 if weak.strong_count() == 0 {
                     return;
                 }
-                if let Err(e) = follow(&client, &base, path, &weak, &changed).await {
-                    tracing::debug!(path, error = %e, "watch cache: listing again");
+                if let Err(e) = follow(&client, &base, &path, &weak, &changed).await {
+                    tracing::debug!(%path, error = %e, "watch cache: listing again");
+                }
+                if let Some(state) = weak.upgrade() {
+                    state.lock().expect("cache lock").live = false;
                 }
                 tokio::time::sleep(Duration::from_millis(500)).await;
             }
@@ -67,6 +74,11 @@ impl WatchCache {
 
     pub fn objects(&self) -> Vec<Value> {
         self.state.lock().expect("cache lock").objects.values().cloned().collect()
+    }
+
+    /// The objects `keep` accepts (looked at in place, cloned only when kept).
+    pub fn objects_where(&self, mut keep: impl FnMut(&Value) -> bool) -> Vec<Value> {
+        self.state.lock().expect("cache lock").objects.values().filter(|v| keep(v)).cloned().collect()
     }
 
     /// One object by `namespace/name`.
@@ -86,6 +98,12 @@ impl WatchCache {
         self.state.lock().expect("cache lock").revision
     }
 
+    /// Whether the copy follows the API now: false after a failed list or watch (the
+    /// copy is then as last seen) until a list succeeds again.
+    pub fn live(&self) -> bool {
+        self.state.lock().expect("cache lock").live
+    }
+
     /// Whether a first list has arrived (before that, "nothing" means "not known yet").
     pub fn synced(&self) -> bool {
         self.state.lock().expect("cache lock").synced
@@ -102,13 +120,15 @@ async fn follow(client: &ApiClient, base: &str, path: &str, weak: &std::sync::We
         let mut s = state.lock().expect("cache lock");
         s.objects = objects;
         s.synced = true;
+        s.live = true;
         s.revision = rv.parse().unwrap_or(0);
         s.changes.reset();
     }
     drop(state);
     changed.send_modify(|n| *n += 1);
     loop {
-        let url = format!("{base}{path}?watch=true&allowWatchBookmarks=true&resourceVersion={rv}");
+        let sep = if path.contains('?') { '&' } else { '?' };
+        let url = format!("{base}{path}{sep}watch=true&allowWatchBookmarks=true&resourceVersion={rv}");
         let resp = client.send(Method::GET, &url, None, bytes::Bytes::new()).await?;
         anyhow::ensure!(resp.status().is_success(), "watch {path}: HTTP {}", resp.status());
         let mut body = resp.into_body();

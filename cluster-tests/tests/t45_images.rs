@@ -102,3 +102,37 @@ async fn pods_pull_from_a_registry_with_their_secrets_and_policies() {
     let log = std::fs::read_to_string(c.work_dir().join("registry/registry.log")).unwrap_or_default();
     assert!(!log.contains("orch/busybox/manifests/absent"), "a Never pod asked the registry:\n{log}");
 }
+
+/// A pull that hangs holds up only its own pod: a pod created after it on the same node
+/// starts meanwhile (every pod has a kubelet worker of its own).
+#[tokio::test]
+async fn a_stalled_pull_holds_up_only_its_own_pod() {
+    let opts = Options { containerd: true, extra: vec!["--insecure-registries".into(), format!("{GATEWAY}:5001")] };
+    let c = Cluster::start_opts(1, 1, opts).await.expect("cluster starts");
+    pods::load_busybox(&c, 0).expect("image load");
+    // A "registry" that accepts connections and never answers them.
+    let listener = tokio::net::TcpListener::bind((c.gateway(), 5001)).await.expect("bind the stalling registry");
+    let (connected, mut connections) = tokio::sync::mpsc::unbounded_channel();
+    let holder = tokio::spawn(async move {
+        let mut held = Vec::new();
+        while let Ok((conn, _)) = listener.accept().await {
+            held.push(conn);
+            let _ = connected.send(());
+        }
+    });
+    let image = format!("{}:5001/orch/busybox:v1", c.gateway());
+    pods::create(&c, 0, &pod("stalled", &image, Some("Always"), false)).await.unwrap();
+    tokio::time::timeout(Duration::from_secs(60), connections.recv()).await.expect("the kubelet asks the registry").expect("the holder runs");
+
+    let prompt = pods::pod("prompt", "worker-0", "Always", json!([pods::container("app", "exec sleep 3600")]));
+    pods::create(&c, 0, &prompt).await.unwrap();
+    // Well before the registry client's 60 s read timeout could end the hung pull.
+    until(Duration::from_secs(20), "a pod running while another pod's pull hangs", || async {
+        let s = container_status(&get(&c, 0, "prompt").await.unwrap_or(Value::Null), "app").clone();
+        (s["state"]["running"].is_object().then_some(()), format!("{s}\nworker log:\n{}", c.log_tail(1)))
+    })
+    .await;
+    let stalled = container_status(&get(&c, 0, "stalled").await.expect("the stalled pod"), "app").clone();
+    assert!(!stalled["state"]["running"].is_object(), "its pull never finished: {stalled}");
+    holder.abort();
+}

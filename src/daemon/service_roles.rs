@@ -11,7 +11,7 @@ use hyper::Method;
 use super::config::Settings;
 use crate::client::ApiClient;
 use crate::clock::SystemClock;
-use crate::services::cache::WatchCache;
+use crate::watch_cache::WatchCache;
 use crate::services::nftables::NftablesDataplane;
 use crate::services::proxy::{self, Proxy, SharedStatus};
 use crate::services::{dns_server, ipvs, ProxyMode};

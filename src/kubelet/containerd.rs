@@ -523,6 +523,10 @@ impl ContainerRuntime for ContainerdRuntime {
         self.list_filtered(vec![format!("labels.\"{key}\"=={value}")]).await
     }
 
+    async fn label_values(&self, key: &str) -> Result<std::collections::BTreeSet<String>, RuntimeError> {
+        let all = self.client.containers().list(req(ListContainersRequest { filters: vec![] })).await.map_err(rt)?.into_inner().containers;
+        Ok(all.into_iter().filter_map(|mut c| c.labels.remove(key)).collect())
+    }
 
     async fn signal(&self, id: &str, signal: u32) -> Result<(), RuntimeError> {
         match self.client.tasks().kill(req(KillRequest { container_id: id.into(), exec_id: String::new(), signal, all: true })).await {

@@ -4,6 +4,7 @@
 //! masquerade for traffic leaving the cluster CIDR. The `PodNetwork` trait with the
 //! rtnetlink implementation (`NetlinkNetwork`) and a typed fake; `route_changes` is pure.
 
+use std::future::Future;
 use std::collections::BTreeMap;
 use std::net::Ipv4Addr;
 use std::path::{Path, PathBuf};
@@ -85,18 +86,17 @@ fn hex(bytes: &[u8]) -> String {
 }
 
 /// The operations the kubelet needs for pod networking.
-#[allow(async_fn_in_trait)]
 pub trait PodNetwork: Send + Sync {
     /// Bridge with the gateway address, forwarding on, masquerade for the cluster CIDR.
-    async fn ensure_node(&self, node: &NodeNet) -> Result<(), NetError>;
+    fn ensure_node(&self, node: &NodeNet) -> impl Future<Output = Result<(), NetError>> + Send;
     /// Pin the pod's namespaces and plug it into the bridge with `ip` (idempotent).
-    async fn setup(&self, uid: &str, node: &NodeNet, ip: Ipv4Addr) -> Result<SandboxPaths, NetError>;
+    fn setup(&self, uid: &str, node: &NodeNet, ip: Ipv4Addr) -> impl Future<Output = Result<SandboxPaths, NetError>> + Send;
     /// Remove the pod's veth and unpin its namespaces (idempotent).
-    async fn teardown(&self, uid: &str) -> Result<(), NetError>;
+    fn teardown(&self, uid: &str) -> impl Future<Output = Result<(), NetError>> + Send;
     /// Pods with pinned namespaces on this node (to find leftovers after a restart).
     fn sandboxes(&self) -> Vec<String>;
     /// Make orch's routes exactly `want` (pod CIDR → node address).
-    async fn sync_routes(&self, want: &BTreeMap<Ipv4Net, Ipv4Addr>) -> Result<(), NetError>;
+    fn sync_routes(&self, want: &BTreeMap<Ipv4Net, Ipv4Addr>) -> impl Future<Output = Result<(), NetError>> + Send;
 }
 
 /// What to change so the current routes become the wanted ones: (to replace, to delete).

@@ -2,6 +2,7 @@
 //! names now, and the image itself with every blob checked against its digest), its
 //! implementation over the OCI distribution API with oci-client, and a fake for tests.
 
+use std::future::Future;
 use std::collections::{BTreeMap, HashMap};
 use std::sync::Mutex;
 use std::time::Duration;
@@ -36,14 +37,13 @@ pub enum RegistryError {
 }
 
 /// The registry operations a pull needs.
-#[allow(async_fn_in_trait)]
 pub trait Registry: Send + Sync {
     /// The digest of the manifest `reference` names now (for `imagePullPolicy: Always`:
     /// an image already present under that digest is not fetched again).
-    async fn resolve(&self, reference: &Reference, auth: Option<&Credentials>) -> Result<String, RegistryError>;
+    fn resolve(&self, reference: &Reference, auth: Option<&Credentials>) -> impl Future<Output = Result<String, RegistryError>> + Send;
     /// The image `reference` names (for a multi-platform index, its linux/amd64 manifest),
     /// stored as `name`: manifest, config and layers, each checked against its digest.
-    async fn fetch(&self, reference: &Reference, name: &str, auth: Option<&Credentials>) -> Result<Archive, RegistryError>;
+    fn fetch(&self, reference: &Reference, name: &str, auth: Option<&Credentials>) -> impl Future<Output = Result<Archive, RegistryError>> + Send;
 }
 
 /// `Registry` over HTTPS (HTTP for the registries named insecure), with oci-client.

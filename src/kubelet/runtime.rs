@@ -2,6 +2,7 @@
 //! the real implementation in `containerd.rs` and a typed fake here that records calls
 //! and can be told to fail.
 
+use std::future::Future;
 use std::collections::BTreeMap;
 use std::path::PathBuf;
 use std::sync::Mutex;
@@ -119,48 +120,50 @@ pub struct ImageInfo {
 /// The node's images as the kubelet last listed them (the heartbeat reports them).
 pub type SharedImages = std::sync::Arc<Mutex<Vec<ImageInfo>>>;
 
-/// The operations the kubelet needs from a container runtime.
-#[allow(async_fn_in_trait)]
+/// The operations the kubelet needs from a container runtime. (Their futures are `Send`:
+/// every pod is synced, and every probe run, on a task of its own.)
 pub trait ContainerRuntime: Send + Sync {
     /// Store images whose blobs are at hand (an archive, or a registry pull); returns
     /// their names.
-    async fn import(&self, images: &Archive) -> Result<Vec<String>, RuntimeError>;
+    fn import(&self, images: &Archive) -> impl Future<Output = Result<Vec<String>, RuntimeError>> + Send;
     /// Load every image in an OCI image-layout archive (tar); returns their names.
-    async fn import_image(&self, archive: &[u8]) -> Result<Vec<String>, RuntimeError> {
-        self.import(&super::image::parse_archive(archive)?).await
+    fn import_image(&self, archive: &[u8]) -> impl Future<Output = Result<Vec<String>, RuntimeError>> + Send {
+        async move { self.import(&super::image::parse_archive(archive)?).await }
     }
-    async fn has_image(&self, name: &str) -> Result<bool, RuntimeError> {
-        Ok(self.image_digest(name).await?.is_some())
+    fn has_image(&self, name: &str) -> impl Future<Output = Result<bool, RuntimeError>> + Send {
+        async move { Ok(self.image_digest(name).await?.is_some()) }
     }
     /// The manifest digest of image `name` if it is present and unpacked.
-    async fn image_digest(&self, name: &str) -> Result<Option<String>, RuntimeError>;
+    fn image_digest(&self, name: &str) -> impl Future<Output = Result<Option<String>, RuntimeError>> + Send;
     /// Every image present: names, manifest digest, size (for the Node's status).
-    async fn list_images(&self) -> Result<Vec<ImageInfo>, RuntimeError>;
-    async fn image_config(&self, name: &str) -> Result<ImageConfig, RuntimeError>;
+    fn list_images(&self) -> impl Future<Output = Result<Vec<ImageInfo>, RuntimeError>> + Send;
+    fn image_config(&self, name: &str) -> impl Future<Output = Result<ImageConfig, RuntimeError>> + Send;
     /// Create and start a container.
-    async fn run(&self, config: &ContainerConfig) -> Result<(), RuntimeError>;
-    async fn info(&self, id: &str) -> Result<ContainerInfo, RuntimeError>;
-    async fn list(&self) -> Result<Vec<ContainerInfo>, RuntimeError>;
+    fn run(&self, config: &ContainerConfig) -> impl Future<Output = Result<(), RuntimeError>> + Send;
+    fn info(&self, id: &str) -> impl Future<Output = Result<ContainerInfo, RuntimeError>> + Send;
+    fn list(&self) -> impl Future<Output = Result<Vec<ContainerInfo>, RuntimeError>> + Send;
     /// The containers labelled `key=value`.
-    async fn list_labeled(&self, key: &str, value: &str) -> Result<Vec<ContainerInfo>, RuntimeError>;
+    fn list_labeled(&self, key: &str, value: &str) -> impl Future<Output = Result<Vec<ContainerInfo>, RuntimeError>> + Send;
+    /// The values label `key` has over every container (one call: no task is asked for its
+    /// state, unlike `list`).
+    fn label_values(&self, key: &str) -> impl Future<Output = Result<std::collections::BTreeSet<String>, RuntimeError>> + Send;
     /// Send `signal` to the container's processes.
-    async fn signal(&self, id: &str, signal: u32) -> Result<(), RuntimeError>;
+    fn signal(&self, id: &str, signal: u32) -> impl Future<Output = Result<(), RuntimeError>> + Send;
     /// Remove a stopped (or never started) container with its task and snapshot.
-    async fn remove(&self, id: &str) -> Result<(), RuntimeError>;
+    fn remove(&self, id: &str) -> impl Future<Output = Result<(), RuntimeError>> + Send;
     /// Start `args` as process `exec_id` inside running container `id`, with its
     /// container's environment and working directory.
-    /// (The exec calls are `Send` so probes can run them on tasks of their own.)
     /// With `tty` the process gets a terminal: its output (both streams) comes on stdout
     /// and `stderr` is `None`.
-    fn exec(&self, id: &str, exec_id: &str, args: &[String], stdin: bool, tty: bool) -> impl std::future::Future<Output = Result<ExecIo, RuntimeError>> + Send;
+    fn exec(&self, id: &str, exec_id: &str, args: &[String], stdin: bool, tty: bool) -> impl Future<Output = Result<ExecIo, RuntimeError>> + Send;
     /// Set the terminal size of an exec'd process started with `tty`.
-    fn exec_resize(&self, id: &str, exec_id: &str, width: u32, height: u32) -> impl std::future::Future<Output = Result<(), RuntimeError>> + Send;
+    fn exec_resize(&self, id: &str, exec_id: &str, width: u32, height: u32) -> impl Future<Output = Result<(), RuntimeError>> + Send;
     /// Wait for an exec'd process to end, remove it, and return its exit code.
-    fn exec_wait(&self, id: &str, exec_id: &str) -> impl std::future::Future<Output = Result<u32, RuntimeError>> + Send;
+    fn exec_wait(&self, id: &str, exec_id: &str) -> impl Future<Output = Result<u32, RuntimeError>> + Send;
     /// End an exec'd process's stdin (the shim keeps the FIFO open; EOF must be asked for).
-    fn exec_close_stdin(&self, id: &str, exec_id: &str) -> impl std::future::Future<Output = Result<(), RuntimeError>> + Send;
+    fn exec_close_stdin(&self, id: &str, exec_id: &str) -> impl Future<Output = Result<(), RuntimeError>> + Send;
     /// Signal an exec'd process (to end one that overran its time).
-    fn exec_signal(&self, id: &str, exec_id: &str, signal: u32) -> impl std::future::Future<Output = Result<(), RuntimeError>> + Send;
+    fn exec_signal(&self, id: &str, exec_id: &str, signal: u32) -> impl Future<Output = Result<(), RuntimeError>> + Send;
 }
 
 /// Run `args` in container `id` and collect its exit code and output (stdout then
@@ -302,6 +305,10 @@ impl ContainerRuntime for FakeRuntime {
 
     async fn list_labeled(&self, key: &str, value: &str) -> Result<Vec<ContainerInfo>, RuntimeError> {
         Ok(self.containers.lock().expect("fake lock").values().filter(|c| c.labels.get(key).map(String::as_str) == Some(value)).cloned().collect())
+    }
+
+    async fn label_values(&self, key: &str) -> Result<std::collections::BTreeSet<String>, RuntimeError> {
+        Ok(self.containers.lock().expect("fake lock").values().filter_map(|c| c.labels.get(key).cloned()).collect())
     }
 
     async fn signal(&self, id: &str, signal: u32) -> Result<(), RuntimeError> {

@@ -1,7 +1,8 @@
-//! The kubelet loop: list the pods bound to this node (woken by a watch, resynced
-//! periodically), observe the runtime, ask `plan` what to do, do it, and report
-//! `status`. Thin I/O around the pure decisions. When the API is unreachable nothing is
-//! stopped: running pods keep running and their status catches up later.
+//! The kubelet loop: follow the pods bound to this node (a watch cache), give each pod
+//! that is due a worker of its own (`workers` decides which), which observes the runtime,
+//! asks `plan` what to do, does it, and reports `status`. Thin I/O around the pure
+//! decisions. When the API is unreachable nothing is stopped: running pods keep running
+//! and their status catches up later.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::net::Ipv4Addr;
@@ -9,10 +10,9 @@ use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, SystemTime};
 
-use futures::StreamExt;
 use hyper::Method;
 use ipnet::Ipv4Net;
-use k8s_openapi::api::core::v1::{Container, Node, Pod, PodSpec};
+use k8s_openapi::api::core::v1::{Node, Pod, PodSpec};
 use serde_json::Value;
 use tokio::sync::Notify;
 
@@ -25,8 +25,13 @@ use super::pull::{self, Puller};
 use super::registry::Registry;
 use super::runtime::{ContainerConfig, ContainerInfo, ContainerRuntime, RuntimeError, SharedImages};
 use super::status::{self, StatusInput};
+use super::workers::Workers;
 use crate::api::quantity;
 use crate::client::ApiClient;
+use crate::watch_cache::{Changed, WatchCache};
+
+mod start;
+use start::StartError;
 
 pub const LABEL_UID: &str = "orch.dev/pod-uid";
 pub const LABEL_NAMESPACE: &str = "orch.dev/pod-namespace";
@@ -40,11 +45,12 @@ pub const LABEL_IMAGE_ID: &str = "orch.dev/image-id";
 /// How often the image list reported in the Node's status is refreshed.
 const IMAGE_LIST_INTERVAL: Duration = Duration::from_secs(10);
 
-/// Pods synced at once in a pass. Starting a container is mostly runc's CPU time: on the
-/// 2-core benchmark machine (docs/benchmarks/pod-startup.md, 30 pods over 3 nodes) a burst
-/// measured p50/p99 903/1739 ms one pod at a time, 1662/1816 ms with 8 at once and
-/// 831/1467 ms with 2 at once.
-const PARALLEL_PODS: usize = 2;
+/// Container starts at once on a node (every pod has its own worker; this bounds only the
+/// runtime's create+start). Starting a container is mostly runc's CPU time: on the 2-core
+/// benchmark machine (docs/benchmarks/pod-startup.md, 30 pods over 3 nodes) a burst
+/// measured p50/p99 903/1739 ms one at a time, 1662/1816 ms with 8 at once and 831/1467 ms
+/// with 2 at once (pods then synced in passes).
+const PARALLEL_STARTS: usize = 2;
 
 #[derive(Debug, Clone)]
 pub struct KubeletConfig {
@@ -75,8 +81,23 @@ struct Local {
     sandbox_error: Option<String>,
 }
 
-/// A finished probe run: container id, which probe, its spec, outcome, when.
-type ProbeResult = (String, probe::Kind, probe::ProbeSpec, Result<String, String>, SystemTime);
+/// A finished probe run: pod uid, container id, which probe, its spec, outcome, when.
+type ProbeResult = (String, String, probe::Kind, probe::ProbeSpec, Result<String, String>, SystemTime);
+
+/// What only the loop touches between passes.
+struct LoopState {
+    /// The pods bound to this node, and every node (pod CIDRs, addresses for routes).
+    pods: WatchCache,
+    nodes: WatchCache,
+    pods_seen: u64,
+    nodes_seen: u64,
+    last_full: Option<std::time::Instant>,
+    /// When the image list was last read, and the puller's count of pulls then.
+    images_listed: Option<(std::time::Instant, u64)>,
+    routes: BTreeMap<Ipv4Net, Ipv4Addr>,
+    /// The pods' copy stopped following the API (said once, until it follows again).
+    api_lost: bool,
+}
 
 pub struct Kubelet<R, N, G> {
     cfg: KubeletConfig,
@@ -85,20 +106,19 @@ pub struct Kubelet<R, N, G> {
     puller: Puller<G>,
     /// The runtime's images, listed at most every `IMAGE_LIST_INTERVAL` for the heartbeat.
     images: SharedImages,
-    images_listed: Option<(std::time::Instant, u64)>,
     net: N,
     ipam: Ipam,
-    node_net: Option<NodeNet>,
-    routes: BTreeMap<Ipv4Net, Ipv4Addr>,
+    node_net: Mutex<Option<NodeNet>>,
     local: Mutex<BTreeMap<String, Local>>,
     wake: Arc<Notify>,
+    workers: Mutex<Workers>,
+    /// Container starts running at once (mostly runc's CPU time).
+    starts: tokio::sync::Semaphore,
     /// Probe tallies per (container runtime id, probe); runs in flight; their results.
     probes: Mutex<BTreeMap<(String, probe::Kind), probe::ProbeState>>,
     probing: Mutex<BTreeSet<(String, probe::Kind)>>,
-    /// IP leases are taken one at a time (pods are synced concurrently).
-    leasing: tokio::sync::Mutex<()>,
     probe_tx: tokio::sync::mpsc::UnboundedSender<ProbeResult>,
-    probe_rx: tokio::sync::mpsc::UnboundedReceiver<ProbeResult>,
+    probe_rx: Mutex<tokio::sync::mpsc::UnboundedReceiver<ProbeResult>>,
 }
 
 /// The runtime id of one attempt of a container. containerd ids are at most 76 bytes: the
@@ -131,7 +151,7 @@ fn min_time(a: Option<SystemTime>, b: Option<SystemTime>) -> Option<SystemTime> 
     }
 }
 
-impl<R: ContainerRuntime + 'static, N: PodNetwork, G: Registry> Kubelet<R, N, G> {
+impl<R: ContainerRuntime + 'static, N: PodNetwork + 'static, G: Registry + 'static> Kubelet<R, N, G> {
     pub fn new(cfg: KubeletConfig, runtime: R, net: N, registry: G, images: SharedImages) -> std::io::Result<Self> {
         let ipam = Ipam::new(&cfg.data_dir)?;
         let puller = Puller::new(registry, cfg.backoff);
@@ -143,18 +163,17 @@ impl<R: ContainerRuntime + 'static, N: PodNetwork, G: Registry> Kubelet<R, N, G>
             runtime: Arc::new(runtime),
             puller,
             images,
-            images_listed: None,
             net,
             ipam,
-            node_net: None,
-            routes: BTreeMap::new(),
+            node_net: Mutex::new(None),
             local: Mutex::new(BTreeMap::new()),
             wake: Arc::new(Notify::new()),
+            workers: Mutex::new(Workers::default()),
+            starts: tokio::sync::Semaphore::new(PARALLEL_STARTS),
             probes: Mutex::new(BTreeMap::new()),
             probing: Mutex::new(BTreeSet::new()),
-            leasing: tokio::sync::Mutex::new(()),
             probe_tx,
-            probe_rx,
+            probe_rx: Mutex::new(probe_rx),
         })
     }
 
@@ -164,6 +183,10 @@ impl<R: ContainerRuntime + 'static, N: PodNetwork, G: Registry> Kubelet<R, N, G>
 
     fn local(&self) -> MutexGuard<'_, BTreeMap<String, Local>> {
         self.local.lock().expect("kubelet state lock")
+    }
+
+    fn workers(&self) -> MutexGuard<'_, Workers> {
+        self.workers.lock().expect("kubelet workers lock")
     }
 
     fn probes(&self) -> MutexGuard<'_, BTreeMap<(String, probe::Kind), probe::ProbeState>> {
@@ -179,40 +202,161 @@ impl<R: ContainerRuntime + 'static, N: PodNetwork, G: Registry> Kubelet<R, N, G>
         data_dir.join("pods").join(uid).join("logs").join(container).join(format!("{attempt}.log"))
     }
 
-    /// Run forever: a pass on every pod change and at least every `resync`.
-    pub async fn run(mut self) {
+    /// Run forever: a pass on every change of this node's pods or of the nodes, when a
+    /// worker asks, and at least every `resync` (a full pass over every pod).
+    pub async fn run(self) {
         let node = &self.cfg.node_name;
-        // Pods bound here, and this node's own object (its pod CIDR arriving).
-        for path in [format!("/api/v1/pods?watch=true&fieldSelector=spec.nodeName={node}"), format!("/api/v1/nodes?watch=true&fieldSelector=metadata.name={node}")] {
-            tokio::spawn(wake_on_changes(self.api.clone(), path, self.wake.clone()));
-        }
+        let mut st = LoopState {
+            pods: WatchCache::start(self.api.base.clone(), format!("/api/v1/pods?fieldSelector=spec.nodeName={node}")),
+            nodes: WatchCache::start(self.api.base.clone(), "/api/v1/nodes"),
+            pods_seen: 0,
+            nodes_seen: 0,
+            last_full: None,
+            images_listed: None,
+            routes: BTreeMap::new(),
+            api_lost: false,
+        };
+        let (mut pods_changed, mut nodes_changed) = (st.pods.subscribe(), st.nodes.subscribe());
+        let this = Arc::new(self);
         loop {
-            let next = match self.sync_once().await {
-                Ok(wake) => wake.and_then(|w| w.duration_since(SystemTime::now()).ok()).unwrap_or(self.cfg.resync).min(self.cfg.resync),
+            let next = match this.pass(&mut st).await {
+                Ok(wake) => wake.and_then(|w| w.duration_since(SystemTime::now()).ok()).unwrap_or(this.cfg.resync).min(this.cfg.resync),
                 Err(e) => {
                     tracing::warn!(error = %e, "kubelet pass failed; running pods are left as they are");
-                    self.cfg.resync
+                    this.cfg.resync
                 }
             };
-            let _ = tokio::time::timeout(next.max(Duration::from_millis(20)), self.wake.notified()).await;
+            tokio::select! {
+                _ = tokio::time::sleep(next) => {}
+                _ = this.wake.notified() => {}
+                _ = pods_changed.changed() => {}
+                _ = nodes_changed.changed() => {}
+            }
         }
     }
 
-    /// One pass over every pod of this node; returns when to look again at the latest.
-    pub async fn sync_once(&mut self) -> anyhow::Result<Option<SystemTime>> {
-        if let Err(e) = self.sync_node().await {
-            tracing::warn!(error = %e, "node network");
+    /// One pass: the node's network, images and probe results; then a worker for every
+    /// pod that is due (all of them on a full pass) and for whatever is left on the node
+    /// of pods the API no longer has. Returns when to look again at the latest.
+    async fn pass(self: &Arc<Self>, st: &mut LoopState) -> anyhow::Result<Option<SystemTime>> {
+        if !st.pods.synced() || !st.nodes.synced() {
+            // Nothing is known yet: acting now would take every pod for an orphan.
+            return Ok(None);
+        }
+        if st.pods.live() == st.api_lost {
+            st.api_lost = !st.api_lost;
+            match st.api_lost {
+                true => tracing::warn!("kubelet: the API is unreachable; pods run on as last seen"),
+                false => tracing::info!("kubelet: the API is reachable again"),
+            }
+        }
+        let (seq, changed) = st.pods.changes_since(st.pods_seen);
+        st.pods_seen = seq;
+        let full = changed == Changed::Everything || st.last_full.is_none_or(|t| t.elapsed() >= self.cfg.resync);
+        let (seq, nodes_changed) = st.nodes.changes_since(st.nodes_seen);
+        st.nodes_seen = seq;
+        if full || nodes_changed != Changed::Keys(BTreeSet::new()) {
+            if let Err(e) = self.sync_node(st).await {
+                tracing::warn!(error = %e, "node network");
+            }
         }
         // Listed again after an interval, or at once after a pull.
         let pulled = self.puller.pulled();
-        if self.images_listed.is_none_or(|(t, n)| t.elapsed() >= IMAGE_LIST_INTERVAL || n != pulled) {
+        if st.images_listed.is_none_or(|(t, n)| t.elapsed() >= IMAGE_LIST_INTERVAL || n != pulled) {
             match self.runtime.list_images().await {
                 Ok(list) => *self.images.lock().expect("images lock") = list,
                 Err(e) => tracing::warn!(error = %e, "listing images"),
             }
-            self.images_listed = Some((std::time::Instant::now(), pulled));
+            st.images_listed = Some((std::time::Instant::now(), pulled));
         }
-        while let Ok((id, kind, spec, outcome, at)) = self.probe_rx.try_recv() {
+        self.record_probe_results();
+
+        let keys = match changed {
+            Changed::Keys(keys) => keys,
+            Changed::Everything => BTreeSet::new(),
+        };
+        let now = SystemTime::now();
+        let mut known = BTreeSet::new();
+        // Every pod is looked at in place; only those due are copied out for a worker.
+        let due = st.pods.objects_where(|obj| {
+            let Some(uid) = obj["metadata"]["uid"].as_str() else { return false };
+            known.insert(uid.to_string());
+            let key = format!("{}/{}", obj["metadata"]["namespace"].as_str().unwrap_or(""), obj["metadata"]["name"].as_str().unwrap_or(""));
+            self.workers().start(uid, full || keys.contains(&key), now)
+        });
+        for obj in due {
+            let uid = obj["metadata"]["uid"].as_str().unwrap_or_default().to_string();
+            match serde_json::from_value::<Pod>(obj) {
+                Ok(pod) => self.spawn_worker(uid, Some(pod)),
+                Err(e) => {
+                    tracing::warn!(%uid, error = %e, "a pod the kubelet cannot read");
+                    self.workers().done(&uid, false, None);
+                }
+            }
+        }
+        // Whatever is on the node for a pod the API no longer has: stop and remove it.
+        // Looked for on full passes, when a pod left, and while one is being cleaned up.
+        let left = keys.iter().any(|k| st.pods.get(k).is_none());
+        if full || left || self.workers().pending_outside(&known, now) {
+            let mut orphans = self.runtime.label_values(LABEL_UID).await?;
+            orphans.extend(self.net.sandboxes());
+            orphans.extend(self.ipam.leases().into_iter().map(|(_, uid)| uid));
+            for uid in orphans.difference(&known) {
+                if self.workers().start(uid, true, now) {
+                    self.spawn_worker(uid.clone(), None);
+                }
+            }
+            known.extend(orphans);
+            // Orphans cleaned up completely are forgotten.
+            self.workers().retain(&known);
+        }
+        if full {
+            st.last_full = Some(std::time::Instant::now());
+            {
+                let workers = self.workers();
+                self.local().retain(|uid, _| known.contains(uid) || workers.is_busy(uid));
+            }
+            // One listing with every task's state (each an RPC to its shim).
+            let running: Vec<ContainerInfo> =
+                self.runtime.list().await?.into_iter().filter(|c| matches!(c.state, super::runtime::ContainerState::Running { .. })).collect();
+            let ids: BTreeSet<&str> = running.iter().map(|c| c.id.as_str()).collect();
+            self.probes().retain(|(id, _), _| ids.contains(id.as_str()));
+            self.rotate_logs(&running);
+        }
+        Ok(self.workers().next_wake())
+    }
+
+    /// Sync one pod (or clean up after one the API no longer has) on a task of its own.
+    fn spawn_worker(self: &Arc<Self>, uid: String, pod: Option<Pod>) {
+        let this = self.clone();
+        tokio::spawn(async move {
+            let sync = {
+                let (this, uid) = (this.clone(), uid.clone());
+                tokio::spawn(async move {
+                    match &pod {
+                        Some(pod) => this.sync_pod(pod, &uid).await,
+                        None => this.sync_orphan(&uid).await,
+                    }
+                })
+            };
+            let (acted, wake_at) = sync.await.unwrap_or_else(|e| {
+                tracing::error!(uid, error = %e, "a pod sync panicked; the pod is synced again at the next full pass");
+                (false, None)
+            });
+            if this.workers().done(&uid, acted, wake_at) {
+                this.wake.notify_one();
+            }
+        });
+    }
+
+    fn node_net(&self) -> Option<NodeNet> {
+        self.node_net.lock().expect("node net lock").clone()
+    }
+
+    /// Record the probe results that arrived, and requeue their pods.
+    fn record_probe_results(&self) {
+        let mut rx = self.probe_rx.lock().expect("probe results lock");
+        while let Ok((uid, id, kind, spec, outcome, at)) = rx.try_recv() {
             self.probing.lock().expect("probe lock").remove(&(id.clone(), kind));
             let mut probes = self.probes();
             let state = probes.entry((id.clone(), kind)).or_default();
@@ -224,39 +368,9 @@ impl<R: ContainerRuntime + 'static, N: PodNetwork, G: Registry> Kubelet<R, N, G>
                 tracing::info!(container = %id, ?kind, %message, "probe failed");
             }
             *state = probe::record(&spec, state, ok, message, at);
+            drop(probes);
+            self.workers().requeue(&uid);
         }
-        let selector = format!("spec.nodeName={}", self.cfg.node_name);
-        let list = self.api.client.json(Method::GET, &format!("{}/api/v1/pods?fieldSelector={selector}", self.api.base), None).await?;
-        let pods: Vec<Pod> = serde_json::from_value(list["items"].clone())?;
-        let mut by_pod = group_by_pod(self.runtime.list().await?);
-        let mut seen = BTreeSet::new();
-        let mut work = Vec::new();
-        for pod in &pods {
-            let Some(uid) = pod.metadata.uid.clone() else { continue };
-            seen.insert(uid.clone());
-            work.push((pod, uid.clone(), by_pod.remove(&uid).unwrap_or_default()));
-        }
-        // Pods are independent: sync several at once (container starts wait on runc).
-        let this = &*self;
-        let syncs: Vec<_> = work.iter().map(|(pod, uid, containers)| this.sync_pod(pod, uid, containers.clone())).collect();
-        let wakes: Vec<Option<SystemTime>> = futures::stream::iter(syncs).buffer_unordered(PARALLEL_PODS).collect().await;
-        let mut wake = wakes.into_iter().fold(None, min_time);
-        // Whatever is on the node for a pod the API no longer has: stop and remove it.
-        let mut orphans: BTreeSet<String> = by_pod.keys().cloned().collect();
-        orphans.extend(self.net.sandboxes());
-        orphans.extend(self.ipam.leases()?.into_iter().map(|(_, uid)| uid));
-        for uid in orphans.difference(&seen) {
-            let containers = by_pod.remove(uid).unwrap_or_default();
-            wake = min_time(wake, self.sync_orphan(uid, containers).await);
-        }
-        self.local().retain(|uid, _| seen.contains(uid));
-        // One listing after the pass (each container's state is an RPC to its shim).
-        let running: Vec<ContainerInfo> =
-            self.runtime.list().await?.into_iter().filter(|c| matches!(c.state, super::runtime::ContainerState::Running { .. })).collect();
-        let ids: BTreeSet<&str> = running.iter().map(|c| c.id.as_str()).collect();
-        self.probes().retain(|(id, _), _| ids.contains(id.as_str()));
-        self.rotate_logs(&running);
-        Ok(wake)
     }
 
     /// Rotate the log files of running containers that grew past the limit.
@@ -272,19 +386,18 @@ impl<R: ContainerRuntime + 'static, N: PodNetwork, G: Registry> Kubelet<R, N, G>
     }
 
     /// The node's pod CIDR (bridge) and routes to every other node's pod CIDR.
-    async fn sync_node(&mut self) -> anyhow::Result<()> {
-        let list = self.api.client.json(Method::GET, &format!("{}/api/v1/nodes", self.api.base), None).await?;
-        let nodes: Vec<Node> = serde_json::from_value(list["items"].clone())?;
+    async fn sync_node(&self, st: &mut LoopState) -> anyhow::Result<()> {
         let mut routes = BTreeMap::new();
-        for n in &nodes {
+        for obj in st.nodes.objects() {
+            let n: Node = serde_json::from_value(obj)?;
             let cidr = n.spec.as_ref().and_then(|s| s.pod_cidr.as_deref()).and_then(|c| c.parse::<Ipv4Net>().ok());
             let Some(cidr) = cidr else { continue };
             if n.metadata.name.as_deref() == Some(self.cfg.node_name.as_str()) {
                 let want = NodeNet { pod_cidr: cidr, cluster_cidr: self.cfg.cluster_cidr };
-                if self.node_net.as_ref() != Some(&want) {
+                if self.node_net().as_ref() != Some(&want) {
                     self.net.ensure_node(&want).await?;
                     tracing::info!(pod_cidr = %cidr, "pod network ready");
-                    self.node_net = Some(want);
+                    *self.node_net.lock().expect("node net lock") = Some(want);
                 }
                 continue;
             }
@@ -293,9 +406,9 @@ impl<R: ContainerRuntime + 'static, N: PodNetwork, G: Registry> Kubelet<R, N, G>
                 routes.insert(cidr, ip);
             }
         }
-        if routes != self.routes {
+        if routes != st.routes {
             self.net.sync_routes(&routes).await?;
-            self.routes = routes;
+            st.routes = routes;
         }
         Ok(())
     }
@@ -315,10 +428,24 @@ impl<R: ContainerRuntime + 'static, N: PodNetwork, G: Registry> Kubelet<R, N, G>
     }
 
     fn lease(&self, uid: &str) -> Option<Ipv4Addr> {
-        self.ipam.leases().ok()?.into_iter().find(|(_, u)| u == uid).map(|(ip, _)| ip)
+        self.ipam.lease_of(uid)
     }
 
-    async fn sync_pod(&self, pod: &Pod, uid: &str, containers: BTreeMap<String, Vec<Attempt>>) -> Option<SystemTime> {
+    /// The pod's containers, every attempt, as the runtime has them now.
+    async fn containers_of(&self, uid: &str) -> Result<BTreeMap<String, Vec<Attempt>>, RuntimeError> {
+        Ok(group_by_pod(self.runtime.list_labeled(LABEL_UID, uid).await?).remove(uid).unwrap_or_default())
+    }
+
+    /// Observe, plan, act and report one pod; returns whether it acted, and when it wants
+    /// to be looked at again.
+    async fn sync_pod(&self, pod: &Pod, uid: &str) -> (bool, Option<SystemTime>) {
+        let containers = match self.containers_of(uid).await {
+            Ok(c) => c,
+            Err(e) => {
+                tracing::warn!(pod = %pod_name(pod), error = %e, "listing the pod's containers");
+                return (false, None);
+            }
+        };
         let spec = pod.spec.clone().unwrap_or_default();
         let deleting = pod.metadata.deletion_timestamp.is_some();
         let grace = pod.metadata.deletion_grace_period_seconds.or(spec.termination_grace_period_seconds).unwrap_or(30).max(0);
@@ -336,7 +463,7 @@ impl<R: ContainerRuntime + 'static, N: PodNetwork, G: Registry> Kubelet<R, N, G>
             now,
             backoff: self.cfg.backoff,
         });
-        // Look again right away after progress; after a failure, at the next resync.
+        // Looked at again right away after progress; after a failure, at the next full pass.
         let mut acted = false;
         let idle = p.actions.is_empty();
         for action in p.actions {
@@ -352,10 +479,7 @@ impl<R: ContainerRuntime + 'static, N: PodNetwork, G: Registry> Kubelet<R, N, G>
             // Without actions the containers are as this pass saw them: no need to ask again.
             self.report_status(pod, uid, &spec, &p.waiting, &readiness, idle.then_some(observed.containers)).await;
         }
-        if acted {
-            self.wake.notify_one();
-        }
-        min_time(p.wake_at, probe_wake)
+        (acted, min_time(p.wake_at, probe_wake))
     }
 
     /// Start the probes that are due for the pod's running containers; returns the
@@ -399,10 +523,10 @@ impl<R: ContainerRuntime + 'static, N: PodNetwork, G: Registry> Kubelet<R, N, G>
                 if due <= now && !self.probing.lock().expect("probe lock").contains(&key) {
                     if let Some(ip) = pod_ip {
                         self.probing.lock().expect("probe lock").insert(key.clone());
-                        let (rt, tx, wake_loop, kind) = (self.runtime.clone(), self.probe_tx.clone(), self.wake.clone(), *kind);
+                        let (rt, tx, wake_loop, kind, uid) = (self.runtime.clone(), self.probe_tx.clone(), self.wake.clone(), *kind, uid.to_string());
                         tokio::spawn(async move {
                             let outcome = probe::run(rt.as_ref(), &key.0, ip, &pspec).await;
-                            let _ = tx.send((key.0, kind, pspec, outcome, SystemTime::now()));
+                            let _ = tx.send((uid, key.0, kind, pspec, outcome, SystemTime::now()));
                             wake_loop.notify_one();
                         });
                     }
@@ -419,41 +543,41 @@ impl<R: ContainerRuntime + 'static, N: PodNetwork, G: Registry> Kubelet<R, N, G>
         (unhealthy, readiness, wake)
     }
 
-    async fn sync_orphan(&self, uid: &str, containers: BTreeMap<String, Vec<Attempt>>) -> Option<SystemTime> {
-        let grace = self.orphan_grace(uid).await;
+    /// Stop and remove what is left on the node of a pod the API no longer has.
+    async fn sync_orphan(&self, uid: &str) -> (bool, Option<SystemTime>) {
+        let listed = match self.runtime.list_labeled(LABEL_UID, uid).await {
+            Ok(l) => l,
+            Err(e) => {
+                tracing::warn!(uid, error = %e, "listing a deleted pod's containers");
+                return (false, None);
+            }
+        };
+        // The longest grace period its containers were started with.
+        let grace = listed.iter().filter_map(|c| c.labels.get(LABEL_GRACE).and_then(|g| g.parse::<u64>().ok())).max().unwrap_or(0);
+        let containers = group_by_pod(listed).remove(uid).unwrap_or_default();
         let observed = Observed { containers, sandbox: self.sandbox_present(uid), unhealthy: vec![] };
         let terminating = self.local().entry(uid.to_string()).or_default().terminating.clone();
         let spec = PodSpec::default();
         let p = plan::plan(&plan::Input {
             spec: &spec,
             deleting: true,
-            grace,
+            grace: Duration::from_secs(grace),
             observed: &observed,
             terminating: &terminating,
             now: SystemTime::now(),
             backoff: self.cfg.backoff,
         });
+        let mut acted = false;
         for action in p.actions {
-            if let Err(e) = self.execute(None, uid, &spec, action).await {
-                tracing::warn!(uid, error = %e, "cleaning up a deleted pod");
-                break;
+            match self.execute(None, uid, &spec, action).await {
+                Ok(()) => acted = true,
+                Err(e) => {
+                    tracing::warn!(uid, error = %e, "cleaning up a deleted pod");
+                    break;
+                }
             }
         }
-        p.wake_at
-    }
-
-    async fn orphan_grace(&self, uid: &str) -> Duration {
-        let secs = self
-            .runtime
-            .list()
-            .await
-            .unwrap_or_default()
-            .iter()
-            .filter(|c| c.labels.get(LABEL_UID).map(String::as_str) == Some(uid))
-            .filter_map(|c| c.labels.get(LABEL_GRACE).and_then(|g| g.parse::<u64>().ok()))
-            .max()
-            .unwrap_or(0);
-        Duration::from_secs(secs)
+        (acted, p.wake_at)
     }
 
     async fn execute(&self, pod: Option<&Pod>, uid: &str, spec: &PodSpec, action: Action) -> anyhow::Result<()> {
@@ -532,104 +656,6 @@ impl<R: ContainerRuntime + 'static, N: PodNetwork, G: Registry> Kubelet<R, N, G>
         }
     }
 
-    /// Lease an IP, plug the network in, write the pod's /etc files.
-    async fn sandbox(&self, pod: &Pod, uid: &str) -> anyhow::Result<()> {
-        let node = self.node_net.clone().ok_or_else(|| anyhow::anyhow!("this node has no pod CIDR yet"))?;
-        let ip = {
-            let _one_at_a_time = self.leasing.lock().await;
-            self.ipam.lease(node.pod_cidr, uid)?
-        };
-        self.net.setup(uid, &node, ip).await?;
-        let etc = self.pod_dir(uid).join("etc");
-        std::fs::create_dir_all(&etc)?;
-        let host = hostname(pod);
-        let ns = namespace(pod);
-        std::fs::write(etc.join("hostname"), format!("{host}\n"))?;
-        std::fs::write(etc.join("hosts"), format!("127.0.0.1\tlocalhost\n::1\tlocalhost ip6-localhost ip6-loopback\n{ip}\t{host}\n"))?;
-        std::fs::write(
-            etc.join("resolv.conf"),
-            format!("search {ns}.svc.cluster.local svc.cluster.local cluster.local\nnameserver {}\noptions ndots:5\n", node.gateway()),
-        )?;
-        std::fs::write(self.sandbox_marker(uid), ip.to_string())?;
-        Ok(())
-    }
-
-    async fn start(&self, pod: &Pod, uid: &str, c: &Container, init: bool, attempt: u32) -> Result<(), StartError> {
-        let refs = inputs::fetch_refs(&self.api, pod).await.map_err(StartError::Config)?;
-        let image = c.image.clone().unwrap_or_default();
-        let image = self.puller.ensure(&*self.runtime, uid, &image, pull::policy(c), &refs.pull_secrets).await.map_err(StartError::Image)?;
-        let image_cfg = self.runtime.image_config(&image).await.map_err(StartError::Runtime)?;
-        let digest = self.runtime.image_digest(&image).await.map_err(StartError::Runtime)?.unwrap_or_default();
-        let image_id = pull::digest_name(&image, &digest);
-        let ip = self.lease(uid).map(|ip| ip.to_string()).unwrap_or_default();
-        let mut env = image_cfg.env.clone();
-        for (k, v) in inputs::resolve_env(pod, c, &refs, &ip, &self.cfg.node_ip).map_err(StartError::Config)? {
-            env.retain(|(n, _)| *n != k);
-            env.push((k, v));
-        }
-        let pod_dir = self.pod_dir(uid);
-        let volumes = inputs::prepare_volumes(&self.api, pod, &pod_dir, &refs).await.map_err(StartError::Config)?;
-        let read_only: Vec<String> = pod
-            .spec
-            .iter()
-            .flat_map(|s| s.volumes.iter().flatten())
-            .filter(|v| v.config_map.is_some() || v.secret.is_some())
-            .map(|v| v.name.clone())
-            .collect();
-        let mut mounts = inputs::mounts_for(c, &volumes, &read_only).map_err(StartError::Config)?;
-        for f in ["hosts", "hostname", "resolv.conf"] {
-            mounts.push((pod_dir.join("etc").join(f), format!("/etc/{f}"), false));
-        }
-        let limits = c.resources.as_ref().and_then(|r| r.limits.as_ref());
-        let requests = c.resources.as_ref().and_then(|r| r.requests.as_ref());
-        let quantity = |m: Option<&BTreeMap<String, k8s_openapi::apimachinery::pkg::api::resource::Quantity>>, k: &str, f: fn(&str) -> Option<i64>| {
-            m.and_then(|m| m.get(k)).and_then(|q| f(&q.0))
-        };
-        let id = container_id(uid, &c.name, attempt);
-        let grace = pod.spec.as_ref().and_then(|s| s.termination_grace_period_seconds).unwrap_or(30);
-        let labels = BTreeMap::from([
-            (LABEL_UID.to_string(), uid.to_string()),
-            (LABEL_NAMESPACE.to_string(), namespace(pod).to_string()),
-            (LABEL_POD.to_string(), pod_name(pod).to_string()),
-            (LABEL_CONTAINER.to_string(), c.name.clone()),
-            (LABEL_ATTEMPT.to_string(), attempt.to_string()),
-            (LABEL_GRACE.to_string(), grace.to_string()),
-            (LABEL_IMAGE_ID.to_string(), image_id),
-            ("orch.dev/init".to_string(), init.to_string()),
-        ]);
-        let paths = SandboxPaths::new(&self.cfg.run_dir, uid);
-        let config = ContainerConfig {
-            id: id.clone(),
-            image,
-            args: image_cfg.argv(c.command.as_deref().unwrap_or_default(), c.args.as_deref().unwrap_or_default()),
-            env,
-            working_dir: c.working_dir.clone().or(image_cfg.working_dir.clone()),
-            hostname: hostname(pod),
-            netns: Some(paths.netns),
-            ipcns: Some(paths.ipcns),
-            mounts,
-            memory_limit: quantity(limits, "memory", quantity::bytes),
-            cpu_limit_millis: quantity(limits, "cpu", quantity::cpu_millis),
-            cpu_request_millis: quantity(requests, "cpu", quantity::cpu_millis).or(quantity(limits, "cpu", quantity::cpu_millis)),
-            cgroup: format!("/{}/{uid}/{id}", self.cfg.cgroup_parent.trim_matches('/')),
-            log_path: Self::log_path(&self.cfg.data_dir, uid, &c.name, attempt),
-            labels,
-        };
-        if config.args.is_empty() {
-            return Err(StartError::Config(inputs::InputError::Missing(format!("container {:?} has no command and its image none", c.name))));
-        }
-        match self.runtime.run(&config).await {
-            Err(RuntimeError::Runtime(m)) if m.contains("AlreadyExists") => {
-                // A start that failed half-way earlier: remove the remains and start again.
-                let _ = self.runtime.remove(&id).await;
-                self.runtime.run(&config).await.map_err(StartError::Runtime)?;
-            }
-            other => other.map_err(StartError::Runtime)?,
-        }
-        tracing::info!(pod = %pod_name(pod), container = %c.name, attempt, "container started");
-        Ok(())
-    }
-
     /// Write the pod's status if it changed. `seen`: the pod's containers as observed, if no
     /// action changed them since; else they are listed again.
     async fn report_status(
@@ -690,16 +716,6 @@ fn same_status(old: &Value, new: &Value) -> bool {
     old == new
 }
 
-#[derive(Debug, thiserror::Error)]
-enum StartError {
-    #[error("{0}")]
-    Image(pull::ImageError),
-    #[error("{0}")]
-    Config(inputs::InputError),
-    #[error("{0}")]
-    Runtime(RuntimeError),
-}
-
 fn pod_name(pod: &Pod) -> &str {
     pod.metadata.name.as_deref().unwrap_or_default()
 }
@@ -723,26 +739,6 @@ fn remove_cgroups(parent: &str, uid: &str) {
                 tracing::debug!(dir = %dir.display(), error = %e, "removing a pod cgroup");
             }
         }
-    }
-}
-
-/// Wake the loop on every event of a watch (`path`, through the node's API), reconnecting
-/// after errors. Missed events only delay a pass until the next resync.
-async fn wake_on_changes(api: Api, path: String, wake: Arc<Notify>) {
-    use http_body_util::BodyExt;
-    loop {
-        let url = format!("{}{path}", api.base);
-        if let Ok(resp) = api.client.send(Method::GET, &url, None, bytes::Bytes::new()).await {
-            if resp.status().is_success() {
-                let mut body = resp.into_body();
-                while let Some(Ok(frame)) = body.frame().await {
-                    if frame.data_ref().is_some_and(|d| !d.is_empty()) {
-                        wake.notify_one();
-                    }
-                }
-            }
-        }
-        tokio::time::sleep(Duration::from_secs(1)).await;
     }
 }
 

@@ -17,7 +17,7 @@ use hickory_server::server::{Request, RequestHandler, ResponseHandler, ResponseI
 use hickory_server::ServerFuture;
 use ipnet::Ipv4Net;
 
-use super::cache::{Changed, WatchCache};
+use crate::watch_cache::{Changed, WatchCache};
 use super::dns::{Answer, Zone};
 use super::nftables::NftablesDataplane;
 

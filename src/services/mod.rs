@@ -3,7 +3,6 @@
 //! of Services and Endpoints through the node's own API. `model` and `dns::answer` are
 //! pure; `proxy` and `dns_server` are the loops around them.
 
-pub mod cache;
 pub mod dns;
 pub mod dns_server;
 pub mod ipvs;

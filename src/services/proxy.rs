@@ -9,7 +9,7 @@ use std::net::Ipv4Addr;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use super::cache::{Changed, WatchCache};
+use crate::watch_cache::{Changed, WatchCache};
 use super::model::{self, Backend, Table};
 use super::{Dataplane, DataplaneError};
 use crate::clock::Clock;
