@@ -33,6 +33,29 @@ pub struct Rss {
     pub file_kib: u64,
 }
 
+/// A run's wall time (first create to last pod running) and the CPU time the whole
+/// machine spent meanwhile: every process (orchd, containerd, shims, runc) and the kernel.
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct CpuUse {
+    pub wall_ms: f64,
+    pub cpu_ms: f64,
+    /// cpu / wall: how many of the machine's cores the run kept busy on average.
+    pub cores_busy: f64,
+}
+
+/// The unit of /proc/stat (USER_HZ): 100 on every architecture Linux supports today.
+const USER_HZ: f64 = 100.0;
+
+/// CPU time the machine has spent busy since boot, all cores: /proc/stat's `cpu` line less
+/// idle and iowait (10 ms resolution).
+pub fn cpu_busy() -> Duration {
+    let stat = std::fs::read_to_string("/proc/stat").unwrap_or_default();
+    let ticks: Vec<u64> = stat.lines().next().unwrap_or_default().split_whitespace().skip(1).filter_map(|t| t.parse().ok()).collect();
+    // user nice system idle iowait irq softirq steal (guest time is counted in user).
+    let busy: u64 = ticks.iter().take(8).enumerate().filter(|(i, _)| *i != 3 && *i != 4).map(|(_, t)| t).sum();
+    Duration::from_secs_f64(busy as f64 / USER_HZ)
+}
+
 pub fn summarize(name: &str, mut d: Vec<Duration>) -> Latencies {
     d.sort();
     let pct = |p: f64| d.get(((d.len() as f64 * p).ceil() as usize).clamp(1, d.len().max(1)) - 1).map_or(0.0, |x| x.as_secs_f64() * 1000.0);
@@ -43,7 +66,8 @@ pub fn summarize(name: &str, mut d: Vec<Duration>) -> Latencies {
 /// returns per pod the time from its acknowledged create to the watch event showing it
 /// running. A watch, not polling: listing every pod every few milliseconds took CPU from
 /// the nodes being measured.
-async fn start(c: &Cluster, names: &[String]) -> anyhow::Result<Vec<Duration>> {
+/// Returns the pods' latencies, and the run's wall and busy CPU time.
+async fn start(c: &Cluster, names: &[String]) -> anyhow::Result<(Vec<Duration>, Duration, Duration)> {
     let list = c.client.json(hyper::Method::GET, &c.url(0, "/api/v1/namespaces/default/pods"), None).await?;
     let from = list["metadata"]["resourceVersion"].as_str().context("list resourceVersion")?.to_string();
     let mut events = crate::watch::open(&c.client, &c.url(0, &format!("/api/v1/namespaces/default/pods?watch=true&resourceVersion={from}"))).await?;
@@ -57,6 +81,7 @@ async fn start(c: &Cluster, names: &[String]) -> anyhow::Result<Vec<Duration>> {
         }
     });
     let mut created = std::collections::HashMap::new();
+    let (began, cpu_before) = (Instant::now(), cpu_busy());
     for (i, name) in names.iter().enumerate() {
         let node = &c.nodes[i % c.nodes.len()].name;
         pods::create(c, 0, &pod(name, node, "Always", json!([container("app", "exec sleep 3600")]))).await?;
@@ -73,8 +98,9 @@ async fn start(c: &Cluster, names: &[String]) -> anyhow::Result<Vec<Duration>> {
             done.push(at.saturating_duration_since(t));
         }
     }
+    let (wall, cpu) = (began.elapsed(), cpu_busy().saturating_sub(cpu_before));
     watcher.abort();
-    Ok(done)
+    Ok((done, wall, cpu))
 }
 
 async fn delete_all(c: &Cluster, names: &[String]) -> anyhow::Result<()> {
@@ -86,6 +112,10 @@ async fn delete_all(c: &Cluster, names: &[String]) -> anyhow::Result<()> {
         Ok(list["items"].as_array().is_some_and(Vec::is_empty))
     })
     .await
+}
+
+fn cores() -> usize {
+    std::thread::available_parallelism().map_or(1, usize::from)
 }
 
 /// A `/proc/PID/status` field in KiB (0 if the process is gone).
@@ -119,13 +149,15 @@ pub async fn bench(out: &Path, pods_per_run: usize) -> anyhow::Result<()> {
     delete_all(&c, &warm[..c.nodes.len()]).await?;
 
     let seq = names("seq");
-    let mut sequential = Vec::new();
+    let (mut sequential, mut seq_wall, mut seq_cpu) = (Vec::new(), Duration::ZERO, Duration::ZERO);
     for n in &seq {
-        sequential.extend(start(&c, std::slice::from_ref(n)).await?);
+        let (times, wall, cpu) = start(&c, std::slice::from_ref(n)).await?;
+        sequential.extend(times);
+        (seq_wall, seq_cpu) = (seq_wall + wall, seq_cpu + cpu);
     }
     delete_all(&c, &seq).await?;
     let burst = names("burst");
-    let burst_times = start(&c, &burst).await?;
+    let (burst_times, burst_wall, burst_cpu) = start(&c, &burst).await?;
     delete_all(&c, &burst).await?;
 
     // Idle: no pods, heartbeats only, for a few heartbeat intervals.
@@ -133,15 +165,21 @@ pub async fn bench(out: &Path, pods_per_run: usize) -> anyhow::Result<()> {
     let rss: Vec<Rss> = c.nodes.iter().map(rss).collect();
 
     let runs = vec![summarize("one at a time", sequential), summarize(&format!("burst of {pods_per_run}"), burst_times)];
-    write_report(out, &runs, &rss)
+    let cpu = vec![cpu_use(seq_wall, seq_cpu), cpu_use(burst_wall, burst_cpu)];
+    write_report(out, &runs, &cpu, &rss)
 }
 
-fn write_report(out: &Path, runs: &[Latencies], rss: &[Rss]) -> anyhow::Result<()> {
+fn cpu_use(wall: Duration, cpu: Duration) -> CpuUse {
+    let (wall_ms, cpu_ms) = (wall.as_secs_f64() * 1000.0, cpu.as_secs_f64() * 1000.0);
+    CpuUse { wall_ms, cpu_ms, cores_busy: if wall_ms > 0.0 { cpu_ms / wall_ms } else { 0.0 } }
+}
+
+fn write_report(out: &Path, runs: &[Latencies], cpu: &[CpuUse], rss: &[Rss]) -> anyhow::Result<()> {
     std::fs::create_dir_all(out)?;
     // The orchd measured (its build profile is in the path: target/{debug,release,dist}).
     let orchd = crate::cluster::bin_dir().join("orchd");
     let orchd = std::fs::canonicalize(&orchd).unwrap_or(orchd).display().to_string();
-    let json = json!({"runs": runs, "idle_rss": rss, "orchd": orchd});
+    let json = json!({"runs": runs, "cpu": cpu, "idle_rss": rss, "orchd": orchd, "cores": cores()});
     std::fs::write(out.join("pod-startup.json"), serde_json::to_string_pretty(&json)?)?;
     let mut md = String::from(
         "# Pod start latency and idle memory\n\n\
@@ -150,9 +188,18 @@ fn write_report(out: &Path, runs: &[Latencies], rss: &[Rss]) -> anyhow::Result<(
          acknowledged create of a pod bound to a node to its container reported running in the pod's \
          status (the event of a watch opened before the creates). Goal: p99 ≤ 1 s.\n\n",
     );
-    md.push_str(&format!("orchd measured: `{orchd}` (1 KiB = 1024 bytes; 32 MB = 30.5 MiB).\n\n| run | pods | p50 ms | p99 ms | max ms |\n|---|---:|---:|---:|---:|\n"));
-    for r in runs {
-        md.push_str(&format!("| {} | {} | {:.0} | {:.0} | {:.0} |\n", r.name, r.pods, r.p50_ms, r.p99_ms, r.max_ms));
+    md.push_str(&format!(
+        "orchd measured: `{orchd}` (1 KiB = 1024 bytes; 32 MB = 30.5 MiB). CPU: the whole machine's busy time ({} cores) \
+         from the first create to the last pod running, all processes and the kernel.\n\n\
+         | run | pods | p50 ms | p99 ms | max ms | wall ms | CPU ms | CPU ms per pod | cores busy |\n|---|---:|---:|---:|---:|---:|---:|---:|---:|\n",
+        cores()
+    ));
+    for (r, c) in runs.iter().zip(cpu) {
+        let per_pod = c.cpu_ms / r.pods.max(1) as f64;
+        md.push_str(&format!(
+            "| {} | {} | {:.0} | {:.0} | {:.0} | {:.0} | {:.0} | {per_pod:.0} | {:.2} |\n",
+            r.name, r.pods, r.p50_ms, r.p99_ms, r.max_ms, c.wall_ms, c.cpu_ms, c.cores_busy
+        ));
     }
     md.push_str("\nResident memory (VmRSS) of idle orchd processes, 40 s after the last pod was deleted. Goal: ≤ 32 MB for a worker.\n\n| node | role | RSS MiB | anonymous MiB | file-backed MiB |\n|---|---|---:|---:|---:|\n");
     let mib = |k: u64| k as f64 / 1024.0;
