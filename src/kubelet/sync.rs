@@ -12,7 +12,7 @@ use std::time::{Duration, SystemTime};
 
 use hyper::Method;
 use ipnet::Ipv4Net;
-use k8s_openapi::api::core::v1::{Node, Pod, PodSpec};
+use k8s_openapi::api::core::v1::{Pod, PodSpec};
 use serde_json::Value;
 use tokio::sync::Notify;
 
@@ -202,8 +202,8 @@ impl<R: ContainerRuntime + 'static, N: PodNetwork + 'static, G: Registry + 'stat
         data_dir.join("pods").join(uid).join("logs").join(container).join(format!("{attempt}.log"))
     }
 
-    /// Run forever: a pass on every change of this node's pods or of the nodes, when a
-    /// worker asks, and at least every `resync` (a full pass over every pod).
+    /// Run forever: a pass on every change of this node's pods, when a worker asks, and at
+    /// least every `resync` (a full pass over every pod).
     pub async fn run(self) {
         let node = &self.cfg.node_name;
         let mut st = LoopState {
@@ -216,7 +216,9 @@ impl<R: ContainerRuntime + 'static, N: PodNetwork + 'static, G: Registry + 'stat
             routes: BTreeMap::new(),
             api_lost: false,
         };
-        let (mut pods_changed, mut nodes_changed) = (st.pods.subscribe(), st.nodes.subscribe());
+        // Node changes (mostly heartbeats) do not wake the loop: they are read at the next
+        // pass, a pod's change or the full pass every `resync`.
+        let mut pods_changed = st.pods.subscribe();
         let this = Arc::new(self);
         loop {
             let next = match this.pass(&mut st).await {
@@ -230,7 +232,6 @@ impl<R: ContainerRuntime + 'static, N: PodNetwork + 'static, G: Registry + 'stat
                 _ = tokio::time::sleep(next) => {}
                 _ = this.wake.notified() => {}
                 _ = pods_changed.changed() => {}
-                _ = nodes_changed.changed() => {}
             }
         }
     }
@@ -385,25 +386,30 @@ impl<R: ContainerRuntime + 'static, N: PodNetwork + 'static, G: Registry + 'stat
         }
     }
 
-    /// The node's pod CIDR (bridge) and routes to every other node's pod CIDR.
+    /// The node's pod CIDR (bridge) and routes to every other node's pod CIDR, read in
+    /// place from the cache (a Node's status is mostly its image list).
     async fn sync_node(&self, st: &mut LoopState) -> anyhow::Result<()> {
+        let mut own = None;
         let mut routes = BTreeMap::new();
-        for obj in st.nodes.objects() {
-            let n: Node = serde_json::from_value(obj)?;
-            let cidr = n.spec.as_ref().and_then(|s| s.pod_cidr.as_deref()).and_then(|c| c.parse::<Ipv4Net>().ok());
-            let Some(cidr) = cidr else { continue };
-            if n.metadata.name.as_deref() == Some(self.cfg.node_name.as_str()) {
-                let want = NodeNet { pod_cidr: cidr, cluster_cidr: self.cfg.cluster_cidr };
-                if self.node_net().as_ref() != Some(&want) {
-                    self.net.ensure_node(&want).await?;
-                    tracing::info!(pod_cidr = %cidr, "pod network ready");
-                    *self.node_net.lock().expect("node net lock") = Some(want);
-                }
-                continue;
+        st.nodes.objects_where(|n| {
+            let Some(cidr) = n["spec"]["podCIDR"].as_str().and_then(|c| c.parse::<Ipv4Net>().ok()) else { return false };
+            if n["metadata"]["name"].as_str() == Some(self.cfg.node_name.as_str()) {
+                own = Some(cidr);
+                return false;
             }
-            let ip = n.status.as_ref().and_then(|s| s.addresses.as_ref()).and_then(|a| a.iter().find(|a| a.type_ == "InternalIP"));
-            if let Some(ip) = ip.and_then(|a| a.address.parse::<Ipv4Addr>().ok()) {
+            let addresses = n["status"]["addresses"].as_array().into_iter().flatten();
+            let ip = addresses.filter(|a| a["type"] == "InternalIP").find_map(|a| a["address"].as_str()?.parse::<Ipv4Addr>().ok());
+            if let Some(ip) = ip {
                 routes.insert(cidr, ip);
+            }
+            false
+        });
+        if let Some(cidr) = own {
+            let want = NodeNet { pod_cidr: cidr, cluster_cidr: self.cfg.cluster_cidr };
+            if self.node_net().as_ref() != Some(&want) {
+                self.net.ensure_node(&want).await?;
+                tracing::info!(pod_cidr = %cidr, "pod network ready");
+                *self.node_net.lock().expect("node net lock") = Some(want);
             }
         }
         if routes != st.routes {
