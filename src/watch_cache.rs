@@ -76,9 +76,12 @@ impl WatchCache {
         self.state.lock().expect("cache lock").objects.values().cloned().collect()
     }
 
-    /// The objects `keep` accepts (looked at in place, cloned only when kept).
-    pub fn objects_where(&self, mut keep: impl FnMut(&Value) -> bool) -> Vec<Value> {
-        self.state.lock().expect("cache lock").objects.values().filter(|v| keep(v)).cloned().collect()
+    /// Look at every object in place with its `namespace/name` key (the cache is locked
+    /// meanwhile: `f` must not call back into it).
+    pub fn visit(&self, mut f: impl FnMut(&str, &Value)) {
+        for (key, obj) in &self.state.lock().expect("cache lock").objects {
+            f(key, obj);
+        }
     }
 
     /// One object by `namespace/name`.

@@ -279,11 +279,13 @@ impl<R: ContainerRuntime + 'static, N: PodNetwork + 'static, G: Registry + 'stat
         let now = SystemTime::now();
         let mut known = BTreeSet::new();
         // Every pod is looked at in place; only those due are copied out for a worker.
-        let due = st.pods.objects_where(|obj| {
-            let Some(uid) = obj["metadata"]["uid"].as_str() else { return false };
+        let mut due = Vec::new();
+        st.pods.visit(|key, obj| {
+            let Some(uid) = obj["metadata"]["uid"].as_str() else { return };
             known.insert(uid.to_string());
-            let key = format!("{}/{}", obj["metadata"]["namespace"].as_str().unwrap_or(""), obj["metadata"]["name"].as_str().unwrap_or(""));
-            self.workers().start(uid, full || keys.contains(&key), now)
+            if self.workers().start(uid, full || keys.contains(key), now) {
+                due.push(obj.clone());
+            }
         });
         for obj in due {
             let uid = obj["metadata"]["uid"].as_str().unwrap_or_default().to_string();
@@ -331,6 +333,8 @@ impl<R: ContainerRuntime + 'static, N: PodNetwork + 'static, G: Registry + 'stat
     fn spawn_worker(self: &Arc<Self>, uid: String, pod: Option<Pod>) {
         let this = self.clone();
         tokio::spawn(async move {
+            // The sync runs on an inner task so that a panic in it still ends the pod's
+            // worker (`done`) instead of leaving the pod busy forever.
             let sync = {
                 let (this, uid) = (this.clone(), uid.clone());
                 tokio::spawn(async move {
@@ -391,18 +395,17 @@ impl<R: ContainerRuntime + 'static, N: PodNetwork + 'static, G: Registry + 'stat
     async fn sync_node(&self, st: &mut LoopState) -> anyhow::Result<()> {
         let mut own = None;
         let mut routes = BTreeMap::new();
-        st.nodes.objects_where(|n| {
-            let Some(cidr) = n["spec"]["podCIDR"].as_str().and_then(|c| c.parse::<Ipv4Net>().ok()) else { return false };
+        st.nodes.visit(|_, n| {
+            let Some(cidr) = n["spec"]["podCIDR"].as_str().and_then(|c| c.parse::<Ipv4Net>().ok()) else { return };
             if n["metadata"]["name"].as_str() == Some(self.cfg.node_name.as_str()) {
                 own = Some(cidr);
-                return false;
+                return;
             }
             let addresses = n["status"]["addresses"].as_array().into_iter().flatten();
             let ip = addresses.filter(|a| a["type"] == "InternalIP").find_map(|a| a["address"].as_str()?.parse::<Ipv4Addr>().ok());
             if let Some(ip) = ip {
                 routes.insert(cidr, ip);
             }
-            false
         });
         if let Some(cidr) = own {
             let want = NodeNet { pod_cidr: cidr, cluster_cidr: self.cfg.cluster_cidr };
@@ -470,17 +473,8 @@ impl<R: ContainerRuntime + 'static, N: PodNetwork + 'static, G: Registry + 'stat
             backoff: self.cfg.backoff,
         });
         // Looked at again right away after progress; after a failure, at the next full pass.
-        let mut acted = false;
         let idle = p.actions.is_empty();
-        for action in p.actions {
-            match self.execute(Some(pod), uid, &spec, action).await {
-                Ok(()) => acted = true,
-                Err(e) => {
-                    tracing::warn!(pod = %pod_name(pod), error = %e, "kubelet action failed");
-                    break;
-                }
-            }
-        }
+        let acted = self.execute_all(Some(pod), uid, &spec, p.actions).await;
         if !deleting {
             // Without actions the containers are as this pass saw them: no need to ask again.
             self.report_status(pod, uid, &spec, &p.waiting, &readiness, idle.then_some(observed.containers)).await;
@@ -573,17 +567,23 @@ impl<R: ContainerRuntime + 'static, N: PodNetwork + 'static, G: Registry + 'stat
             now: SystemTime::now(),
             backoff: self.cfg.backoff,
         });
+        (self.execute_all(None, uid, &spec, p.actions).await, p.wake_at)
+    }
+
+    /// Execute `actions` in order, stopping at the first that fails (the rest depend on
+    /// it; the pod is looked at again). Returns whether any took effect.
+    async fn execute_all(&self, pod: Option<&Pod>, uid: &str, spec: &PodSpec, actions: Vec<Action>) -> bool {
         let mut acted = false;
-        for action in p.actions {
-            match self.execute(None, uid, &spec, action).await {
+        for action in actions {
+            match self.execute(pod, uid, spec, action).await {
                 Ok(()) => acted = true,
                 Err(e) => {
-                    tracing::warn!(uid, error = %e, "cleaning up a deleted pod");
+                    tracing::warn!(uid, pod = pod.map(pod_name), error = %e, "kubelet action failed");
                     break;
                 }
             }
         }
-        (acted, p.wake_at)
+        acted
     }
 
     async fn execute(&self, pod: Option<&Pod>, uid: &str, spec: &PodSpec, action: Action) -> anyhow::Result<()> {
