@@ -76,7 +76,7 @@ pub async fn run(store: ObjectStore, cfg: ControlConfig) {
         let live: BTreeSet<String> =
             owners.iter().flat_map(|i| i.objects()).filter_map(|o| o["metadata"]["uid"].as_str().map(String::from)).collect();
         for (res, informer) in &dependents {
-            for dep in informer.objects().into_iter().filter(|d| dangling(d, &live)) {
+            for dep in informer.objects_where(|d| dangling(d, &live)) {
                 if !owners_gone(&store, &dep).await {
                     continue;
                 }

@@ -131,7 +131,9 @@ pub async fn run(store: ObjectStore, cfg: ControlConfig) {
             }
         }
         let known: BTreeSet<&str> = node_list.iter().filter_map(|n| n["metadata"]["name"].as_str()).collect();
-        for pod in pods.objects() {
+        // Only pods of evicted or vanished nodes are copied out (looked at in place every tick).
+        let affected = pods.objects_where(|p| p["spec"]["nodeName"].as_str().is_some_and(|n| !n.is_empty() && (evicting.contains(n) || !known.contains(n))));
+        for pod in affected {
             let Some(node) = pod["spec"]["nodeName"].as_str().filter(|n| !n.is_empty()) else { continue };
             let (ns, name) = (pod["metadata"]["namespace"].as_str(), pod["metadata"]["name"].as_str().unwrap_or_default());
             if evicting.contains(node) && evictable(&pod) {

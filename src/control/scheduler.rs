@@ -29,6 +29,17 @@ pub fn pending(pods: &[Pod]) -> Vec<&Pod> {
     out
 }
 
+/// `pending`'s test on a pod as stored, read in place: the loop copies and parses the
+/// cluster's pods and nodes only when some pod waits (most pod changes are of bound pods:
+/// parsing every pod on each of them cost the head more than serving them).
+pub fn waits_for_node(pod: &Value) -> bool {
+    let spec = &pod["spec"];
+    spec.is_object()
+        && pod["metadata"]["deletionTimestamp"].is_null()
+        && spec["nodeName"].as_str().is_none_or(str::is_empty)
+        && spec["schedulerName"].as_str().is_none_or(|n| n == "default-scheduler" || n == "orch")
+}
+
 /// The PodScheduled=False condition for an unschedulable pod (None when it already says so).
 pub fn unschedulable_patch(pod: &Value, message: &str, now: &str) -> Option<Value> {
     let current = pod["status"]["conditions"].as_array().and_then(|cs| cs.iter().find(|c| c["type"] == "PodScheduled").cloned());
@@ -88,6 +99,9 @@ pub async fn run(store: ObjectStore, _cfg: ControlConfig) {
             _ = pods.changed.notified() => {}
             _ = nodes.changed.notified() => {}
             _ = tokio::time::sleep(Duration::from_secs(5)) => {}
+        }
+        if pods.objects_where(waits_for_node).is_empty() {
+            continue;
         }
         let pod_objs: Vec<Pod> = pods.objects().into_iter().filter_map(|v| serde_json::from_value(v).ok()).collect();
         let node_objs: Vec<Node> = nodes.objects().into_iter().filter_map(|v| serde_json::from_value(v).ok()).collect();
@@ -162,6 +176,12 @@ mod tests {
         let pods = vec![pod("b", "2026-01-02T00:00:00Z", None), pod("a", "2026-01-03T00:00:00Z", None), pod("z", "2026-01-01T00:00:00Z", Some("n1")), deleting, other];
         let names: Vec<&str> = pending(&pods).iter().map(|p| p.metadata.name.as_deref().unwrap()).collect();
         assert_eq!(names, vec!["b", "a"]);
+        // The quick test on stored objects agrees with `pending` on each of them.
+        for p in &pods {
+            let waits = waits_for_node(&serde_json::to_value(p).unwrap());
+            assert_eq!(waits, !pending(std::slice::from_ref(p)).is_empty(), "{:?}", p.metadata.name);
+        }
+        assert!(!waits_for_node(&json!({"metadata": {"name": "no-spec"}})));
     }
 
     #[test]
