@@ -1,7 +1,11 @@
-//! openraft's `RaftLogStorage` over RocksDB: the log, the vote and the committed id, fsync'd.
+//! openraft's `RaftLogStorage` over RocksDB: the log and the vote, fsync'd; the committed id.
 //!
 //! Writes happen inline on openraft's storage task: a synced RocksDB write is one WAL
 //! fsync for the whole batch openraft hands us, which is the group commit we want.
+//! The committed id is written without an fsync of its own: it only speeds up a restart
+//! (entries up to it are applied at once), a lost or older value is safe (the leader
+//! tells a follower, and a leader learns it, again), and the next synced write — the next
+//! append — makes it durable anyway (one WAL, written in order).
 
 use std::fmt::Debug;
 use std::ops::{Bound, RangeBounds};
@@ -34,8 +38,12 @@ impl LogStore {
     }
 
     fn write(&self, batch: WriteBatch, subject: ErrorSubject<u64>) -> Result<(), StorageError> {
+        self.write_synced(batch, subject, self.options.fsync)
+    }
+
+    fn write_synced(&self, batch: WriteBatch, subject: ErrorSubject<u64>, sync: bool) -> Result<(), StorageError> {
         let mut opts = WriteOptions::default();
-        opts.set_sync(self.options.fsync);
+        opts.set_sync(sync);
         self.db.write_opt(batch, &opts).map_err(|e| io_err(subject, e))
     }
 
@@ -44,10 +52,10 @@ impl LogStore {
         raw.map(|b| codec::decode(&b).map_err(|e| read_err(ErrorSubject::Store, e))).transpose()
     }
 
-    fn put_meta<T: serde::Serialize>(&self, key: &[u8], value: &T) -> Result<(), StorageError> {
+    fn put_meta<T: serde::Serialize>(&self, key: &[u8], value: &T, sync: bool) -> Result<(), StorageError> {
         let mut batch = WriteBatch::default();
         batch.put_cf(cf(&self.db, CF_META), key, codec::encode(value));
-        self.write(batch, ErrorSubject::Store)
+        self.write_synced(batch, ErrorSubject::Store, sync && self.options.fsync)
     }
 
     fn last_entry_log_id(&self) -> Result<Option<LogId>, StorageError> {
@@ -101,7 +109,7 @@ impl RaftLogStorage<TypeConfig> for LogStore {
     }
 
     async fn save_vote(&mut self, vote: &Vote) -> Result<(), StorageError> {
-        self.put_meta(KEY_VOTE, vote)
+        self.put_meta(KEY_VOTE, vote, true)
     }
 
     async fn read_vote(&mut self) -> Result<Option<Vote>, StorageError> {
@@ -109,7 +117,7 @@ impl RaftLogStorage<TypeConfig> for LogStore {
     }
 
     async fn save_committed(&mut self, committed: Option<LogId>) -> Result<(), StorageError> {
-        self.put_meta(KEY_COMMITTED, &committed)
+        self.put_meta(KEY_COMMITTED, &committed, false)
     }
 
     async fn read_committed(&mut self) -> Result<Option<LogId>, StorageError> {
