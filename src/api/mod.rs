@@ -10,6 +10,7 @@ pub mod resources;
 pub mod service;
 pub mod status;
 pub mod store;
+pub mod watch_hub;
 
 use std::sync::Arc;
 use std::time::Duration;

@@ -5,7 +5,7 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use orch_raft::{Command, Condition, EventKind, HistoryError, KeyValue, Op, Outcome, RaftNode, Txn};
+use orch_raft::{Command, Condition, EventKind, HistoryError, KeyValue, Op, Outcome, RaftNode, StateReader, Txn};
 use serde_json::Value;
 use tokio::sync::mpsc;
 
@@ -13,6 +13,7 @@ use super::object::{self, FieldSelector, Selector};
 use super::resources::{self, Resource};
 use super::service::{self, ServiceRanges, Taken};
 use super::status::ApiError;
+use super::watch_hub::Hub;
 use crate::clock::Clock;
 use crate::metrics::Metrics;
 
@@ -41,6 +42,8 @@ pub struct ObjectStore {
     fence: Option<u64>,
     /// Where Services' ClusterIPs and NodePorts are allocated from.
     services: Arc<ServiceRanges>,
+    /// The one reader of the history every watch on this node follows.
+    hub: Arc<Hub<StateReader>>,
 }
 
 /// Which objects a list or watch wants.
@@ -77,7 +80,8 @@ fn what(res: &Resource, ns: Option<&str>, name: &str) -> String {
 
 impl ObjectStore {
     pub fn new(node: RaftNode, clock: Arc<dyn Clock>, metrics: Arc<Metrics>) -> Self {
-        ObjectStore { node, clock, metrics, unsafe_local_reads: false, fence: None, services: Arc::default() }
+        let hub = Arc::new(Hub::new(node.reader().clone()));
+        ObjectStore { node, clock, metrics, unsafe_local_reads: false, fence: None, services: Arc::default(), hub }
     }
 
     /// This store, allocating Services' addresses and ports from `ranges`.
@@ -440,7 +444,7 @@ impl ObjectStore {
         bookmarks: bool,
     ) -> Result<mpsc::Receiver<WatchItem>, ApiError> {
         let (tx, rx) = mpsc::channel(256);
-        let (mut after, initial) = match from {
+        let (after, initial) = match from {
             Some(rev) => {
                 if let Err(HistoryError::Compacted { requested, oldest }) = self.node.reader().history(rev, 0) {
                     return Err(ApiError::gone(format!("too old resource version: {requested} (oldest retained: {oldest})")));
@@ -452,8 +456,8 @@ impl ObjectStore {
                 (rev, Some(items))
             }
         };
-        let reader = self.node.reader().clone();
         let prefix = res.ns_prefix(ns.as_deref());
+        let mut follower = self.hub.follow(after);
         tokio::spawn(async move {
             // The current objects first (sent here, not before returning: the receiver
             // reads only once it has the channel, and there may be more than it holds),
@@ -468,12 +472,14 @@ impl ObjectStore {
                     return;
                 }
             }
-            let mut changes = reader.subscribe();
-            let mut last_bookmark = tokio::time::Instant::now();
+            let mut last_sent = tokio::time::Instant::now();
             loop {
-                let revision = reader.revision();
-                let events = match reader.history(after, 256) {
-                    Ok(events) => events,
+                let changes = tokio::select! {
+                    changes = follower.next() => changes,
+                    _ = tx.closed() => return,
+                };
+                let changes = match changes {
+                    Ok(changes) => changes,
                     Err(HistoryError::Compacted { requested, oldest }) => {
                         let msg = format!("too old resource version: {requested} (oldest retained: {oldest})");
                         let _ = tx.send(WatchItem::Error(ApiError::gone(msg))).await;
@@ -484,29 +490,13 @@ impl ObjectStore {
                         return;
                     }
                 };
-                if events.is_empty() {
-                    // Nothing after `after` up to `revision` (read before the scan).
-                    after = after.max(revision);
-                    if bookmarks && last_bookmark.elapsed() >= Duration::from_secs(5) {
-                        last_bookmark = tokio::time::Instant::now();
-                        if tx.send(WatchItem::Bookmark(after)).await.is_err() {
-                            return;
-                        }
-                    }
-                    tokio::select! {
-                        changed = changes.changed() => if changed.is_err() { return },
-                        _ = tokio::time::sleep(Duration::from_secs(1)) => {},
-                        _ = tx.closed() => return,
-                    }
-                    continue;
-                }
-                for ev in events {
-                    after = ev.revision;
+                for change in changes {
+                    let ev = &change.event;
                     if !ev.key.starts_with(&prefix) {
                         continue;
                     }
-                    let Ok(obj) = serde_json::from_slice::<Value>(&ev.value) else { continue };
-                    if !filter.matches(&obj) {
+                    let Some(obj) = change.object() else { continue };
+                    if !filter.matches(obj) {
                         continue;
                     }
                     let kind = match ev.kind {
@@ -514,8 +504,17 @@ impl ObjectStore {
                         EventKind::Put { created: false } => "MODIFIED",
                         EventKind::Delete => "DELETED",
                     };
-                    let object = object::with_revision(obj, ev.revision);
+                    let object = object::with_revision(obj.clone(), ev.revision);
                     if tx.send(WatchItem::Event { kind, object }).await.is_err() {
+                        return;
+                    }
+                    last_sent = tokio::time::Instant::now();
+                }
+                // Nothing for this watch for a while (other kinds may be changing): say
+                // how far it is.
+                if bookmarks && last_sent.elapsed() >= Duration::from_secs(5) {
+                    last_sent = tokio::time::Instant::now();
+                    if tx.send(WatchItem::Bookmark(follower.after())).await.is_err() {
                         return;
                     }
                 }
