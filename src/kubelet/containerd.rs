@@ -19,7 +19,7 @@ use containerd_client::tonic::{Code, Request, Status};
 
 use super::image::{chain_ids, Archive};
 use super::oci;
-use super::runtime::{ContainerConfig, ContainerInfo, ExecIo, ImageConfig, ImageInfo, ContainerRuntime, ContainerState, RuntimeError};
+use super::runtime::{ContainerConfig, ContainerInfo, ExecIo, ImageConfig, ImageInfo, LocalImage, ContainerRuntime, ContainerState, RuntimeError};
 
 /// The containerd namespace orch's containers and images live in.
 pub const NAMESPACE: &str = "orch";
@@ -175,9 +175,8 @@ impl ContainerdRuntime {
         serde_json::from_slice(&self.read_blob(digest).await?).map_err(|e| RuntimeError::Runtime(format!("manifest of {name}: {e}")))
     }
 
-    /// The config document (OCI image config) of an image already in the store.
-    async fn image_config_json(&self, name: &str) -> Result<serde_json::Value, RuntimeError> {
-        let target = self.image_target(name).await?.ok_or_else(|| RuntimeError::ImageNotFound(name.into()))?;
+    /// The config document (OCI image config) of the image whose manifest is `target`.
+    async fn image_config_json(&self, name: &str, target: &Descriptor) -> Result<serde_json::Value, RuntimeError> {
         // Content is addressed by digest, so a config read once per manifest stays true.
         if let Some(config) = self.configs.lock().expect("config cache lock").get(&target.digest) {
             return Ok(config.clone());
@@ -186,16 +185,8 @@ impl ContainerdRuntime {
         let config_digest = manifest["config"]["digest"].as_str().unwrap_or_default().to_string();
         let config: serde_json::Value =
             serde_json::from_slice(&self.read_blob(&config_digest).await?).map_err(|e| RuntimeError::Runtime(format!("config of {name}: {e}")))?;
-        self.configs.lock().expect("config cache lock").insert(target.digest, config.clone());
+        self.configs.lock().expect("config cache lock").insert(target.digest.clone(), config.clone());
         Ok(config)
-    }
-
-    /// The top snapshot (chain id) of an image already in the store.
-    async fn image_top_snapshot(&self, name: &str) -> Result<String, RuntimeError> {
-        let config = self.image_config_json(name).await?;
-        let diff_ids: Vec<String> =
-            config["rootfs"]["diff_ids"].as_array().cloned().unwrap_or_default().iter().filter_map(|d| d.as_str().map(String::from)).collect();
-        chain_ids(&diff_ids).pop().ok_or_else(|| RuntimeError::Runtime(format!("{name} has no layers")))
     }
 
     async fn read_blob(&self, digest: &str) -> Result<Vec<u8>, RuntimeError> {
@@ -226,15 +217,7 @@ impl ContainerdRuntime {
     /// The task's state and, once it exited, when.
     async fn task_state(&self, id: &str) -> Result<(ContainerState, Option<SystemTime>), RuntimeError> {
         match self.client.tasks().get(req(GetRequest { container_id: id.into(), exec_id: String::new() })).await {
-            Ok(r) => {
-                let p = r.into_inner().process.unwrap_or_default();
-                Ok(match p.status {
-                    1 => (ContainerState::Created, None),
-                    2 | 4 | 5 => (ContainerState::Running { pid: p.pid }, None),
-                    3 => (ContainerState::Exited { code: p.exit_status }, p.exited_at.and_then(time)),
-                    _ => (ContainerState::Unknown, None),
-                })
-            }
+            Ok(r) => Ok(process_state(&r.into_inner().process.unwrap_or_default())),
             Err(e) if e.code() == Code::NotFound => Ok((ContainerState::Created, None)),
             Err(e) => Err(rt(e)),
         }
@@ -242,10 +225,24 @@ impl ContainerdRuntime {
 
     async fn describe(&self, c: Container) -> Result<ContainerInfo, RuntimeError> {
         let (state, exited_at) = self.task_state(&c.id).await?;
-        let labels: BTreeMap<String, String> = c.labels.into_iter().collect();
-        let oom_killed = matches!(state, ContainerState::Exited { .. }) && labels.get(CGROUP_LABEL).is_some_and(|cg| oom_kills(cg) > 0);
-        Ok(ContainerInfo { id: c.id, image: c.image, state, labels, created_at: c.created_at.and_then(time), exited_at, oom_killed })
+        Ok(describe_as(c, state, exited_at))
     }
+}
+
+/// A task's state from its process as containerd reports it, and when it exited.
+fn process_state(p: &containerd_client::types::v1::Process) -> (ContainerState, Option<SystemTime>) {
+    match p.status {
+        1 => (ContainerState::Created, None),
+        2 | 4 | 5 => (ContainerState::Running { pid: p.pid }, None),
+        3 => (ContainerState::Exited { code: p.exit_status }, p.exited_at.and_then(time)),
+        _ => (ContainerState::Unknown, None),
+    }
+}
+
+fn describe_as(c: Container, state: ContainerState, exited_at: Option<SystemTime>) -> ContainerInfo {
+    let labels: BTreeMap<String, String> = c.labels.into_iter().collect();
+    let oom_killed = matches!(state, ContainerState::Exited { .. }) && labels.get(CGROUP_LABEL).is_some_and(|cg| oom_kills(cg) > 0);
+    ContainerInfo { id: c.id, image: c.image, state, labels, created_at: c.created_at.and_then(time), exited_at, oom_killed }
 }
 
 /// The label holding a container's cgroup path (to read its OOM count after it exits).
@@ -417,13 +414,20 @@ impl ContainerRuntime for ContainerdRuntime {
         Ok(names)
     }
 
-    async fn image_digest(&self, name: &str) -> Result<Option<String>, RuntimeError> {
+    async fn image(&self, name: &str) -> Result<Option<LocalImage>, RuntimeError> {
         let Some(target) = self.image_target(name).await? else { return Ok(None) };
-        match self.image_top_snapshot(name).await {
-            Ok(top) if self.snapshot_exists(&top).await? => Ok(Some(target.digest)),
-            Ok(_) | Err(RuntimeError::ImageNotFound(_)) => Ok(None),
-            Err(e) => Err(e),
+        let config = match self.image_config_json(name, &target).await {
+            Ok(c) => c,
+            Err(RuntimeError::ImageNotFound(_)) => return Ok(None),
+            Err(e) => return Err(e),
+        };
+        let diff_ids: Vec<String> =
+            config["rootfs"]["diff_ids"].as_array().into_iter().flatten().filter_map(|d| d.as_str().map(String::from)).collect();
+        let top = chain_ids(&diff_ids).pop().ok_or_else(|| RuntimeError::Runtime(format!("{name} has no layers")))?;
+        if !self.snapshot_exists(&top).await? {
+            return Ok(None);
         }
+        Ok(Some(LocalImage { digest: target.digest, config: ImageConfig::from_oci(&config), top }))
     }
 
     async fn list_images(&self) -> Result<Vec<ImageInfo>, RuntimeError> {
@@ -448,12 +452,11 @@ impl ContainerRuntime for ContainerdRuntime {
         Ok(out)
     }
 
-    async fn image_config(&self, name: &str) -> Result<ImageConfig, RuntimeError> {
-        Ok(ImageConfig::from_oci(&self.image_config_json(name).await?))
-    }
-
     async fn run(&self, c: &ContainerConfig) -> Result<(), RuntimeError> {
-        let top = self.image_top_snapshot(&c.image).await?;
+        let top = match &c.rootfs_parent {
+            Some(top) => top.clone(),
+            None => self.image(&c.image).await?.ok_or_else(|| RuntimeError::ImageNotFound(c.image.clone()))?.top,
+        };
         if let Some(dir) = c.log_path.parent() {
             std::fs::create_dir_all(dir).map_err(|e| RuntimeError::Runtime(format!("log dir: {e}")))?;
         }
@@ -515,7 +518,22 @@ impl ContainerRuntime for ContainerdRuntime {
     }
 
     async fn list(&self) -> Result<Vec<ContainerInfo>, RuntimeError> {
-        self.list_filtered(vec![]).await
+        // Two calls for the whole node, however many containers: the containers, then every
+        // task's state (containerd asks each shim; a container without a task is created).
+        use containerd_client::services::v1::ListTasksRequest;
+        let all = self.client.containers().list(req(ListContainersRequest { filters: vec![] })).await.map_err(rt)?.into_inner().containers;
+        let tasks = self.client.tasks().list(req(ListTasksRequest { filter: String::new() })).await.map_err(rt)?.into_inner().tasks;
+        // A task's process is named by its container's id (`id`; `container_id` is unset
+        // in containerd 1.6's answer).
+        let owner = |p: &containerd_client::types::v1::Process| if p.container_id.is_empty() { p.id.clone() } else { p.container_id.clone() };
+        let states: HashMap<String, (ContainerState, Option<SystemTime>)> = tasks.iter().map(|p| (owner(p), process_state(p))).collect();
+        Ok(all
+            .into_iter()
+            .map(|c| {
+                let (state, exited_at) = states.get(&c.id).copied().unwrap_or((ContainerState::Created, None));
+                describe_as(c, state, exited_at)
+            })
+            .collect())
     }
 
     async fn list_labeled(&self, key: &str, value: &str) -> Result<Vec<ContainerInfo>, RuntimeError> {

@@ -20,6 +20,9 @@ const MASKED: &[&str] = &[
 
 const READONLY: &[&str] = &["/proc/bus", "/proc/fs", "/proc/irq", "/proc/sys", "/proc/sysrq-trigger"];
 
+/// The annotation containerd's runc v2 shim groups containers by.
+pub const SHIM_GROUP: &str = "io.containerd.runc.v2.group";
+
 /// CFS period used for CPU limits (µs), as the kubelet does.
 pub const CPU_PERIOD: i64 = 100_000;
 
@@ -76,8 +79,14 @@ pub fn spec(c: &ContainerConfig) -> Value {
     if !cpu.is_empty() {
         resources["cpu"] = Value::Object(cpu);
     }
+    let mut annotations = serde_json::Map::new();
+    if let Some(group) = &c.shim_group {
+        // containerd's runc shim (v2) serves every container of a group from one process.
+        annotations.insert(SHIM_GROUP.into(), group.as_str().into());
+    }
     json!({
         "ociVersion": "1.0.2",
+        "annotations": annotations,
         "process": {
             "terminal": false,
             "user": {"uid": 0, "gid": 0},
@@ -119,9 +128,11 @@ mod tests {
             cpu_limit_millis: Some(500),
             cpu_request_millis: Some(250),
             cgroup: "/orch/uid/c".into(),
+            shim_group: Some("pod-uid".into()),
             ..Default::default()
         };
         let s = spec(&c);
+        assert_eq!(s["annotations"][SHIM_GROUP], "pod-uid");
         assert_eq!(s["process"]["env"][0], "PATH=/bin");
         assert!(s["process"]["env"].as_array().unwrap().contains(&json!("A=1")));
         assert_eq!(s["linux"]["resources"]["memory"]["limit"], 64 << 20);

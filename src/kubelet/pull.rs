@@ -16,7 +16,7 @@ use serde_json::Value;
 
 use super::plan::Backoff;
 use super::registry::{Credentials, Registry};
-use super::runtime::{ContainerRuntime, RuntimeError};
+use super::runtime::{ContainerRuntime, LocalImage, RuntimeError};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum PullPolicy {
@@ -155,24 +155,34 @@ impl<G: Registry> Puller<G> {
 
     /// Make `image` present as `policy` asks and return the name it is stored under (the
     /// name as written if an image was loaded under it, else the full reference, e.g.
-    /// `docker.io/library/busybox:1.36`). `secrets` are the pod's image pull secrets.
+    /// `docker.io/library/busybox:1.36`) with the image as resolved there. `secrets` are
+    /// the pod's image pull secrets.
     /// Failures back off per pod (`pod`, its uid) and image, as the kubelet's do: a pod
     /// with the right secret does not wait out another pod's failures.
-    pub async fn ensure<R: ContainerRuntime>(&self, runtime: &R, pod: &str, image: &str, policy: PullPolicy, secrets: &[Secret]) -> Result<String, ImageError> {
+    pub async fn ensure<R: ContainerRuntime>(
+        &self,
+        runtime: &R,
+        pod: &str,
+        image: &str,
+        policy: PullPolicy,
+        secrets: &[Secret],
+    ) -> Result<(String, LocalImage), ImageError> {
         let reference = crate::image_reference::parse(image).map_err(|e| ImageError::InvalidName(image.into(), e.to_string()))?;
         let full = reference.whole();
         let mut present = None;
-        for name in [image, full.as_str()] {
-            if let Some(digest) = runtime.image_digest(name).await? {
-                present = Some((name.to_string(), digest));
+        // Stored under the name as written (loaded images) or the full reference (pulled).
+        let names = if image == full { vec![image] } else { vec![image, full.as_str()] };
+        for name in names {
+            if let Some(local) = runtime.image(name).await? {
+                present = Some((name.to_string(), local));
                 break;
             }
         }
-        match (policy, &present) {
+        let present = match (policy, present) {
             (PullPolicy::Never, None) => return Err(ImageError::NeverPull(image.into())),
-            (PullPolicy::Never | PullPolicy::IfNotPresent, Some((name, _))) => return Ok(name.clone()),
-            _ => {}
-        }
+            (PullPolicy::Never | PullPolicy::IfNotPresent, Some(found)) => return Ok(found),
+            (_, present) => present,
+        };
         let key = format!("{pod}/{full}");
         if let Some(f) = self.failures.lock().expect("pull failures lock").get(&key) {
             if waiting(f, &self.backoff, SystemTime::now()) {
@@ -202,17 +212,17 @@ impl<G: Registry> Puller<G> {
         runtime: &R,
         reference: &Reference,
         full: &str,
-        present: Option<(String, String)>,
+        present: Option<(String, LocalImage)>,
         secrets: &[Secret],
-    ) -> Result<String, ImageError> {
+    ) -> Result<(String, LocalImage), ImageError> {
         let creds = credentials(reference.registry(), secrets);
         // Each matching secret in turn (as the kubelet tries them), else anonymously.
         let tries: Vec<Option<&Credentials>> = if creds.is_empty() { vec![None] } else { creds.iter().map(Some).collect() };
         let mut last = String::new();
         for auth in tries {
-            if let Some((name, digest)) = &present {
+            if let Some((name, local)) = &present {
                 match self.registry.resolve(reference, auth).await {
-                    Ok(now) if now == *digest => return Ok(name.clone()),
+                    Ok(now) if now == local.digest => return Ok((name.clone(), local.clone())),
                     Ok(_) => {}
                     Err(e) => {
                         last = e.to_string();
@@ -227,7 +237,8 @@ impl<G: Registry> Puller<G> {
                     self.pulled.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
                     let bytes: usize = archive.blobs.values().map(Vec::len).sum();
                     tracing::info!(image = full, digest = %archive.images[0].target.digest, bytes, unpack_ms = started.elapsed().as_millis() as u64, "image pulled");
-                    return Ok(full.to_string());
+                    let local = runtime.image(full).await?.ok_or_else(|| ImageError::Pull(format!("{full} was stored but is not in the runtime's store")))?;
+                    return Ok((full.to_string(), local));
                 }
                 Err(e) => last = e.to_string(),
             }

@@ -16,6 +16,9 @@ pub struct ContainerConfig {
     /// Unique runtime id (e.g. `<pod uid>-<container name>`).
     pub id: String,
     pub image: String,
+    /// The snapshot the rootfs is prepared from (`LocalImage::top`), if the caller has
+    /// just resolved the image; else the runtime looks it up.
+    pub rootfs_parent: Option<String>,
     /// The full command line (entrypoint + args, already resolved).
     pub args: Vec<String>,
     pub env: Vec<(String, String)>,
@@ -38,6 +41,9 @@ pub struct ContainerConfig {
     pub log_path: PathBuf,
     /// Labels kept on the container record (pod uid, container name, restart count...).
     pub labels: BTreeMap<String, String>,
+    /// Containers of one group share one runtime shim process (the pod's containers, as
+    /// the CRI plugin groups a sandbox's); None: a shim of its own.
+    pub shim_group: Option<String>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -58,6 +64,17 @@ pub struct ContainerInfo {
     pub exited_at: Option<SystemTime>,
     /// The kernel's OOM killer ended it (its memory cgroup counted an OOM kill).
     pub oom_killed: bool,
+}
+
+/// An image present and unpacked in the runtime's store, resolved once per container
+/// start (every lookup is a round trip to the runtime).
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct LocalImage {
+    /// The manifest digest.
+    pub digest: String,
+    pub config: ImageConfig,
+    /// The snapshot of its top layer (containerd: the layers' chain id).
+    pub top: String,
 }
 
 /// What an image says to run by default (its OCI config's `config` section).
@@ -131,13 +148,16 @@ pub trait ContainerRuntime: Send + Sync {
         async move { self.import(&super::image::parse_archive(archive)?).await }
     }
     fn has_image(&self, name: &str) -> impl Future<Output = Result<bool, RuntimeError>> + Send {
-        async move { Ok(self.image_digest(name).await?.is_some()) }
+        async move { Ok(self.image(name).await?.is_some()) }
     }
+    /// Image `name` if it is present and unpacked: digest, config, top snapshot.
+    fn image(&self, name: &str) -> impl Future<Output = Result<Option<LocalImage>, RuntimeError>> + Send;
     /// The manifest digest of image `name` if it is present and unpacked.
-    fn image_digest(&self, name: &str) -> impl Future<Output = Result<Option<String>, RuntimeError>> + Send;
+    fn image_digest(&self, name: &str) -> impl Future<Output = Result<Option<String>, RuntimeError>> + Send {
+        async move { Ok(self.image(name).await?.map(|i| i.digest)) }
+    }
     /// Every image present: names, manifest digest, size (for the Node's status).
     fn list_images(&self) -> impl Future<Output = Result<Vec<ImageInfo>, RuntimeError>> + Send;
-    fn image_config(&self, name: &str) -> impl Future<Output = Result<ImageConfig, RuntimeError>> + Send;
     /// Create and start a container.
     fn run(&self, config: &ContainerConfig) -> impl Future<Output = Result<(), RuntimeError>> + Send;
     fn info(&self, id: &str) -> impl Future<Output = Result<ContainerInfo, RuntimeError>> + Send;
@@ -219,6 +239,8 @@ pub struct ExecIo {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Call {
     Import(usize),
+    /// An image looked up by name.
+    Image(String),
     Run(String),
     Exec(String, Vec<String>),
     Signal(String, u32),
@@ -259,19 +281,14 @@ impl ContainerRuntime for FakeRuntime {
         Ok(images.images.iter().map(|i| i.name.clone()).collect())
     }
 
-    async fn image_digest(&self, name: &str) -> Result<Option<String>, RuntimeError> {
-        Ok(self.images.lock().expect("fake lock").iter().find(|(n, _)| n == name).map(|(_, d)| d.clone()))
+    async fn image(&self, name: &str) -> Result<Option<LocalImage>, RuntimeError> {
+        self.calls.lock().expect("fake lock").push(Call::Image(name.into()));
+        let digest = self.images.lock().expect("fake lock").iter().find(|(n, _)| n == name).map(|(_, d)| d.clone());
+        Ok(digest.map(|digest| LocalImage { top: format!("top-{digest}"), digest, config: ImageConfig { cmd: vec!["sh".into()], ..Default::default() } }))
     }
 
     async fn list_images(&self) -> Result<Vec<ImageInfo>, RuntimeError> {
         Ok(self.images.lock().expect("fake lock").iter().map(|(name, digest)| ImageInfo { name: name.clone(), digest: digest.clone(), size: 0 }).collect())
-    }
-
-    async fn image_config(&self, name: &str) -> Result<ImageConfig, RuntimeError> {
-        if !self.has_image(name).await? {
-            return Err(RuntimeError::ImageNotFound(name.into()));
-        }
-        Ok(ImageConfig { cmd: vec!["sh".into()], ..Default::default() })
     }
 
     async fn run(&self, config: &ContainerConfig) -> Result<(), RuntimeError> {

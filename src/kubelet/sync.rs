@@ -79,6 +79,9 @@ struct Local {
     /// Per container: why it could not be started (missing image, config map...).
     waiting: BTreeMap<String, Waiting>,
     sandbox_error: Option<String>,
+    /// The resourceVersion of the kubelet's last status write: the change it causes needs
+    /// no sync of its own.
+    written: Option<String>,
 }
 
 /// A finished probe run: pod uid, container id, which probe, its spec, outcome, when.
@@ -129,7 +132,10 @@ pub fn container_id(uid: &str, name: &str, attempt: u32) -> String {
     format!("{short}-{name}-{attempt}")
 }
 
-fn group_by_pod(containers: Vec<ContainerInfo>) -> BTreeMap<String, BTreeMap<String, Vec<Attempt>>> {
+/// A pod's containers as the runtime has them: every attempt, by container name.
+type Observation = BTreeMap<String, Vec<Attempt>>;
+
+fn group_by_pod(containers: Vec<ContainerInfo>) -> BTreeMap<String, Observation> {
     let mut out: BTreeMap<String, BTreeMap<String, Vec<Attempt>>> = BTreeMap::new();
     for c in containers {
         let (Some(uid), Some(name)) = (c.labels.get(LABEL_UID), c.labels.get(LABEL_CONTAINER)) else { continue };
@@ -276,6 +282,18 @@ impl<R: ContainerRuntime + 'static, N: PodNetwork + 'static, G: Registry + 'stat
             Changed::Keys(keys) => keys,
             Changed::Everything => BTreeSet::new(),
         };
+        // On a full pass one listing of the node's containers (two runtime calls, however
+        // many pods) serves every worker, the search for leftovers, probes and log
+        // rotation. A pod whose worker ran while it was taken lists its own containers
+        // instead: that worker may just have started one.
+        let listing = match full {
+            true => {
+                let busy = self.workers().busy();
+                Some((busy, self.runtime.list().await?))
+            }
+            false => None,
+        };
+        let mut seen_by_pod = listing.as_ref().map(|(_, all)| group_by_pod(all.clone())).unwrap_or_default();
         let now = SystemTime::now();
         let mut known = BTreeSet::new();
         // Every pod is looked at in place; only those due are copied out for a worker.
@@ -283,14 +301,16 @@ impl<R: ContainerRuntime + 'static, N: PodNetwork + 'static, G: Registry + 'stat
         st.pods.visit(|key, obj| {
             let Some(uid) = obj["metadata"]["uid"].as_str() else { return };
             known.insert(uid.to_string());
-            if self.workers().start(uid, full || keys.contains(key), now) {
+            let changed = keys.contains(key) && !self.own_write(uid, obj);
+            if self.workers().start(uid, full || changed, now) {
                 due.push(obj.clone());
             }
         });
         for obj in due {
             let uid = obj["metadata"]["uid"].as_str().unwrap_or_default().to_string();
+            let seen = listing.as_ref().filter(|(busy, _)| !busy.contains(&uid)).map(|_| seen_by_pod.remove(&uid).unwrap_or_default());
             match serde_json::from_value::<Pod>(obj) {
-                Ok(pod) => self.spawn_worker(uid, Some(pod)),
+                Ok(pod) => self.spawn_worker(uid, Some((pod, seen))),
                 Err(e) => {
                     tracing::warn!(%uid, error = %e, "a pod the kubelet cannot read");
                     self.workers().done(&uid, false, None);
@@ -301,7 +321,10 @@ impl<R: ContainerRuntime + 'static, N: PodNetwork + 'static, G: Registry + 'stat
         // Looked for on full passes, when a pod left, and while one is being cleaned up.
         let left = keys.iter().any(|k| st.pods.get(k).is_none());
         if full || left || self.workers().pending_outside(&known, now) {
-            let mut orphans = self.runtime.label_values(LABEL_UID).await?;
+            let mut orphans = match &listing {
+                Some((_, all)) => all.iter().filter_map(|c| c.labels.get(LABEL_UID).cloned()).collect(),
+                None => self.runtime.label_values(LABEL_UID).await?,
+            };
             orphans.extend(self.net.sandboxes());
             orphans.extend(self.ipam.leases().into_iter().map(|(_, uid)| uid));
             for uid in orphans.difference(&known) {
@@ -319,9 +342,8 @@ impl<R: ContainerRuntime + 'static, N: PodNetwork + 'static, G: Registry + 'stat
                 let workers = self.workers();
                 self.local().retain(|uid, _| known.contains(uid) || workers.is_busy(uid));
             }
-            // One listing with every task's state (each an RPC to its shim).
-            let running: Vec<ContainerInfo> =
-                self.runtime.list().await?.into_iter().filter(|c| matches!(c.state, super::runtime::ContainerState::Running { .. })).collect();
+            let all = listing.map(|(_, all)| all).unwrap_or_default();
+            let running: Vec<ContainerInfo> = all.into_iter().filter(|c| matches!(c.state, super::runtime::ContainerState::Running { .. })).collect();
             let ids: BTreeSet<&str> = running.iter().map(|c| c.id.as_str()).collect();
             self.probes().retain(|(id, _), _| ids.contains(id.as_str()));
             self.rotate_logs(&running);
@@ -329,8 +351,9 @@ impl<R: ContainerRuntime + 'static, N: PodNetwork + 'static, G: Registry + 'stat
         Ok(self.workers().next_wake())
     }
 
-    /// Sync one pod (or clean up after one the API no longer has) on a task of its own.
-    fn spawn_worker(self: &Arc<Self>, uid: String, pod: Option<Pod>) {
+    /// Sync one pod (with its containers if just listed) or clean up after one the API no
+    /// longer has, on a task of its own.
+    fn spawn_worker(self: &Arc<Self>, uid: String, pod: Option<(Pod, Option<Observation>)>) {
         let this = self.clone();
         tokio::spawn(async move {
             // The sync runs on an inner task so that a panic in it still ends the pod's
@@ -338,8 +361,8 @@ impl<R: ContainerRuntime + 'static, N: PodNetwork + 'static, G: Registry + 'stat
             let sync = {
                 let (this, uid) = (this.clone(), uid.clone());
                 tokio::spawn(async move {
-                    match &pod {
-                        Some(pod) => this.sync_pod(pod, &uid).await,
+                    match pod {
+                        Some((pod, seen)) => this.sync_pod(&pod, &uid, seen).await,
                         None => this.sync_orphan(&uid).await,
                     }
                 })
@@ -352,6 +375,12 @@ impl<R: ContainerRuntime + 'static, N: PodNetwork + 'static, G: Registry + 'stat
                 this.wake.notify_one();
             }
         });
+    }
+
+    /// Whether the pod as seen is exactly as the kubelet's own last status write left it.
+    fn own_write(&self, uid: &str, obj: &Value) -> bool {
+        let rv = obj["metadata"]["resourceVersion"].as_str();
+        rv.is_some() && self.local().get(uid).and_then(|l| l.written.as_deref()) == rv
     }
 
     fn node_net(&self) -> Option<NodeNet> {
@@ -441,14 +470,18 @@ impl<R: ContainerRuntime + 'static, N: PodNetwork + 'static, G: Registry + 'stat
     }
 
     /// The pod's containers, every attempt, as the runtime has them now.
-    async fn containers_of(&self, uid: &str) -> Result<BTreeMap<String, Vec<Attempt>>, RuntimeError> {
+    async fn containers_of(&self, uid: &str) -> Result<Observation, RuntimeError> {
         Ok(group_by_pod(self.runtime.list_labeled(LABEL_UID, uid).await?).remove(uid).unwrap_or_default())
     }
 
     /// Observe, plan, act and report one pod; returns whether it acted, and when it wants
     /// to be looked at again.
-    async fn sync_pod(&self, pod: &Pod, uid: &str) -> (bool, Option<SystemTime>) {
-        let containers = match self.containers_of(uid).await {
+    async fn sync_pod(&self, pod: &Pod, uid: &str, seen: Option<Observation>) -> (bool, Option<SystemTime>) {
+        let listed = match seen {
+            Some(containers) => Ok(containers),
+            None => self.containers_of(uid).await,
+        };
+        let containers = match listed {
             Ok(c) => c,
             Err(e) => {
                 tracing::warn!(pod = %pod_name(pod), error = %e, "listing the pod's containers");
@@ -709,9 +742,13 @@ impl<R: ContainerRuntime + 'static, N: PodNetwork + 'static, G: Registry + 'stat
         let mut obj = serde_json::to_value(pod).unwrap_or(Value::Null);
         obj["status"] = new;
         let url = format!("{}/api/v1/namespaces/{}/pods/{}/status", self.api.base, namespace(pod), pod_name(pod));
-        if let Err(e) = self.api.client.json(Method::PUT, &url, Some(&obj)).await {
+        match self.api.client.json(Method::PUT, &url, Some(&obj)).await {
+            Ok(written) => {
+                let rv = written["metadata"]["resourceVersion"].as_str().map(String::from);
+                self.local().entry(uid.to_string()).or_default().written = rv;
+            }
             // A conflict means the pod changed meanwhile: the next pass reports again.
-            tracing::debug!(pod = %pod_name(pod), error = %e, "status update");
+            Err(e) => tracing::debug!(pod = %pod_name(pod), error = %e, "status update"),
         }
     }
 }

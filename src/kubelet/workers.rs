@@ -62,6 +62,11 @@ impl Workers {
         self.busy.contains_key(uid)
     }
 
+    /// The pods whose worker is running.
+    pub fn busy(&self) -> BTreeSet<String> {
+        self.busy.keys().cloned().collect()
+    }
+
     /// The earliest time a pod asked for.
     pub fn next_wake(&self) -> Option<SystemTime> {
         self.wake_at.values().min().copied()

@@ -9,7 +9,7 @@ use k8s_openapi::ByteString;
 use super::*;
 use crate::kubelet::image::{busybox_archive, parse_archive, Archive};
 use crate::kubelet::registry::FakeRegistry;
-use crate::kubelet::runtime::FakeRuntime;
+use crate::kubelet::runtime::{Call, FakeRuntime};
 
 fn container(image: &str, policy: Option<&str>) -> Container {
     Container { name: "c".into(), image: Some(image.into()), image_pull_policy: policy.map(String::from), ..Default::default() }
@@ -78,7 +78,7 @@ async fn never_runs_only_what_is_present() {
     let err = p.ensure(&rt, "pod-a", FULL, PullPolicy::Never, &[]).await.unwrap_err();
     assert_eq!(err.reason(), "ErrImageNeverPull");
     rt.import(&archive("local.test/x:1", b"x")).await.unwrap();
-    assert_eq!(p.ensure(&rt, "pod-a", "local.test/x:1", PullPolicy::Never, &[]).await.unwrap(), "local.test/x:1");
+    assert_eq!(p.ensure(&rt, "pod-a", "local.test/x:1", PullPolicy::Never, &[]).await.unwrap().0, "local.test/x:1");
     assert!(calls(&p).is_empty());
 }
 
@@ -86,11 +86,16 @@ async fn never_runs_only_what_is_present() {
 async fn if_not_present_pulls_once_under_the_full_name() {
     let p = puller(served(b"v1"), Duration::from_secs(10));
     let rt = FakeRuntime::default();
-    assert_eq!(p.ensure(&rt, "pod-a", FULL, PullPolicy::IfNotPresent, &[]).await.unwrap(), FULL);
+    assert_eq!(p.ensure(&rt, "pod-a", FULL, PullPolicy::IfNotPresent, &[]).await.unwrap().0, FULL);
     assert_eq!(calls(&p), ["fetch"]);
     assert!(rt.has_image(FULL).await.unwrap());
-    assert_eq!(p.ensure(&rt, "pod-a", FULL, PullPolicy::IfNotPresent, &[]).await.unwrap(), FULL);
+    rt.calls.lock().unwrap().clear();
+    let (name, local) = p.ensure(&rt, "pod-a", FULL, PullPolicy::IfNotPresent, &[]).await.unwrap();
+    assert_eq!(name, FULL);
     assert_eq!(calls(&p), ["fetch"], "present: the registry is not asked again");
+    assert_eq!(Some(local.digest), rt.image_digest(FULL).await.unwrap());
+    let lookups = rt.calls.lock().unwrap().iter().filter(|c| matches!(c, Call::Image(_))).count();
+    assert_eq!(lookups, 2, "one lookup by ensure (the name is already full), one by the check above");
 }
 
 #[tokio::test]
@@ -103,8 +108,9 @@ async fn always_fetches_only_when_the_registry_has_another_digest() {
     let v2 = archive(FULL, b"v2");
     let new_digest = v2.images[0].target.digest.clone();
     p.registry.images.lock().unwrap().insert(FULL.into(), v2);
-    p.ensure(&rt, "pod-a", FULL, PullPolicy::Always, &[]).await.unwrap();
+    let (_, local) = p.ensure(&rt, "pod-a", FULL, PullPolicy::Always, &[]).await.unwrap();
     assert_eq!(calls(&p), ["fetch", "resolve", "resolve", "fetch"]);
+    assert_eq!(local.digest, new_digest, "the image as pulled, not as it was");
     assert_eq!(rt.image_digest(FULL).await.unwrap(), Some(new_digest));
 }
 
@@ -129,7 +135,7 @@ async fn failures_back_off_per_image() {
     *p.registry.fail.lock().unwrap() = Some("connection refused".into());
     assert!(p.ensure(&rt, "pod-a", FULL, PullPolicy::IfNotPresent, &[]).await.is_err());
     *p.registry.fail.lock().unwrap() = None;
-    assert_eq!(p.ensure(&rt, "pod-a", FULL, PullPolicy::IfNotPresent, &[]).await.unwrap(), FULL);
+    assert_eq!(p.ensure(&rt, "pod-a", FULL, PullPolicy::IfNotPresent, &[]).await.unwrap().0, FULL);
     assert_eq!(calls(&p), ["fetch", "fetch"]);
 }
 

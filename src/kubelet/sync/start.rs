@@ -27,12 +27,12 @@ impl<R: ContainerRuntime + 'static, N: PodNetwork + 'static, G: Registry + 'stat
     }
 
     pub(super) async fn start(&self, pod: &Pod, uid: &str, c: &Container, init: bool, attempt: u32) -> Result<(), StartError> {
+        let began = std::time::Instant::now();
         let refs = inputs::fetch_refs(&self.api, pod).await.map_err(StartError::Config)?;
         let image = c.image.clone().unwrap_or_default();
-        let image = self.puller.ensure(&*self.runtime, uid, &image, pull::policy(c), &refs.pull_secrets).await.map_err(StartError::Image)?;
-        let image_cfg = self.runtime.image_config(&image).await.map_err(StartError::Runtime)?;
-        let digest = self.runtime.image_digest(&image).await.map_err(StartError::Runtime)?.unwrap_or_default();
-        let image_id = pull::digest_name(&image, &digest);
+        let (image, local) = self.puller.ensure(&*self.runtime, uid, &image, pull::policy(c), &refs.pull_secrets).await.map_err(StartError::Image)?;
+        let image_cfg = &local.config;
+        let image_id = pull::digest_name(&image, &local.digest);
         let ip = self.lease(uid).map(|ip| ip.to_string()).unwrap_or_default();
         let mut env = image_cfg.env.clone();
         for (k, v) in inputs::resolve_env(pod, c, &refs, &ip, &self.cfg.node_ip).map_err(StartError::Config)? {
@@ -73,6 +73,7 @@ impl<R: ContainerRuntime + 'static, N: PodNetwork + 'static, G: Registry + 'stat
         let config = ContainerConfig {
             id: id.clone(),
             image,
+            rootfs_parent: Some(local.top.clone()),
             args: image_cfg.argv(c.command.as_deref().unwrap_or_default(), c.args.as_deref().unwrap_or_default()),
             env,
             working_dir: c.working_dir.clone().or(image_cfg.working_dir.clone()),
@@ -86,11 +87,14 @@ impl<R: ContainerRuntime + 'static, N: PodNetwork + 'static, G: Registry + 'stat
             cgroup: format!("/{}/{uid}/{id}", self.cfg.cgroup_parent.trim_matches('/')),
             log_path: Self::log_path(&self.cfg.data_dir, uid, &c.name, attempt),
             labels,
+            shim_group: Some(uid.to_string()),
         };
         if config.args.is_empty() {
             return Err(StartError::Config(inputs::InputError::Missing(format!("container {:?} has no command and its image none", c.name))));
         }
+        let prepared = began.elapsed();
         let _permit = self.starts.acquire().await.expect("the start semaphore is never closed");
+        let queued = began.elapsed() - prepared;
         match self.runtime.run(&config).await {
             Err(RuntimeError::Runtime(m)) if m.contains("AlreadyExists") => {
                 // A start that failed half-way earlier: remove the remains and start again.
@@ -99,7 +103,9 @@ impl<R: ContainerRuntime + 'static, N: PodNetwork + 'static, G: Registry + 'stat
             }
             other => other.map_err(StartError::Runtime)?,
         }
-        tracing::info!(pod = %pod_name(pod), container = %c.name, attempt, "container started");
+        let ms = |d: std::time::Duration| d.as_millis() as u64;
+        let run = began.elapsed() - prepared - queued;
+        tracing::info!(pod = %pod_name(pod), container = %c.name, attempt, prepare_ms = ms(prepared), queued_ms = ms(queued), run_ms = ms(run), "container started");
         Ok(())
     }
 
