@@ -11,6 +11,8 @@ use anyhow::{bail, Context};
 pub struct Containerd {
     dir: PathBuf,
     process: Option<Child>,
+    /// The CPU accounting group containerd runs in, and with it its shims and runc.
+    cpu: Option<CpuGroup>,
 }
 
 impl Containerd {
@@ -32,7 +34,15 @@ impl Containerd {
             .stderr(log)
             .spawn()
             .context("containerd must be installed (scripts/install-deps)")?;
-        let c = Containerd { dir: dir.to_path_buf(), process: Some(process) };
+        let cpu = CpuGroup::create().and_then(|g| g.adopt(process.id()).map(|()| g));
+        let cpu = match cpu {
+            Ok(g) => Some(g),
+            Err(e) => {
+                eprintln!("containerd's CPU time will not be measured: {e}");
+                None
+            }
+        };
+        let c = Containerd { dir: dir.to_path_buf(), process: Some(process), cpu };
         let deadline = Instant::now() + Duration::from_secs(20);
         while !c.ctr(&["version"]).is_ok_and(|o| o.status.success()) {
             if Instant::now() > deadline {
@@ -45,6 +55,12 @@ impl Containerd {
 
     pub fn socket(&self) -> PathBuf {
         self.dir.join("c.sock")
+    }
+
+    /// CPU time used so far by containerd, its shims and the runc processes they ran (not
+    /// the containers: runc moves them into their own cgroups); None where not measured.
+    pub fn cpu_time(&self) -> Option<Duration> {
+        self.cpu.as_ref().and_then(CpuGroup::usage)
     }
 
     pub fn dir(&self) -> &Path {
@@ -103,6 +119,58 @@ impl Containerd {
             let _ = Command::new("kill").args(["-9", &shim.to_string()]).status();
         }
         unmount_under(&self.dir);
+        if let Some(g) = self.cpu.take() {
+            g.remove();
+        }
+    }
+}
+
+/// A cgroup for CPU accounting only (cgroup v1 `cpuacct`, or v2's `cpu.stat`); its
+/// members' children start in it.
+struct CpuGroup {
+    dir: PathBuf,
+    v2: bool,
+}
+
+impl CpuGroup {
+    fn create() -> anyhow::Result<CpuGroup> {
+        static NEXT: std::sync::atomic::AtomicU32 = std::sync::atomic::AtomicU32::new(0);
+        let n = NEXT.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        let name = format!("orch-test-containerd-{}-{n}", std::process::id());
+        let v1 = Path::new("/sys/fs/cgroup/cpuacct");
+        let (dir, v2) = if v1.join("cpuacct.usage").exists() {
+            (v1.join(name), false)
+        } else if Path::new("/sys/fs/cgroup/cgroup.controllers").exists() {
+            (Path::new("/sys/fs/cgroup").join(name), true)
+        } else {
+            bail!("no cgroup v1 cpuacct or cgroup v2 hierarchy at /sys/fs/cgroup");
+        };
+        std::fs::create_dir(&dir).with_context(|| format!("creating {}", dir.display()))?;
+        Ok(CpuGroup { dir, v2 })
+    }
+
+    fn adopt(&self, pid: u32) -> anyhow::Result<()> {
+        std::fs::write(self.dir.join("cgroup.procs"), pid.to_string()).with_context(|| format!("moving {pid} into {}", self.dir.display()))
+    }
+
+    fn usage(&self) -> Option<Duration> {
+        if self.v2 {
+            let stat = std::fs::read_to_string(self.dir.join("cpu.stat")).ok()?;
+            let usec = stat.lines().find_map(|l| l.strip_prefix("usage_usec ")).and_then(|v| v.trim().parse().ok())?;
+            Some(Duration::from_micros(usec))
+        } else {
+            let ns = std::fs::read_to_string(self.dir.join("cpuacct.usage")).ok()?.trim().parse().ok()?;
+            Some(Duration::from_nanos(ns))
+        }
+    }
+
+    /// Remove the group once its processes are gone (they were just killed: give them a
+    /// moment to be reaped).
+    fn remove(self) {
+        let deadline = Instant::now() + Duration::from_secs(3);
+        while std::fs::remove_dir(&self.dir).is_err() && Instant::now() < deadline {
+            std::thread::sleep(Duration::from_millis(50));
+        }
     }
 }
 

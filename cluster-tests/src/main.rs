@@ -31,6 +31,12 @@ enum Cmd {
         out: PathBuf,
         #[arg(long, default_value_t = 30)]
         pods: usize,
+        /// Bursts to measure, one after another on the same cluster (each a row).
+        #[arg(long, default_value_t = 1)]
+        bursts: usize,
+        /// Copy the nodes' logs into OUT/logs (per-container start timings are logged).
+        #[arg(long)]
+        keep_logs: bool,
     },
     /// Service rule propagation at 1/10 and all of SERVICES services, and DNS queries/s next to NSD.
     BenchServices {
@@ -95,7 +101,7 @@ async fn main() -> anyhow::Result<()> {
 async fn run(command: Cmd) -> anyhow::Result<()> {
     match command {
         Cmd::BenchWrites { out, sequential, concurrent } => cluster_tests::bench::writes(&out, sequential, concurrent).await,
-        Cmd::BenchPods { out, pods } => cluster_tests::bench_pods::bench(&out, pods).await,
+        Cmd::BenchPods { out, pods, bursts, keep_logs } => cluster_tests::bench_pods::bench(&out, pods, bursts, keep_logs).await,
         Cmd::BenchServices { out, services, changes } => cluster_tests::bench_services::bench(&out, services, changes).await,
         Cmd::Chaos { heads, duration, seed, clients, keys, watchers, orchd_flags, out } => {
             use cluster_tests::chaos::{self, report, Config, LONG_ROTATION};
