@@ -30,6 +30,7 @@ use crate::api::quantity;
 use crate::client::ApiClient;
 use crate::watch_cache::{Changed, WatchCache};
 
+mod probing;
 mod start;
 use start::StartError;
 
@@ -136,7 +137,7 @@ pub fn container_id(uid: &str, name: &str, attempt: u32) -> String {
 type Observation = BTreeMap<String, Vec<Attempt>>;
 
 fn group_by_pod(containers: Vec<ContainerInfo>) -> BTreeMap<String, Observation> {
-    let mut out: BTreeMap<String, BTreeMap<String, Vec<Attempt>>> = BTreeMap::new();
+    let mut out: BTreeMap<String, Observation> = BTreeMap::new();
     for c in containers {
         let (Some(uid), Some(name)) = (c.labels.get(LABEL_UID), c.labels.get(LABEL_CONTAINER)) else { continue };
         let attempt = c.labels.get(LABEL_ATTEMPT).and_then(|a| a.parse().ok()).unwrap_or(0);
@@ -387,26 +388,6 @@ impl<R: ContainerRuntime + 'static, N: PodNetwork + 'static, G: Registry + 'stat
         self.node_net.lock().expect("node net lock").clone()
     }
 
-    /// Record the probe results that arrived, and requeue their pods.
-    fn record_probe_results(&self) {
-        let mut rx = self.probe_rx.lock().expect("probe results lock");
-        while let Ok((uid, id, kind, spec, outcome, at)) = rx.try_recv() {
-            self.probing.lock().expect("probe lock").remove(&(id.clone(), kind));
-            let mut probes = self.probes();
-            let state = probes.entry((id.clone(), kind)).or_default();
-            let (ok, message) = match outcome {
-                Ok(m) => (true, m),
-                Err(m) => (false, m),
-            };
-            if !ok {
-                tracing::info!(container = %id, ?kind, %message, "probe failed");
-            }
-            *state = probe::record(&spec, state, ok, message, at);
-            drop(probes);
-            self.workers().requeue(&uid);
-        }
-    }
-
     /// Rotate the log files of running containers that grew past the limit.
     fn rotate_logs(&self, running: &[ContainerInfo]) {
         for c in running {
@@ -513,67 +494,6 @@ impl<R: ContainerRuntime + 'static, N: PodNetwork + 'static, G: Registry + 'stat
             self.report_status(pod, uid, &spec, &p.waiting, &readiness, idle.then_some(observed.containers)).await;
         }
         (acted, min_time(p.wake_at, probe_wake))
-    }
-
-    /// Start the probes that are due for the pod's running containers; returns the
-    /// containers to restart (liveness or startup failed), readiness per container, and
-    /// when the next probe is due.
-    fn probe_pod(
-        &self,
-        uid: &str,
-        spec: &PodSpec,
-        containers: &BTreeMap<String, Vec<Attempt>>,
-    ) -> (Vec<String>, BTreeMap<String, bool>, Option<SystemTime>) {
-        let now = SystemTime::now();
-        let mut unhealthy = Vec::new();
-        let mut readiness = BTreeMap::new();
-        let mut wake = None;
-        let pod_ip = self.lease(uid).map(std::net::IpAddr::V4);
-        for c in &spec.containers {
-            let Some(run) = containers.get(&c.name).and_then(|a| a.last()) else { continue };
-            if !matches!(run.state, super::runtime::ContainerState::Running { .. }) {
-                continue;
-            }
-            let started = run.started_at.unwrap_or(now);
-            let startup_done = probe::spec(c, probe::Kind::Startup).is_none()
-                || self.probes().get(&(run.id.clone(), probe::Kind::Startup)).is_some_and(|s| s.result == Some(true));
-            let kinds: &[probe::Kind] = if startup_done { &[probe::Kind::Liveness, probe::Kind::Readiness] } else { &[probe::Kind::Startup] };
-            for kind in kinds {
-                let Some(parsed) = probe::spec(c, *kind) else { continue };
-                let pspec = match parsed {
-                    Ok(s) => s,
-                    Err(e) => {
-                        tracing::warn!(container = %c.name, ?kind, error = %e, "probe ignored");
-                        continue;
-                    }
-                };
-                let key = (run.id.clone(), *kind);
-                let state = self.probes().get(&key).cloned().unwrap_or_default();
-                if state.result == Some(false) && *kind != probe::Kind::Readiness {
-                    unhealthy.push(c.name.clone());
-                }
-                let due = probe::next_run(&pspec, &state, started);
-                if due <= now && !self.probing.lock().expect("probe lock").contains(&key) {
-                    if let Some(ip) = pod_ip {
-                        self.probing.lock().expect("probe lock").insert(key.clone());
-                        let (rt, tx, wake_loop, kind, uid) = (self.runtime.clone(), self.probe_tx.clone(), self.wake.clone(), *kind, uid.to_string());
-                        tokio::spawn(async move {
-                            let outcome = probe::run(rt.as_ref(), &key.0, ip, &pspec).await;
-                            let _ = tx.send((uid, key.0, kind, pspec, outcome, SystemTime::now()));
-                            wake_loop.notify_one();
-                        });
-                    }
-                } else {
-                    wake = min_time(wake, Some(due));
-                }
-            }
-            let ready = match probe::spec(c, probe::Kind::Readiness) {
-                None => true,
-                Some(_) => self.probes().get(&(run.id.clone(), probe::Kind::Readiness)).is_some_and(|s| s.result == Some(true)),
-            };
-            readiness.insert(c.name.clone(), ready && startup_done);
-        }
-        (unhealthy, readiness, wake)
     }
 
     /// Stop and remove what is left on the node of a pod the API no longer has.
@@ -704,7 +624,7 @@ impl<R: ContainerRuntime + 'static, N: PodNetwork + 'static, G: Registry + 'stat
         spec: &PodSpec,
         plan_waiting: &BTreeMap<String, Waiting>,
         readiness: &BTreeMap<String, bool>,
-        seen: Option<BTreeMap<String, Vec<Attempt>>>,
+        seen: Option<Observation>,
     ) {
         let containers = match seen {
             Some(c) => c,
