@@ -232,9 +232,17 @@ pub async fn bench(out: &Path, pods_per_run: usize, bursts: usize, keep_logs: bo
     delete_all(&c, &seq).await?;
     let mut runs = vec![summarize("one at a time", sequential)];
     let mut cpu = vec![CpuUse::total(&seq_cpu)];
+    let mut steady = CpuUse::default();
     for b in 0..bursts {
         let burst = names(&format!("burst{b}"));
         let (burst_times, burst_cpu) = start(&c, &burst).await?;
+        if b + 1 == bursts {
+            // The pods running and nothing changing: what keeping them costs (the kubelets'
+            // passes every 2 s, heartbeats), measured over a fixed window.
+            let before = Meter::read(&c);
+            tokio::time::sleep(STEADY_WINDOW).await;
+            steady = Meter::read(&c).since(&before);
+        }
         delete_all(&c, &burst).await?;
         let name = if bursts == 1 { format!("burst of {pods_per_run}") } else { format!("burst of {pods_per_run} ({} of {bursts})", b + 1) };
         runs.push(summarize(&name, burst_times));
@@ -251,15 +259,18 @@ pub async fn bench(out: &Path, pods_per_run: usize, bursts: usize, keep_logs: bo
             std::fs::copy(n.data_dir.with_extension("log"), dir.join(format!("{}.log", n.name)))?;
         }
     }
-    write_report(out, &runs, &cpu, &rss)
+    write_report(out, &runs, &cpu, &steady, &rss)
 }
 
-fn write_report(out: &Path, runs: &[Latencies], cpu: &[CpuUse], rss: &[Rss]) -> anyhow::Result<()> {
+/// How long the steady state (a burst's pods running, nothing changing) is measured.
+const STEADY_WINDOW: Duration = Duration::from_secs(10);
+
+fn write_report(out: &Path, runs: &[Latencies], cpu: &[CpuUse], steady: &CpuUse, rss: &[Rss]) -> anyhow::Result<()> {
     std::fs::create_dir_all(out)?;
     // The orchd measured (its build profile is in the path: target/{debug,release,dist}).
     let orchd = crate::cluster::bin_dir().join("orchd");
     let orchd = std::fs::canonicalize(&orchd).unwrap_or(orchd).display().to_string();
-    let json = json!({"runs": runs, "cpu": cpu, "idle_rss": rss, "orchd": orchd, "cores": cores()});
+    let json = json!({"runs": runs, "cpu": cpu, "steady": steady, "idle_rss": rss, "orchd": orchd, "cores": cores()});
     std::fs::write(out.join("pod-startup.json"), serde_json::to_string_pretty(&json)?)?;
     let mut md = String::from(
         "# Pod start latency and idle memory\n\n\
@@ -286,6 +297,15 @@ fn write_report(out: &Path, runs: &[Latencies], cpu: &[CpuUse], rss: &[Rss]) -> 
             r.name, r.pods, r.p50_ms, r.p99_ms, r.max_ms, c.wall_ms, c.cpu_ms, per_pod(c.cpu_ms), c.cores_busy, per_pod(c.orchd_ms)
         ));
     }
+    let per_s = |ms: f64| ms / (steady.wall_ms / 1000.0).max(f64::EPSILON);
+    md.push_str(&format!(
+        "\nThe last burst's pods running and nothing changing, over {} s: the machine {:.0} ms of CPU per second, \
+         the orchd processes {:.0} ms/s, containerd with its shims {}.\n",
+        STEADY_WINDOW.as_secs(),
+        per_s(steady.cpu_ms),
+        per_s(steady.orchd_ms),
+        steady.containerd_ms.map_or("not measured".to_string(), |ms| format!("{:.0} ms/s", per_s(ms)))
+    ));
     md.push_str("\nResident memory (VmRSS) of idle orchd processes, 40 s after the last pod was deleted. Goal: ≤ 32 MB for a worker.\n\n| node | role | RSS MiB | anonymous MiB | file-backed MiB |\n|---|---|---:|---:|---:|\n");
     let mib = |k: u64| k as f64 / 1024.0;
     for r in rss {
