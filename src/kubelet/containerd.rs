@@ -416,11 +416,7 @@ impl ContainerRuntime for ContainerdRuntime {
 
     async fn image(&self, name: &str) -> Result<Option<LocalImage>, RuntimeError> {
         let Some(target) = self.image_target(name).await? else { return Ok(None) };
-        let config = match self.image_config_json(name, &target).await {
-            Ok(c) => c,
-            Err(RuntimeError::ImageNotFound(_)) => return Ok(None),
-            Err(e) => return Err(e),
-        };
+        let config = self.image_config_json(name, &target).await?;
         let diff_ids: Vec<String> =
             config["rootfs"]["diff_ids"].as_array().into_iter().flatten().filter_map(|d| d.as_str().map(String::from)).collect();
         let top = chain_ids(&diff_ids).pop().ok_or_else(|| RuntimeError::Runtime(format!("{name} has no layers")))?;
