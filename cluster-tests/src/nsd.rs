@@ -18,7 +18,7 @@ impl Nsd {
         let body = format!("$ORIGIN {zone}.\n$TTL 5\n@ IN SOA ns.{zone}. hostmaster.{zone}. 1 7200 1800 86400 5\n@ IN NS ns\nns IN A 127.0.0.1\n{records}");
         std::fs::write(dir.join("zone"), body)?;
         let conf = format!(
-            "server:\n  ip-address: {addr}@{port}\n  database: \"\"\n  zonesdir: \"{d}\"\n  pidfile: \"{d}/nsd.pid\"\n  xfrdfile: \"{d}/xfrd.state\"\n  username: \"\"\n  server-count: 1\n  verbosity: 0\nremote-control:\n  control-enable: no\nzone:\n  name: {zone}\n  zonefile: zone\n",
+            "server:\n  ip-address: {addr}@{port}\n  database: \"\"\n  zonesdir: \"{d}\"\n  pidfile: \"{d}/nsd.pid\"\n  xfrdfile: \"{d}/xfrd.state\"\n  xfrdir: \"{d}\"\n  username: \"\"\n  server-count: 1\n  verbosity: 0\nremote-control:\n  control-enable: no\nzone:\n  name: {zone}\n  zonefile: zone\n",
             d = dir.display()
         );
         std::fs::write(dir.join("nsd.conf"), conf)?;
