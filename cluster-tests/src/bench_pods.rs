@@ -212,6 +212,7 @@ fn rss(n: &crate::cluster::Node) -> Rss {
 }
 
 pub async fn bench(out: &Path, pods_per_run: usize, bursts: usize, keep_logs: bool) -> anyhow::Result<()> {
+    anyhow::ensure!(bursts >= 1 && pods_per_run >= 1, "--bursts and --pods must be at least 1 (got {bursts} and {pods_per_run})");
     let mut c = Cluster::start_opts(1, 2, Options { containerd: true, ..Default::default() }).await?;
     c.quiet = true;
     pods::load_busybox(&c, 0)?;
