@@ -9,6 +9,7 @@ pub mod chaos;
 pub mod check;
 pub mod cluster;
 pub mod containerd;
+pub mod kubectl;
 pub mod net;
 pub mod nsd;
 pub mod objects;

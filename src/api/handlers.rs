@@ -15,6 +15,7 @@ use super::cascade;
 /// Namespaces the cluster itself relies on; deleting them is refused, as Kubernetes does.
 pub const PROTECTED_NAMESPACES: [&str; 3] = ["default", "kube-system", "kube-public"];
 use super::object::{self, FieldSelector, Selector, MAX_BODY_BYTES};
+use super::patch::PatchType;
 use super::resources::{self, Resource};
 use super::status::ApiError;
 use super::store::{parse_rv, Consistency, Filter, WatchItem};
@@ -114,6 +115,9 @@ async fn handle(
         Some("0") => Consistency::Local,
         _ => Consistency::Linearizable,
     };
+    if method != Method::GET {
+        refuse_dry_run(q)?;
+    }
     match (method, t.name.as_deref()) {
         (Method::GET, None) if matches!(q.get("watch").map(String::as_str), Some("true" | "1")) => watch(st, &t, q).await,
         (Method::GET, None) => {
@@ -139,13 +143,9 @@ async fn handle(
         }
         (Method::PATCH, Some(name)) => {
             let ct = headers.get(header::CONTENT_TYPE).and_then(|v| v.to_str().ok()).unwrap_or("");
-            if ct.starts_with("application/json-patch+json") || ct.starts_with("application/apply-patch") {
-                return Err(ApiError::new(415, "UnsupportedMediaType", format!(
-                    "patch type {ct:?} is not supported; use application/merge-patch+json (strategic merge patches are applied as merge patches)"
-                )));
-            }
+            let kind = PatchType::from_content_type(ct)?;
             let patch = read_body(headers, body).await?;
-            Ok(json_response(StatusCode::OK, &store.patch(t.res, ns, name, patch, t.status).await?))
+            Ok(json_response(StatusCode::OK, &store.patch_as(t.res, ns, name, patch, kind, t.status).await?))
         }
         (Method::DELETE, Some(name)) => {
             let opts = read_body(headers, body).await.unwrap_or(Value::Null);
@@ -170,6 +170,17 @@ async fn handle(
             Ok(json_response(StatusCode::OK, &store.delete_gracefully(t.res, ns, name, expected, grace).await?))
         }
         (m, _) => Err(ApiError::new(405, "MethodNotAllowed", format!("{m} is not supported on this path"))),
+    }
+}
+
+/// A dry run must never write. Until the server can answer one, it refuses the request
+/// instead of carrying it out (`kubectl diff` then reports the error; nothing changes).
+fn refuse_dry_run(q: &HashMap<String, String>) -> Result<(), ApiError> {
+    match q.get("dryRun") {
+        None => Ok(()),
+        Some(v) => Err(ApiError::bad_request(format!(
+            "dryRun={v} is not supported by this server yet; the request was not carried out and nothing was changed"
+        ))),
     }
 }
 

@@ -5,6 +5,7 @@ pub mod cascade;
 pub mod discovery;
 pub mod handlers;
 pub mod object;
+pub mod patch;
 pub mod quantity;
 pub mod resources;
 pub mod service;

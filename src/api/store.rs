@@ -10,6 +10,7 @@ use serde_json::Value;
 use tokio::sync::mpsc;
 
 use super::object::{self, FieldSelector, Selector};
+use super::patch::PatchType;
 use super::resources::{self, Resource};
 use super::service::{self, ServiceRanges, Taken};
 use super::status::ApiError;
@@ -238,12 +239,24 @@ impl ObjectStore {
         .await
     }
 
-    /// RFC 7386 merge patch, applied to the current object under compare-and-set.
+    /// A JSON merge patch (RFC 7386), applied to the current object under compare-and-set.
     pub async fn patch(&self, res: &Resource, ns: Option<&str>, name: &str, patch: Value, status_only: bool) -> Result<Value, ApiError> {
+        self.patch_as(res, ns, name, patch, PatchType::Merge, status_only).await
+    }
+
+    /// A patch of the given type, applied to the current object under compare-and-set.
+    pub async fn patch_as(
+        &self,
+        res: &Resource,
+        ns: Option<&str>,
+        name: &str,
+        patch: Value,
+        kind: PatchType,
+        status_only: bool,
+    ) -> Result<Value, ApiError> {
         let expected = object::str_field(&patch, "resourceVersion").map(parse_rv).transpose()?;
         self.modify(res, ns, name, expected, |current| {
-            let mut merged = current.clone();
-            object::merge_patch(&mut merged, &patch);
+            let merged = kind.apply(res.kind, current, &patch)?;
             if status_only {
                 let mut only = current.clone();
                 only["status"] = merged.get("status").cloned().unwrap_or(Value::Null);
