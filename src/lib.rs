@@ -3,6 +3,7 @@
 //! store is the `orch-raft` crate. See docs/ARCHITECTURE.md for the map.
 
 pub mod api;
+pub mod auth;
 pub mod changelog;
 pub mod client;
 pub mod clock;
@@ -10,6 +11,7 @@ pub mod control;
 pub mod ctl;
 pub mod daemon;
 pub mod image_reference;
+pub mod kubeconfig;
 pub mod kubelet;
 pub mod metrics;
 pub mod portforward;

@@ -1,5 +1,6 @@
 //! The API of a worker: every request is forwarded to a head (writes reach the leader
-//! from there; reads are linearizable there), failing over between heads. The head list
+//! from there; reads are linearizable there) with the caller's identity, over the
+//! worker's own certificate, failing over between heads. The head list
 //! is refreshed from the cluster status.
 
 use std::sync::{Arc, RwLock};
@@ -13,6 +14,7 @@ use axum::Router;
 use hyper::Method;
 
 use crate::api::status::ApiError;
+use crate::auth::{self, User};
 use crate::client::{base_url, ApiClient};
 
 #[derive(Clone)]
@@ -22,8 +24,10 @@ pub struct Proxy {
 }
 
 impl Proxy {
-    pub fn new(seeds: Vec<String>) -> Self {
-        Proxy { heads: Arc::new(RwLock::new(seeds)), client: ApiClient::default() }
+    /// Forward to `seeds` (and the heads learnt from them) with `client`, this node's
+    /// own credentials.
+    pub fn new(seeds: Vec<String>, client: ApiClient) -> Self {
+        Proxy { heads: Arc::new(RwLock::new(seeds)), client }
     }
 
     fn heads(&self) -> Vec<String> {
@@ -52,7 +56,7 @@ impl Proxy {
 }
 
 pub fn router(proxy: Proxy) -> Router {
-    Router::new().route("/healthz", get(|| async { "ok" })).fallback(forward).with_state(proxy)
+    Router::new().route("/healthz", get(|| async { "ok" })).route("/livez", get(|| async { "ok" })).fallback(forward).with_state(proxy)
 }
 
 async fn forward(State(p): State<Proxy>, req: Request) -> Response {
@@ -63,6 +67,10 @@ async fn forward(State(p): State<Proxy>, req: Request) -> Response {
     };
     let path = parts.uri.path_and_query().map(|p| p.as_str()).unwrap_or("/");
     let ct = parts.headers.get(hyper::header::CONTENT_TYPE).and_then(|v| v.to_str().ok());
+    // The head authorizes the caller, not this node: the caller's identity goes along
+    // (the authentication layer put it in the extensions; anonymous included).
+    let caller = parts.extensions.get::<User>().cloned().unwrap_or_else(User::anonymous);
+    let client = p.client.with_headers(auth::forwarded_headers(&caller));
     let mut last_error = String::from("no head is known");
     // Rotate the start so load spreads; try every head once.
     let heads = p.heads();
@@ -70,7 +78,7 @@ async fn forward(State(p): State<Proxy>, req: Request) -> Response {
     for i in 0..heads.len() {
         let head = &heads[(start + i) % heads.len()];
         let url = format!("{}{path}", base_url(head));
-        match p.client.send(parts.method.clone(), &url, ct, bytes.clone()).await {
+        match client.send(parts.method.clone(), &url, ct, bytes.clone()).await {
             Ok(resp) => {
                 let (parts, body) = resp.into_parts();
                 return Response::from_parts(parts, Body::new(body));

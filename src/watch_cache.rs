@@ -44,13 +44,13 @@ impl WatchCache {
     /// Follow `path` (a collection such as `/api/v1/services`, optionally with a query such
     /// as `?fieldSelector=spec.nodeName=n1`) on the API at `base`; the task ends when every
     /// clone of the cache is dropped.
-    pub fn start(base: String, path: impl Into<String>) -> WatchCache {
+    pub fn start(client: ApiClient, base: String, path: impl Into<String>) -> WatchCache {
         let path = path.into();
         let cache = WatchCache { state: Arc::default(), changed: watch::Sender::new(0) };
         let weak = Arc::downgrade(&cache.state);
         let changed = cache.changed.clone();
         tokio::spawn(async move {
-            let client = ApiClient::new(Duration::from_secs(10));
+            let client = client.with_timeout(Duration::from_secs(10));
             loop {
                 if weak.strong_count() == 0 {
                     return;

@@ -9,7 +9,6 @@ use std::time::{Duration, Instant};
 
 use anyhow::Context;
 use hyper::Method;
-use orch::client::ApiClient;
 use serde_json::json;
 
 use crate::Cluster;
@@ -45,8 +44,9 @@ async fn run(c: &Cluster, name: &str, targets: &[usize], clients: usize, writes:
         let next = next.clone();
         let urls = urls.clone();
         let prefix = name.to_string();
+        // One client (its own connections) per writer, as separate client processes would.
+        let client = c.client_as(c.admin.as_ref().and_then(|a| a.client.as_ref()).map(|(a, b)| (a.as_str(), b.as_str())), None)?;
         tasks.push(tokio::spawn(async move {
-            let client = ApiClient::new(Duration::from_secs(10));
             let mut latencies = Vec::new();
             let mut errors = 0;
             loop {

@@ -1,14 +1,17 @@
 //! A real orch cluster for tests: N heads and M workers, each an `orchd` process in its
 //! own network namespace with its own data dir. Nodes can be killed (SIGKILL), stopped
 //! (SIGTERM), paused (SIGSTOP/SIGCONT) and restarted from their data dir. Dropping the
-//! cluster kills its processes (by PID) and removes its namespaces and links.
+//! cluster kills its processes (by PID) and removes its namespaces and links. The tests
+//! talk to it as its administrator does: HTTPS with the admin kubeconfig the first head
+//! wrote (`Cluster::kubeconfig`, `Cluster::client`).
 
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context};
-use orch::client::ApiClient;
+use orch::client::{ApiClient, Tls};
+use orch::kubeconfig::{Credentials, Kubeconfig};
 use serde_json::Value;
 
 use crate::containerd::Containerd;
@@ -83,6 +86,8 @@ pub struct Cluster {
     net: TestNet,
     dir: tempfile::TempDir,
     pub token: String,
+    /// The administrator's credentials (from the first head's admin kubeconfig).
+    pub admin: Option<Credentials>,
     /// Extra orchd flags for every node (e.g. faster heartbeats).
     extra: Vec<String>,
     pub client: ApiClient,
@@ -108,8 +113,9 @@ impl Cluster {
             net: TestNet::new()?,
             dir: tempfile::Builder::new().prefix("orch-cluster-").tempdir()?,
             token: String::new(),
+            admin: None,
             extra: opts.extra.clone(),
-            client: ApiClient::new(Duration::from_secs(10)),
+            client: ApiClient::plain(Duration::from_secs(10)),
             quiet: false,
         };
         for i in 0..heads + workers {
@@ -131,6 +137,7 @@ impl Cluster {
             c.extra.push("--no-kubelet".into());
         }
         c.spawn(0, &["--init"])?;
+        c.load_admin().await?;
         c.wait_ready(0).await?;
         c.token = std::fs::read_to_string(c.nodes[0].data_dir.join("token"))?.trim().to_string();
         for i in 1..c.nodes.len() {
@@ -276,14 +283,37 @@ impl Cluster {
     }
 
     pub fn url(&self, i: usize, path: &str) -> String {
-        format!("http://{}{path}", self.api(i))
+        format!("https://{}{path}", self.api(i))
+    }
+
+    /// The admin kubeconfig the first head wrote at `--init`.
+    pub fn kubeconfig(&self) -> PathBuf {
+        self.nodes[0].data_dir.join("admin.kubeconfig")
+    }
+
+    /// Wait for the first head to write the admin kubeconfig, then talk as the admin.
+    async fn load_admin(&mut self) -> anyhow::Result<()> {
+        let path = self.kubeconfig();
+        poll(Duration::from_secs(30), "the admin kubeconfig", || async { Ok(path.exists()) })
+            .await
+            .with_context(|| format!("log:\n{}", self.log_tail(0)))?;
+        let creds = Kubeconfig::load(Some(&path))?.credentials(None)?;
+        self.client = ApiClient::new(Duration::from_secs(10), &Tls::from_credentials(&creds)?);
+        self.admin = Some(creds);
+        Ok(())
+    }
+
+    /// A client of the cluster with these credentials (another user's, or none).
+    pub fn client_as(&self, client: Option<(&str, &str)>, token: Option<&str>) -> anyhow::Result<ApiClient> {
+        let ca = &self.admin.as_ref().context("the cluster has no CA yet")?.ca_pem;
+        Ok(ApiClient::new(Duration::from_secs(10), &Tls::new(ca, client, token)?))
     }
 
     /// Poll until node `i` answers /healthz (and, for heads, /readyz: a quorum read works).
     pub async fn wait_ready(&self, i: usize) -> anyhow::Result<()> {
         let path = if self.nodes[i].role == Role::Head { "/readyz" } else { "/healthz" };
         let url = self.url(i, path);
-        let quick = ApiClient::new(Duration::from_secs(2));
+        let quick = self.client.with_timeout(Duration::from_secs(2));
         poll(Duration::from_secs(60), &format!("{} ready", self.nodes[i].name), || async {
             Ok(quick.text(&url).await.is_ok())
         })
@@ -328,12 +358,15 @@ impl Cluster {
 
     /// Run orchctl against node `i`; returns (success, stdout, stderr).
     pub fn orchctl(&self, i: usize, args: &[&str]) -> anyhow::Result<(bool, String, String)> {
-        let out = Command::new(bin("orchctl")?)
-            .args(["--server", &self.api(i)])
-            .args(args)
-            .env("ORCHCONFIG", self.dir.path().join("orchctl.yaml"))
-            .output()?;
+        let out = self.orchctl_command(i)?.args(args).output()?;
         Ok((out.status.success(), String::from_utf8_lossy(&out.stdout).into(), String::from_utf8_lossy(&out.stderr).into()))
+    }
+
+    /// An orchctl command line against node `i`, as the administrator.
+    pub fn orchctl_command(&self, i: usize) -> anyhow::Result<Command> {
+        let mut cmd = Command::new(bin("orchctl")?);
+        cmd.arg("--kubeconfig").arg(self.kubeconfig()).args(["--server", &self.api(i)]).env_remove("KUBECONFIG");
+        Ok(cmd)
     }
 
     pub fn log_tail(&self, i: usize) -> String {

@@ -1,5 +1,5 @@
 //! The real `kubectl` (1.32, installed on the machine) against a test cluster's node, as a
-//! user runs it: arguments, optional stdin, exit code and output.
+//! user runs it (with the admin kubeconfig): arguments, optional stdin, exit code and output.
 
 use std::io::Write;
 use std::process::{Command, Stdio};
@@ -24,12 +24,14 @@ impl Run {
 
 /// Run `kubectl ARGS` against node `i`, feeding `stdin` if given.
 pub fn kubectl(c: &Cluster, i: usize, args: &[&str], stdin: Option<&str>) -> anyhow::Result<Run> {
-    let server = format!("http://{}", c.nodes[i].api());
+    let server = format!("https://{}", c.nodes[i].api());
     let mut child = Command::new("kubectl")
+        .arg("--kubeconfig")
+        .arg(c.kubeconfig())
         .args(["--server", &server, "--request-timeout", "20s"])
         .args(args)
         // Nothing of the machine's own kubectl configuration may leak into a test.
-        .env("KUBECONFIG", "/dev/null")
+        .env_remove("KUBECONFIG")
         .env("HOME", c.work_dir())
         .stdin(if stdin.is_some() { Stdio::piped() } else { Stdio::null() })
         .stdout(Stdio::piped())

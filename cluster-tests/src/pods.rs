@@ -77,8 +77,9 @@ pub async fn wait_pod(c: &Cluster, name: &str, what: &str, limit: std::time::Dur
 /// Run `script` with `sh -c` in pod `name` through `orchctl exec` on node `via`; returns
 /// (exit code, stdout, stderr).
 pub fn exec(c: &Cluster, via: usize, name: &str, script: &str) -> (i32, String, String) {
-    let out = std::process::Command::new(crate::cluster::bin_dir().join("orchctl"))
-        .args(["--server", &c.api(via), "exec", name, "--", "sh", "-c", script])
+    let out = c.orchctl_command(via)
+        .expect("orchctl is built")
+        .args(["exec", name, "--", "sh", "-c", script])
         .output()
         .expect("running orchctl exec");
     (out.status.code().unwrap_or(-1), String::from_utf8_lossy(&out.stdout).into_owned(), String::from_utf8_lossy(&out.stderr).into_owned())

@@ -321,8 +321,8 @@ async fn logs_and_exec_reach_a_pod_on_another_node_through_any_node() {
     assert!(!ok && err.contains("previous terminated container"), "{err}");
 
     wait_pod(&c, "shell", "shell running", |p| container_status(p, "app")["state"]["running"].is_object()).await;
-    let out = std::process::Command::new(cluster_tests::cluster::bin_dir().join("orchctl"))
-        .args(["--server", &c.api(1), "exec", "shell", "--", "sh", "-c", "echo out; echo err >&2; exit 3"])
+    let out = c.orchctl_command(1).unwrap()
+        .args(["exec", "shell", "--", "sh", "-c", "echo out; echo err >&2; exit 3"])
         .output()
         .unwrap();
     assert_eq!(out.status.code(), Some(3));
@@ -330,8 +330,8 @@ async fn logs_and_exec_reach_a_pod_on_another_node_through_any_node() {
 
     // stdin streams in; the command sees its end.
     use std::io::Write;
-    let mut child = std::process::Command::new(cluster_tests::cluster::bin_dir().join("orchctl"))
-        .args(["--server", &c.api(1), "exec", "-i", "shell", "--", "sh", "-c", "cat; echo done"])
+    let mut child = c.orchctl_command(1).unwrap()
+        .args(["exec", "-i", "shell", "--", "sh", "-c", "cat; echo done"])
         .stdin(std::process::Stdio::piped())
         .stdout(std::process::Stdio::piped())
         .spawn()
@@ -401,8 +401,8 @@ async fn port_forward_reaches_a_pod_localhost_through_another_node() {
     wait_pod(&c, "web", "web running", |p| container_status(p, "app")["state"]["running"].is_object()).await;
 
     // Through the head (the pod runs on the worker); ":8080" picks a free local port.
-    let mut child = std::process::Command::new(cluster_tests::cluster::bin_dir().join("orchctl"))
-        .args(["--server", &c.api(0), "port-forward", "web", ":8080", ":9"])
+    let mut child = c.orchctl_command(0).unwrap()
+        .args(["port-forward", "web", ":8080", ":9"])
         .stdout(std::process::Stdio::piped())
         .stderr(std::process::Stdio::piped())
         .spawn()
@@ -468,8 +468,8 @@ async fn exec_ws(c: &Cluster, via: usize, name: &str, script: &str, tty: bool, b
     use orch::remotecommand as rc;
     use tokio_tungstenite::tungstenite::Message;
     let params = rc::ExecParams { command: vec!["sh".into(), "-c".into(), script.into()], container: None, stdin: true, tty };
-    let url = format!("ws://{}/api/v1/namespaces/default/pods/{name}/exec?{}", c.api(via), rc::to_query(&params));
-    let socket = orch::daemon::relay::connect(&url, &rc::PROTOCOLS).await.expect("exec WebSocket");
+    let url = format!("wss://{}/api/v1/namespaces/default/pods/{name}/exec?{}", c.api(via), rc::to_query(&params));
+    let socket = c.client.websocket(&url, &rc::PROTOCOLS).await.expect("exec WebSocket");
     let (mut tx, mut rx) = socket.split();
     for m in before {
         tx.send(Message::Binary(m.into())).await.unwrap();

@@ -207,7 +207,7 @@ async fn services_reach_every_endpoint_from_every_node_by_name_vip_and_node_port
 
 /// GET http://ADDR/ from the test process; the body trimmed.
 async fn http_get(addr: &str) -> anyhow::Result<String> {
-    let client = orch::client::ApiClient::new(Duration::from_secs(5));
+    let client = orch::client::ApiClient::plain(Duration::from_secs(5));
     Ok(client.text(&format!("http://{addr}/")).await?.trim().to_string())
 }
 
@@ -234,10 +234,10 @@ async fn endpoints_leave_the_rotation_before_their_pods_stop_and_when_unready() 
     // path to the node (DNS on the gateway address).
     let beside = api.iter().find(|p| p["spec"]["nodeName"] == c.nodes[0].name.as_str()).unwrap_or(&api[0]);
     let victim = beside["metadata"]["name"].as_str().unwrap().to_string();
-    let api_node = c.api(0);
+    let mut api_node = c.orchctl_command(0).unwrap();
     let looper = std::thread::spawn(move || {
-        Command::new(cluster_tests::cluster::bin_dir().join("orchctl"))
-            .args(["--server", &api_node, "exec", "client", "--", "sh", "-c", "for i in $(seq 300); do wget -q -O- http://api/ || echo FAILED; sleep 0.03; done"])
+        api_node
+            .args(["exec", "client", "--", "sh", "-c", "for i in $(seq 300); do wget -q -O- http://api/ || echo FAILED; sleep 0.03; done"])
             .output()
             .expect("orchctl exec")
     });

@@ -31,6 +31,10 @@ pub enum TlsError {
     CaMismatch { expected: String, actual: String },
     #[error("not a PEM certificate")]
     BadPem,
+    #[error("a client certificate can carry one group (O) here; {0} were asked for")]
+    TooManyGroups(usize),
+    #[error("{0:?} is not a valid node name (lowercase letters, digits, '-' and '.', at most 253)")]
+    BadNodeName(String),
 }
 
 /// The cluster certificate authority (certificate and private key, PEM).
@@ -57,18 +61,75 @@ impl ClusterCa {
         ca_hash(&self.cert_pem)
     }
 
-    /// Sign a node's CSR. The node may ask for any addresses (it holds the join secret),
-    /// but never for a CA certificate; usages are fixed to TLS server and client.
-    pub fn sign(&self, csr_pem: &str) -> Result<String, TlsError> {
+    /// Sign the CSR of node `node_name`. The node may ask for any addresses (it holds the
+    /// join secret), but never for a CA certificate nor for another subject than its node
+    /// identity (`system:node:<name>` in group `system:nodes`, as the API authenticates
+    /// it); usages are fixed to TLS server and client.
+    pub fn sign(&self, csr_pem: &str, node_name: &str) -> Result<String, TlsError> {
         let key = KeyPair::from_pem(&self.key_pem)?;
         let issuer = Issuer::from_ca_cert_pem(&self.cert_pem, key)?;
+        if !valid_node_name(node_name) {
+            return Err(TlsError::BadNodeName(node_name.to_string()));
+        }
         let mut csr = CertificateSigningRequestParams::from_pem(csr_pem)?;
+        csr.params.distinguished_name = node_subject(node_name);
         csr.params.is_ca = IsCa::ExplicitNoCa;
         csr.params.key_usages = vec![KeyUsagePurpose::DigitalSignature, KeyUsagePurpose::KeyEncipherment];
         csr.params.extended_key_usages = vec![ExtendedKeyUsagePurpose::ServerAuth, ExtendedKeyUsagePurpose::ClientAuth];
         csr.params.not_after = rcgen::date_time_ymd(2125, 1, 1);
         Ok(csr.signed_by(&issuer)?.pem())
     }
+}
+
+/// A client certificate (and its new key) for `user` in `groups`: the API authenticates
+/// it as that user (CN) with those groups (O), as Kubernetes does. Client use only. At most
+/// one group: rcgen writes one attribute per type into a subject (bind the user to more
+/// roles instead of giving it more groups).
+pub fn issue_client(ca: &ClusterCa, user: &str, groups: &[&str], valid_days: i64) -> Result<(String, String), TlsError> {
+    if groups.len() > 1 {
+        return Err(TlsError::TooManyGroups(groups.len()));
+    }
+    let ca_key = KeyPair::from_pem(&ca.key_pem)?;
+    let issuer = Issuer::from_ca_cert_pem(&ca.cert_pem, ca_key)?;
+    let key = KeyPair::generate()?;
+    let mut params = CertificateParams::new(Vec::<String>::new())?;
+    params.distinguished_name = name(user);
+    for g in groups {
+        params.distinguished_name.push(DnType::OrganizationName, *g);
+    }
+    params.is_ca = IsCa::ExplicitNoCa;
+    params.key_usages = vec![KeyUsagePurpose::DigitalSignature, KeyUsagePurpose::KeyEncipherment];
+    params.extended_key_usages = vec![ExtendedKeyUsagePurpose::ClientAuth];
+    let now = time::OffsetDateTime::now_utc();
+    params.not_before = now - time::Duration::minutes(5);
+    params.not_after = now + time::Duration::days(valid_days);
+    let cert = params.signed_by(&key, &issuer)?;
+    Ok((cert.pem(), key.serialize_pem()))
+}
+
+/// The user and group a node's certificate names it by.
+pub fn node_user(node_name: &str) -> String {
+    format!("system:node:{node_name}")
+}
+
+pub const NODES_GROUP: &str = "system:nodes";
+
+/// A DNS subdomain name, as Kubernetes requires of a Node's name.
+pub fn valid_node_name(name: &str) -> bool {
+    !name.is_empty()
+        && name.len() <= 253
+        && name.split('.').all(|label| {
+            !label.is_empty()
+                && label.bytes().all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-')
+                && !label.starts_with('-')
+                && !label.ends_with('-')
+        })
+}
+
+fn node_subject(node_name: &str) -> DistinguishedName {
+    let mut dn = name(&node_user(node_name));
+    dn.push(DnType::OrganizationName, NODES_GROUP);
+    dn
 }
 
 pub fn ca_hash(cert_pem: &str) -> Result<String, TlsError> {
@@ -98,12 +159,15 @@ pub struct NodeKey {
 }
 
 impl NodeKey {
-    /// A fresh key and a CSR for `node_name` with the given IP addresses.
-    pub fn generate(node_name: &str, ips: &[std::net::IpAddr]) -> Result<Self, TlsError> {
+    /// A fresh key and a CSR for `node_name` with the given IP addresses and DNS names
+    /// (besides `orch-node`, which peers verify, and the node's own name).
+    pub fn generate(node_name: &str, ips: &[std::net::IpAddr], dns: &[String]) -> Result<Self, TlsError> {
         let key = KeyPair::generate()?;
-        let mut params = CertificateParams::new(vec![NODE_DNS_NAME.to_string()])?;
+        let mut names = vec![NODE_DNS_NAME.to_string(), node_name.to_string()];
+        names.extend(dns.iter().filter(|d| !names.contains(d)).cloned().collect::<Vec<_>>());
+        let mut params = CertificateParams::new(names)?;
         params.subject_alt_names.extend(ips.iter().map(|ip| SanType::IpAddress(*ip)));
-        params.distinguished_name = name(node_name);
+        params.distinguished_name = node_subject(node_name);
         let csr = params.serialize_request(&key)?;
         Ok(NodeKey { key_pem: key.serialize_pem(), csr_pem: csr.pem()? })
     }
@@ -213,8 +277,8 @@ mod tests {
     fn ca_signs_csr_and_hash_pins_the_ca() {
         let ca = ClusterCa::generate("test").unwrap();
         let other = ClusterCa::generate("other").unwrap();
-        let node = NodeKey::generate("n1", &["10.0.0.1".parse().unwrap()]).unwrap();
-        let cert = ca.sign(&node.csr_pem).unwrap();
+        let node = NodeKey::generate("n1", &["10.0.0.1".parse().unwrap()], &[]).unwrap();
+        let cert = ca.sign(&node.csr_pem, "n1").unwrap();
         assert!(cert.starts_with("-----BEGIN CERTIFICATE-----"));
 
         let token = JoinToken { ca_hash: ca.hash().unwrap(), secret: "x".repeat(32) };

@@ -19,7 +19,7 @@ use std::time::Duration;
 use axum::extract::{Path, State};
 use axum::http::{header, StatusCode};
 use axum::response::{IntoResponse, Response};
-use axum::routing::{any, get};
+use axum::routing::{any, get, post};
 use axum::Router;
 use orch_raft::node::KEY_CA;
 use orch_raft::tls::ClusterCa;
@@ -45,18 +45,33 @@ pub struct AppState {
 pub fn router(state: AppState) -> Router {
     Router::new()
         .route("/healthz", get(|| async { "ok" }))
+        .route("/livez", get(|| async { "ok" }))
         .route("/readyz", get(readyz))
         .route("/version", get(|| async { axum::Json(discovery::version()) }))
+        .route("/version/", get(|| async { axum::Json(discovery::version()) }))
         .route("/api", get(|| async { axum::Json(discovery::api_versions()) }))
         .route("/apis", get(|| async { axum::Json(discovery::api_groups()) }))
         .route("/api/v1", get(|| async { axum::Json(discovery::resource_list("", "v1")) }))
         .route("/apis/{group}/{version}", get(group_discovery))
+        .route("/apis/authentication.k8s.io/v1/selfsubjectreviews", post(self_subject_review))
         .route("/api/v1/{*rest}", any(handlers::core))
         .route("/apis/{group}/{version}/{*rest}", any(handlers::grouped))
         .route("/orch/v1/ca.crt", get(ca_cert))
         .route("/orch/v1/cluster/status", get(cluster_status))
         .route("/metrics", get(metrics))
         .with_state(state)
+}
+
+/// `kubectl auth whoami`: the caller as this server authenticated it.
+async fn self_subject_review(user: Option<axum::Extension<crate::auth::User>>) -> Response {
+    let Some(axum::Extension(user)) = user else { return crate::auth::unauthorized().into_response() };
+    let review = json!({
+        "kind": "SelfSubjectReview",
+        "apiVersion": "authentication.k8s.io/v1",
+        "metadata": {"creationTimestamp": null},
+        "status": {"userInfo": {"username": user.name, "groups": user.groups}},
+    });
+    (StatusCode::CREATED, axum::Json(review)).into_response()
 }
 
 async fn group_discovery(Path((group, version)): Path<(String, String)>) -> Response {

@@ -22,6 +22,13 @@ pub struct ServiceRanges {
     pub node_ports: RangeInclusive<u16>,
 }
 
+/// The ClusterIP of the `kubernetes` Service: the first address of the service range, as in
+/// Kubernetes.
+pub fn kubernetes_cluster_ip(ranges: &ServiceRanges) -> std::net::Ipv4Addr {
+    let base = u32::from(ranges.cidr.network());
+    std::net::Ipv4Addr::from(base + 1)
+}
+
 impl Default for ServiceRanges {
     fn default() -> Self {
         ServiceRanges { cidr: "10.96.0.0/16".parse().expect("literal"), node_ports: 30000..=32767 }

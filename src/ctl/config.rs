@@ -1,82 +1,113 @@
-//! orchctl's client configuration: named contexts (server + default namespace) in
-//! `$ORCHCONFIG` or `~/.orch/config.yaml`, and how the server is chosen.
+//! orchctl's client configuration: standard kubeconfig files (see `crate::kubeconfig`),
+//! how the server and credentials are chosen, and the `orchctl config` commands that edit
+//! contexts as `kubectl config` does.
 
-use std::collections::BTreeMap;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 
-use anyhow::Context;
-use serde::{Deserialize, Serialize};
+use anyhow::{bail, Context as _};
 
-#[derive(Debug, Default, Clone, Serialize, Deserialize, PartialEq, Eq)]
-#[serde(rename_all = "kebab-case")]
-pub struct ClientConfig {
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub current_context: Option<String>,
-    #[serde(default)]
-    pub contexts: BTreeMap<String, ContextEntry>,
-}
+use crate::kubeconfig::{self, ContextInfo, Credentials, Kubeconfig, Named};
 
-#[derive(Debug, Default, Clone, Serialize, Deserialize, PartialEq, Eq)]
-pub struct ContextEntry {
-    pub server: String,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub namespace: Option<String>,
-}
-
-pub fn path() -> PathBuf {
-    if let Some(p) = std::env::var_os("ORCHCONFIG") {
-        return PathBuf::from(p);
+/// `--server` (or `ORCH_SERVER`) overrides the context's server; everything else comes
+/// from the kubeconfig's context.
+pub fn credentials(kubeconfig: Option<&Path>, context: Option<&str>, server: Option<&str>) -> anyhow::Result<Credentials> {
+    let cfg = Kubeconfig::load(kubeconfig)?;
+    let mut creds = cfg.credentials(context).with_context(|| {
+        format!("reading credentials from {}", kubeconfig::paths(kubeconfig).iter().map(|p| p.display().to_string()).collect::<Vec<_>>().join(":"))
+    })?;
+    if let Some(s) = server.map(str::to_string).or_else(|| std::env::var("ORCH_SERVER").ok()) {
+        creds.server = crate::client::base_url(&s);
     }
-    let home = std::env::var_os("HOME").map(PathBuf::from).unwrap_or_else(|| PathBuf::from("/root"));
-    home.join(".orch").join("config.yaml")
+    Ok(creds)
 }
 
-impl ClientConfig {
-    pub fn load() -> anyhow::Result<ClientConfig> {
-        let p = path();
-        match std::fs::read_to_string(&p) {
-            Ok(text) => serde_norway::from_str(&text).with_context(|| format!("parsing {}", p.display())),
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(ClientConfig::default()),
-            Err(e) => Err(e).with_context(|| format!("reading {}", p.display())),
+/// The one file `orchctl config` edits: the explicit one, else the first of `$KUBECONFIG`,
+/// else `~/.kube/config`.
+fn file(explicit: Option<&Path>) -> PathBuf {
+    kubeconfig::paths(explicit).into_iter().next().expect("paths always names a file")
+}
+
+fn load_one(path: &Path) -> anyhow::Result<Kubeconfig> {
+    let text = std::fs::read_to_string(path).with_context(|| format!("reading {}", path.display()))?;
+    Kubeconfig::parse(&text).with_context(|| format!("parsing {}", path.display()))
+}
+
+fn save(path: &Path, cfg: &Kubeconfig) -> anyhow::Result<()> {
+    crate::daemon::config::write_private(path, cfg.to_yaml().as_bytes()).with_context(|| format!("writing {}", path.display()))
+}
+
+pub fn use_context(explicit: Option<&Path>, name: &str) -> anyhow::Result<()> {
+    let path = file(explicit);
+    let mut cfg = load_one(&path)?;
+    if !cfg.contexts.iter().any(|c| c.name == name) {
+        bail!("no context named {name:?} in {}", path.display());
+    }
+    cfg.current_context = Some(name.to_string());
+    save(&path, &cfg)?;
+    println!("Switched to context {name:?}.");
+    Ok(())
+}
+
+/// Set a context's namespace (and, for a new context, its cluster and user).
+pub fn set_context(explicit: Option<&Path>, name: &str, cluster: Option<&str>, user: Option<&str>, namespace: Option<&str>) -> anyhow::Result<()> {
+    let path = file(explicit);
+    let mut cfg = load_one(&path)?;
+    match cfg.contexts.iter_mut().find(|c| c.name == name) {
+        Some(c) => {
+            if let Some(cl) = cluster {
+                c.item.context.cluster = cl.to_string();
+            }
+            if let Some(u) = user {
+                c.item.context.user = u.to_string();
+            }
+            if let Some(ns) = namespace {
+                c.item.context.namespace = Some(ns.to_string());
+            }
+        }
+        None => {
+            let cluster = cluster.context("a new context needs --cluster")?;
+            cfg.contexts.push(Named {
+                name: name.to_string(),
+                item: kubeconfig::Context {
+                    context: ContextInfo { cluster: cluster.into(), user: user.unwrap_or_default().into(), namespace: namespace.map(str::to_string) },
+                },
+            });
         }
     }
-
-    pub fn save(&self) -> anyhow::Result<()> {
-        let p = path();
-        if let Some(dir) = p.parent() {
-            std::fs::create_dir_all(dir)?;
-        }
-        std::fs::write(&p, serde_norway::to_string(self)?).with_context(|| format!("writing {}", p.display()))
-    }
-
-    /// The context to use: the one named, else the current one.
-    pub fn context(&self, name: Option<&str>) -> anyhow::Result<Option<&ContextEntry>> {
-        match name.or(self.current_context.as_deref()) {
-            None => Ok(None),
-            Some(n) => self.contexts.get(n).map(Some).with_context(|| format!("no context named {n:?} in {}", path().display())),
-        }
-    }
+    save(&path, &cfg)?;
+    println!("Context {name:?} modified.");
+    Ok(())
 }
 
-/// `--server` wins, then `ORCH_SERVER`, then the context, then the local default.
-pub fn resolve_server(flag: Option<&str>, ctx: Option<&ContextEntry>) -> String {
-    flag.map(str::to_string)
-        .or_else(|| std::env::var("ORCH_SERVER").ok())
-        .or_else(|| ctx.map(|c| c.server.clone()))
-        .unwrap_or_else(|| "127.0.0.1:6443".to_string())
+/// The merged configuration with credentials left out, as `kubectl config view` shows it.
+pub fn view(explicit: Option<&Path>) -> anyhow::Result<String> {
+    let mut cfg = Kubeconfig::load(explicit)?;
+    for c in &mut cfg.clusters {
+        if c.item.cluster.certificate_authority_data.is_some() {
+            c.item.cluster.certificate_authority_data = Some("DATA+OMITTED".into());
+        }
+    }
+    for u in &mut cfg.users {
+        let user = &mut u.item.user;
+        for field in [&mut user.client_certificate_data, &mut user.client_key_data] {
+            if field.is_some() {
+                *field = Some("DATA+OMITTED".into());
+            }
+        }
+        if user.token.is_some() {
+            user.token = Some("REDACTED".into());
+        }
+    }
+    Ok(cfg.to_yaml())
 }
 
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn flag_beats_context() {
-        let ctx = ContextEntry { server: "10.0.0.1:6443".into(), namespace: None };
-        assert_eq!(resolve_server(Some("h:1"), Some(&ctx)), "h:1");
-        let cfg: ClientConfig =
-            serde_norway::from_str("current-context: a\ncontexts:\n  a: {server: 'x:1', namespace: dev}\n").unwrap();
-        assert_eq!(cfg.context(None).unwrap().unwrap().namespace.as_deref(), Some("dev"));
-        assert!(cfg.context(Some("missing")).is_err());
+pub fn get_contexts(explicit: Option<&Path>) -> anyhow::Result<String> {
+    let cfg = Kubeconfig::load(explicit)?;
+    let mut out = format!("{:<8}{:<30}{:<20}{:<20}{}\n", "CURRENT", "NAME", "CLUSTER", "AUTHINFO", "NAMESPACE");
+    for c in &cfg.contexts {
+        let current = if cfg.current_context.as_deref() == Some(c.name.as_str()) { "*" } else { "" };
+        let ctx = &c.item.context;
+        out.push_str(&format!("{current:<8}{:<30}{:<20}{:<20}{}\n", c.name, ctx.cluster, ctx.user, ctx.namespace.as_deref().unwrap_or("")));
     }
+    Ok(out)
 }

@@ -46,10 +46,10 @@ impl Drop for RawTerminal {
 }
 
 /// Run the command; returns its exit code.
-pub async fn exec(base: &str, ns: &str, pod: &str, params: &ExecParams) -> anyhow::Result<i32> {
+pub async fn exec(client: &crate::client::ApiClient, base: &str, ns: &str, pod: &str, params: &ExecParams) -> anyhow::Result<i32> {
     let ws_base = base.replacen("http://", "ws://", 1).replacen("https://", "wss://", 1);
     let url = format!("{ws_base}/api/v1/namespaces/{ns}/pods/{pod}/exec?{}", rc::to_query(params));
-    let socket = match crate::daemon::relay::connect(&url, &rc::PROTOCOLS).await {
+    let socket = match client.websocket(&url, &rc::PROTOCOLS).await {
         Ok(s) => s,
         Err(tungstenite::Error::Http(resp)) => {
             let body: serde_json::Value = resp.body().as_deref().and_then(|b| serde_json::from_slice(b).ok()).unwrap_or_default();

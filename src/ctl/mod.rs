@@ -15,16 +15,19 @@ use serde_json::{json, Value};
 
 use self::print::Output;
 use crate::api::{object, resources};
-use crate::client::{base_url, ApiClient, HttpError};
+use crate::client::{base_url, ApiClient, HttpError, Tls};
 
 /// orchctl: manage an orch cluster through any of its nodes.
 #[derive(Parser, Debug)]
 #[command(version, about)]
 pub struct Cli {
-    /// API address of any node (host:port or http://host:port). Default: the context's, else 127.0.0.1:6443.
+    /// The kubeconfig file (default: $KUBECONFIG, else ~/.kube/config), as kubectl reads it.
+    #[arg(long, global = true, value_name = "FILE")]
+    pub kubeconfig: Option<std::path::PathBuf>,
+    /// API address of any node (host:port or https://host:port), instead of the context's.
     #[arg(long, short = 's', global = true)]
     pub server: Option<String>,
-    /// Context from the client config file ($ORCHCONFIG or ~/.orch/config.yaml).
+    /// Context of the kubeconfig to use (default: its current context).
     #[arg(long, global = true)]
     pub context: Option<String>,
     /// Namespace (default: the context's, else "default").
@@ -189,15 +192,21 @@ pub enum RolloutCommand {
 
 #[derive(Subcommand, Debug)]
 pub enum ConfigCommand {
-    /// Add or change a context.
+    /// Add a context or change one's cluster, user or namespace.
     SetContext {
         name: String,
         #[arg(long)]
-        server: String,
+        cluster: Option<String>,
+        #[arg(long)]
+        user: Option<String>,
         #[arg(long)]
         namespace: Option<String>,
     },
+    /// Make a context the current one.
     UseContext { name: String },
+    /// List the contexts.
+    GetContexts,
+    /// Show the merged kubeconfig, credentials left out.
     View,
 }
 
@@ -228,14 +237,13 @@ fn kind_of(name: &str) -> anyhow::Result<&'static resources::Resource> {
 }
 
 pub async fn run(cli: Cli) -> anyhow::Result<()> {
-    let cfg = config::ClientConfig::load()?;
     if let Command::Config { command } = &cli.command {
-        return config_command(cfg, command);
+        return config_command(cli.kubeconfig.as_deref(), command);
     }
-    let context = cfg.context(cli.context.as_deref())?;
-    let server = config::resolve_server(cli.server.as_deref(), context);
-    let namespace = cli.namespace.clone().or_else(|| context.and_then(|c| c.namespace.clone())).unwrap_or_else(|| "default".into());
-    let ctx = Ctx { client: ApiClient::default(), base: base_url(&server), namespace, explicit_ns: cli.namespace.is_some() };
+    let creds = config::credentials(cli.kubeconfig.as_deref(), cli.context.as_deref(), cli.server.as_deref())?;
+    let namespace = cli.namespace.clone().or_else(|| creds.namespace.clone()).unwrap_or_else(|| "default".into());
+    let client = ApiClient::new(std::time::Duration::from_secs(30), &Tls::from_credentials(&creds)?);
+    let ctx = Ctx { client, base: base_url(&creds.server), namespace, explicit_ns: cli.namespace.is_some() };
     match cli.command {
         Command::Apply { files } => apply(&ctx, &files).await,
         Command::Get { kind, name, all_namespaces, selector, output } => get(&ctx, &kind, name, all_namespaces, selector, output).await,
@@ -279,12 +287,12 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
                 eprintln!("Unable to use a TTY - input is not a terminal or the right kind of file (or -i is missing)");
             }
             let params = crate::remotecommand::ExecParams { command, container, stdin, tty: terminal };
-            let code = exec::exec(&ctx.base, &ctx.namespace, &pod, &params).await?;
+            let code = exec::exec(&ctx.client, &ctx.base, &ctx.namespace, &pod, &params).await?;
             std::process::exit(code)
         }
         Command::PortForward { pod, ports, address } => {
             let pod = pod.strip_prefix("pod/").or_else(|| pod.strip_prefix("pods/")).unwrap_or(&pod);
-            portforward::port_forward(&ctx.base, &ctx.namespace, pod, &ports, &address).await
+            portforward::port_forward(&ctx.client, &ctx.base, &ctx.namespace, pod, &ports, &address).await
         }
         Command::Config { .. } => unreachable!("handled above"),
     }
@@ -346,27 +354,15 @@ async fn image_load(ctx: &Ctx, file: &std::path::Path, node: Option<String>) -> 
     tally.finish("nodes failed to load the image")
 }
 
-fn config_command(mut cfg: config::ClientConfig, cmd: &ConfigCommand) -> anyhow::Result<()> {
+fn config_command(file: Option<&std::path::Path>, cmd: &ConfigCommand) -> anyhow::Result<()> {
     match cmd {
-        ConfigCommand::SetContext { name, server, namespace } => {
-            cfg.contexts.insert(name.clone(), config::ContextEntry { server: server.clone(), namespace: namespace.clone() });
-            if cfg.current_context.is_none() {
-                cfg.current_context = Some(name.clone());
-            }
-            cfg.save()?;
-            println!("context {name:?} set");
+        ConfigCommand::SetContext { name, cluster, user, namespace } => {
+            config::set_context(file, name, cluster.as_deref(), user.as_deref(), namespace.as_deref())
         }
-        ConfigCommand::UseContext { name } => {
-            if !cfg.contexts.contains_key(name) {
-                bail!("no context named {name:?}");
-            }
-            cfg.current_context = Some(name.clone());
-            cfg.save()?;
-            println!("switched to context {name:?}");
-        }
-        ConfigCommand::View => print!("{}", serde_norway::to_string(&cfg)?),
+        ConfigCommand::UseContext { name } => config::use_context(file, name),
+        ConfigCommand::GetContexts => Ok(print!("{}", config::get_contexts(file)?)),
+        ConfigCommand::View => Ok(print!("{}", config::view(file)?)),
     }
-    Ok(())
 }
 
 /// Namespace for an object from a manifest: its own, else -n / the context's.

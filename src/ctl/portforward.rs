@@ -8,10 +8,11 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
 use tokio_tungstenite::tungstenite::{self, Message};
 
+use crate::client::ApiClient;
 use crate::portforward::{self as pf, data_channel, error_channel};
 
 /// Forward until interrupted. `address` is the local address to listen on.
-pub async fn port_forward(base: &str, ns: &str, pod: &str, specs: &[String], address: &str) -> anyhow::Result<()> {
+pub async fn port_forward(client: &ApiClient, base: &str, ns: &str, pod: &str, specs: &[String], address: &str) -> anyhow::Result<()> {
     let ws_base = base.replacen("http://", "ws://", 1).replacen("https://", "wss://", 1);
     let mut tasks = Vec::new();
     for spec in specs {
@@ -20,19 +21,19 @@ pub async fn port_forward(base: &str, ns: &str, pod: &str, specs: &[String], add
         let bound = listener.local_addr()?;
         println!("Forwarding from {bound} -> {remote}");
         let url = format!("{ws_base}/api/v1/namespaces/{ns}/pods/{pod}/portforward?ports={remote}");
-        tasks.push(tokio::spawn(accept(listener, url)));
+        tasks.push(tokio::spawn(accept(client.clone(), listener, url)));
     }
     // Each listener runs until orchctl is stopped; a failed one ends the command.
     let (first, _, _) = futures::future::select_all(tasks).await;
     first?
 }
 
-async fn accept(listener: TcpListener, url: String) -> anyhow::Result<()> {
+async fn accept(client: ApiClient, listener: TcpListener, url: String) -> anyhow::Result<()> {
     loop {
         let (conn, peer) = listener.accept().await?;
-        let url = url.clone();
+        let (url, client) = (url.clone(), client.clone());
         tokio::spawn(async move {
-            if let Err(e) = forward(conn, &url).await {
+            if let Err(e) = forward(&client, conn, &url).await {
                 eprintln!("port-forward for {peer}: {e}");
             }
         });
@@ -40,8 +41,8 @@ async fn accept(listener: TcpListener, url: String) -> anyhow::Result<()> {
 }
 
 /// Carry one local connection to the pod and back.
-async fn forward(mut conn: TcpStream, url: &str) -> anyhow::Result<()> {
-    let socket = match crate::daemon::relay::connect(url, &pf::PROTOCOLS).await {
+async fn forward(client: &ApiClient, mut conn: TcpStream, url: &str) -> anyhow::Result<()> {
+    let socket = match client.websocket(url, &pf::PROTOCOLS).await {
         Ok(s) => s,
         Err(tungstenite::Error::Http(resp)) => {
             let body: serde_json::Value = resp.body().as_deref().and_then(|b| serde_json::from_slice(b).ok()).unwrap_or_default();

@@ -39,9 +39,13 @@ pub struct Flags {
     /// The address to bind (default: the advertise address).
     #[arg(long)]
     pub bind: Option<IpAddr>,
-    /// HTTP API port.
+    /// HTTPS API port.
     #[arg(long)]
     pub api_port: Option<u16>,
+    /// Extra names or addresses for the API's serving certificate (repeat or comma-separate).
+    #[arg(long, value_delimiter = ',')]
+    #[serde(default)]
+    pub tls_san: Vec<String>,
     /// Node-to-node gRPC (mutual TLS) port.
     #[arg(long)]
     pub raft_port: Option<u16>,
@@ -155,6 +159,8 @@ pub struct Settings {
     pub bind: IpAddr,
     pub api_port: u16,
     pub raft_port: u16,
+    /// Extra names (DNS or IP) in this node's serving certificate.
+    pub tls_san: Vec<String>,
     pub role: Role,
     pub init: bool,
     pub join: Option<String>,
@@ -193,6 +199,25 @@ impl Settings {
 
     pub fn raft_addr(&self) -> String {
         SocketAddr::new(self.advertise, self.raft_port).to_string()
+    }
+
+    /// The names and addresses this node's certificate is valid for: its name, its
+    /// advertise address, loopback, the in-cluster names of the API (`kubernetes...` and
+    /// the `kubernetes` Service's ClusterIP) and the operator's `--tls-san`s.
+    pub fn certificate_names(&self) -> (Vec<IpAddr>, Vec<String>) {
+        let mut ips = vec![self.advertise, IpAddr::from([127, 0, 0, 1]), IpAddr::V4(crate::api::service::kubernetes_cluster_ip(&self.service_ranges))];
+        let mut dns: Vec<String> = ["localhost", "kubernetes", "kubernetes.default", "kubernetes.default.svc", "kubernetes.default.svc.cluster.local"]
+            .iter()
+            .map(|s| s.to_string())
+            .collect();
+        for san in &self.tls_san {
+            match san.parse::<IpAddr>() {
+                Ok(ip) => ips.push(ip),
+                Err(_) => dns.push(san.clone()),
+            }
+        }
+        ips.dedup();
+        (ips, dns)
     }
 }
 
@@ -277,6 +302,7 @@ impl Flags {
             advertise,
             bind: self.bind.or(file.bind).unwrap_or(advertise),
             api_port: self.api_port.or(file.api_port).unwrap_or(6443),
+            tls_san: if self.tls_san.is_empty() { file.tls_san } else { self.tls_san },
             raft_port: self.raft_port.or(file.raft_port).unwrap_or(7443),
             role: self.role.or(file.role).unwrap_or(Role::Head),
             init: self.init || file.init,

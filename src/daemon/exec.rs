@@ -32,8 +32,8 @@ async fn prepare(api: NodeApi, ns: &str, name: &str, query: &str, ws: WebSocketU
     }
     if node != api.name {
         let addr = api.address_of(node).await?;
-        let url = format!("ws://{addr}/api/v1/namespaces/{ns}/pods/{name}/exec?{query}");
-        let upstream = relay::connect(&url, &rc::PROTOCOLS).await.map_err(|e| ApiError::unavailable(format!("node {node:?}: {e}")))?;
+        let url = format!("wss://{addr}/api/v1/namespaces/{ns}/pods/{name}/exec?{query}");
+        let upstream = relay::connect(&api.relay_client(), &url, &rc::PROTOCOLS).await.map_err(|e| ApiError::unavailable(format!("node {node:?}: {e}")))?;
         return Ok(ws.protocols(rc::PROTOCOLS).on_upgrade(move |socket| relay::relay(socket, upstream)));
     }
     let container = choose_container(&pod, name, params.container.as_ref())?;

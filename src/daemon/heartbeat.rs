@@ -148,8 +148,8 @@ pub fn heartbeat_patch(id: &Identity, now: &str) -> Value {
 }
 
 /// Register, then heartbeat every `interval`, forever. Failures are logged and retried.
-pub async fn run(api_base: String, id: Identity, interval: Duration, clock: std::sync::Arc<dyn Clock>) {
-    let client = ApiClient::new(Duration::from_secs(10));
+pub async fn run(client: ApiClient, api_base: String, id: Identity, interval: Duration, clock: std::sync::Arc<dyn Clock>) {
+    let client = client.with_timeout(Duration::from_secs(10));
     let nodes = format!("{api_base}/api/v1/nodes");
     let mut registered = false;
     loop {

@@ -1,8 +1,10 @@
-//! Creating a cluster's credentials and joining an existing cluster: fetch the CA from a
-//! head, check it against the join token *before* sending the secret, then send the secret
-//! and a CSR over TLS verified with that CA and receive the node certificate.
+//! Creating a cluster's credentials (CA, this node's certificate, the join secret and an
+//! admin kubeconfig) and joining an existing cluster: fetch the CA from a head, check it
+//! against the join token *before* sending the secret, then send the secret and a CSR over
+//! TLS verified with that CA and receive the node certificate.
 
 use std::path::Path;
+use std::time::Duration;
 
 use anyhow::{bail, Context};
 use orch_raft::tls::{ClusterCa, JoinToken, NodeKey, NodeTls};
@@ -10,11 +12,19 @@ use rand::distr::{Alphanumeric, SampleString};
 use serde_json::Value;
 
 use super::config::{node_id, write_private, NodeState, Role, Settings};
-use crate::client::{base_url, ApiClient};
+use crate::client::{base_url, host_port, ApiClient, Tls};
+use crate::kubeconfig::Kubeconfig;
 
 const TLS_FILE: &str = "tls.json";
 const CA_FILE: &str = "ca.json";
 pub const TOKEN_FILE: &str = "token";
+/// The cluster administrator's kubeconfig, written by the first head (mode 0600).
+pub const ADMIN_KUBECONFIG: &str = "admin.kubeconfig";
+/// The administrator's user and group (bound to `cluster-admin`, as kubeadm's).
+pub const ADMIN_USER: &str = "orch-admin";
+pub const MASTERS_GROUP: &str = "system:masters";
+/// How long the administrator's client certificate is valid (kubeadm's one year).
+const ADMIN_CERT_DAYS: i64 = 365;
 
 pub fn load_tls(data_dir: &Path) -> anyhow::Result<NodeTls> {
     let bytes = std::fs::read(data_dir.join(TLS_FILE)).context("reading tls.json from the data dir")?;
@@ -37,14 +47,18 @@ pub fn load_founding(data_dir: &Path) -> anyhow::Result<Founding> {
 pub fn create_cluster(s: &Settings) -> anyhow::Result<NodeState> {
     let cluster_id = uuid::Uuid::new_v4().to_string();
     let ca = ClusterCa::generate(&cluster_id)?;
-    let key = NodeKey::generate(&s.name, &[s.advertise])?;
-    let tls = NodeTls { ca_pem: ca.cert_pem.clone(), cert_pem: ca.sign(&key.csr_pem)?, key_pem: key.key_pem };
+    let (ips, dns) = s.certificate_names();
+    let key = NodeKey::generate(&s.name, &ips, &dns)?;
+    let tls = NodeTls { ca_pem: ca.cert_pem.clone(), cert_pem: ca.sign(&key.csr_pem, &s.name)?, key_pem: key.key_pem };
     let secret = Alphanumeric.sample_string(&mut rand::rng(), 32);
     write_private(&s.data_dir.join(CA_FILE), &serde_json::to_vec(&ca)?)?;
     write_private(&s.data_dir.join("join-secret"), secret.as_bytes())?;
     write_private(&s.data_dir.join(TLS_FILE), &serde_json::to_vec(&tls)?)?;
     let token = JoinToken { ca_hash: ca.hash()?, secret };
     write_private(&s.data_dir.join(TOKEN_FILE), format!("{token}\n").as_bytes())?;
+    let (cert, key) = orch_raft::tls::issue_client(&ca, ADMIN_USER, &[MASTERS_GROUP], ADMIN_CERT_DAYS)?;
+    let admin = Kubeconfig::for_user("orch", &format!("https://{}", s.api_addr()), &ca.cert_pem, ADMIN_USER, &cert, &key);
+    write_private(&s.data_dir.join(ADMIN_KUBECONFIG), admin.to_yaml().as_bytes())?;
     let state = NodeState {
         name: s.name.clone(),
         id: node_id(&s.name),
@@ -63,17 +77,18 @@ pub fn create_cluster(s: &Settings) -> anyhow::Result<NodeState> {
 /// head presents matches the token.
 pub async fn join(s: &Settings, seed: &str) -> anyhow::Result<NodeState> {
     let token: JoinToken = s.token.as_deref().context("--join needs --token")?.parse()?;
-    let client = ApiClient::default();
     let base = base_url(seed);
-    let ca_pem = client.text(&format!("{base}/orch/v1/ca.crt")).await.context("fetching the cluster CA")?;
+    let ca_pem = ApiClient::new(Duration::from_secs(30), &pinning::tls()).text(&format!("{base}/orch/v1/ca.crt")).await.context("fetching the cluster CA")?;
     token.verify_ca(&ca_pem).context("refusing to join")?;
+    // From here on the server is verified against the CA the token pinned.
+    let client = ApiClient::new(Duration::from_secs(30), &Tls::new(&ca_pem, None, None)?);
 
     let status = client.json(hyper::Method::GET, &format!("{base}/orch/v1/cluster/status"), None).await?;
     let members = status["members"].as_array().cloned().unwrap_or_default();
     let field = |m: &Value, f: &str| m[f].as_str().map(str::to_string);
     let seed_raft = members
         .iter()
-        .find(|m| field(m, "apiAddress").as_deref() == Some(seed.trim_start_matches("http://")))
+        .find(|m| field(m, "apiAddress").as_deref() == Some(host_port(seed)))
         .or_else(|| members.iter().find(|m| m["reachable"] == true))
         .and_then(|m| field(m, "raftAddress"))
         .context("the seed reported no reachable head")?;
@@ -81,7 +96,8 @@ pub async fn join(s: &Settings, seed: &str) -> anyhow::Result<NodeState> {
         bail!("a head named {:?} is already a member of this cluster", s.name);
     }
 
-    let key = NodeKey::generate(&s.name, &[s.advertise])?;
+    let (ips, dns) = s.certificate_names();
+    let key = NodeKey::generate(&s.name, &ips, &dns)?;
     let issued = orch_raft::transport::request_certificate(&seed_raft, &ca_pem, &token.secret, &s.name, &key.csr_pem)
         .await
         .map_err(|e| anyhow::anyhow!("certificate request refused: {e}"))?;
@@ -89,7 +105,7 @@ pub async fn join(s: &Settings, seed: &str) -> anyhow::Result<NodeState> {
     write_private(&s.data_dir.join(TLS_FILE), &serde_json::to_vec(&tls)?)?;
     let mut seeds: Vec<String> = members.iter().filter_map(|m| field(m, "apiAddress")).collect();
     if seeds.is_empty() {
-        seeds.push(seed.trim_start_matches("http://").to_string());
+        seeds.push(host_port(seed).to_string());
     }
     let state = NodeState {
         name: s.name.clone(),
@@ -106,8 +122,7 @@ pub async fn join(s: &Settings, seed: &str) -> anyhow::Result<NodeState> {
 }
 
 /// The Raft address of a head, learnt from any seed's cluster status.
-pub async fn head_raft_addrs(seeds: &[String]) -> Vec<String> {
-    let client = ApiClient::default();
+pub async fn head_raft_addrs(client: &ApiClient, seeds: &[String]) -> Vec<String> {
     for seed in seeds {
         if let Ok(status) = client.json(hyper::Method::GET, &format!("{}/orch/v1/cluster/status", base_url(seed)), None).await {
             return status["members"]
@@ -117,4 +132,46 @@ pub async fn head_raft_addrs(seeds: &[String]) -> Vec<String> {
         }
     }
     Vec::new()
+}
+
+/// The one request made before the cluster CA is known: fetching it. The server is not
+/// verified here; what it sends is trusted only if its hash matches the join token (as
+/// kubeadm's discovery-token-ca-cert-hash), and every later request verifies against it.
+mod pinning {
+    use std::sync::Arc;
+
+    use rustls::client::danger::{HandshakeSignatureValid, ServerCertVerified, ServerCertVerifier};
+    use rustls::pki_types::{CertificateDer, ServerName, UnixTime};
+    use rustls::{DigitallySignedStruct, SignatureScheme};
+
+    use crate::client::Tls;
+
+    #[derive(Debug)]
+    struct Unverified(Arc<rustls::crypto::CryptoProvider>);
+
+    impl ServerCertVerifier for Unverified {
+        fn verify_server_cert(&self, _: &CertificateDer<'_>, _: &[CertificateDer<'_>], _: &ServerName<'_>, _: &[u8], _: UnixTime) -> Result<ServerCertVerified, rustls::Error> {
+            Ok(ServerCertVerified::assertion())
+        }
+        fn verify_tls12_signature(&self, m: &[u8], c: &CertificateDer<'_>, d: &DigitallySignedStruct) -> Result<HandshakeSignatureValid, rustls::Error> {
+            rustls::crypto::verify_tls12_signature(m, c, d, &self.0.signature_verification_algorithms)
+        }
+        fn verify_tls13_signature(&self, m: &[u8], c: &CertificateDer<'_>, d: &DigitallySignedStruct) -> Result<HandshakeSignatureValid, rustls::Error> {
+            rustls::crypto::verify_tls13_signature(m, c, d, &self.0.signature_verification_algorithms)
+        }
+        fn supported_verify_schemes(&self) -> Vec<SignatureScheme> {
+            self.0.signature_verification_algorithms.supported_schemes()
+        }
+    }
+
+    pub fn tls() -> Tls {
+        let provider = Arc::new(rustls::crypto::ring::default_provider());
+        let config = rustls::ClientConfig::builder_with_provider(provider.clone())
+            .with_safe_default_protocol_versions()
+            .expect("ring supports the default versions")
+            .dangerous()
+            .with_custom_certificate_verifier(Arc::new(Unverified(provider)))
+            .with_no_client_auth();
+        Tls::from_config(config)
+    }
 }

@@ -20,6 +20,9 @@ use serde_json::{json, Value};
 
 use crate::api::status::ApiError;
 use crate::api::API_ADDR_ANNOTATION;
+use crate::auth::{self, User};
+use axum::Extension;
+use hyper::header::{HeaderName, HeaderValue};
 use super::logs;
 use crate::client::{ApiClient, HttpError};
 use crate::kubelet::containerd::ContainerdRuntime;
@@ -38,7 +41,10 @@ pub struct NodeApi {
     pub kubelet_dir: PathBuf,
     /// Where the kubelet pins pods' namespaces (port-forward enters them).
     pub run_dir: PathBuf,
+    /// This node's own credentials (looking pods and nodes up).
     pub client: ApiClient,
+    /// The identity of the caller, passed on when a request is relayed to another node.
+    pub caller: Vec<(HeaderName, HeaderValue)>,
     /// This node's proxy role, if it runs one.
     pub proxy: Option<crate::services::proxy::SharedStatus>,
 }
@@ -65,8 +71,19 @@ async fn proxy_status(State(api): State<NodeApi>) -> Result<axum::Json<Value>, A
 }
 
 impl NodeApi {
-    pub fn new(name: &str, api_base: &str, containerd_socket: PathBuf, kubelet_dir: PathBuf, run_dir: PathBuf) -> Self {
-        NodeApi { name: name.into(), api_base: api_base.into(), containerd_socket, kubelet_dir, run_dir, client: ApiClient::new(Duration::from_secs(600)), proxy: None }
+    pub fn new(name: &str, api_base: &str, client: &ApiClient, containerd_socket: PathBuf, kubelet_dir: PathBuf, run_dir: PathBuf) -> Self {
+        let client = client.with_timeout(Duration::from_secs(600));
+        NodeApi { name: name.into(), api_base: api_base.into(), containerd_socket, kubelet_dir, run_dir, client, caller: Vec::new(), proxy: None }
+    }
+
+    /// This node API serving a request of `user` (whose identity goes with any relay).
+    pub fn acting_for(self, user: Option<&User>) -> Self {
+        NodeApi { caller: user.map(auth::forwarded_headers).unwrap_or_default(), ..self }
+    }
+
+    /// A client that relays as the caller: the node's certificate, the caller's identity.
+    pub fn relay_client(&self) -> ApiClient {
+        self.client.with_headers(self.caller.clone())
     }
 
     /// A pod as this node's API serves it (errors keep their status code).
@@ -104,7 +121,7 @@ impl NodeApi {
         };
         let path = parts.uri.path_and_query().map(|p| p.as_str()).unwrap_or("/");
         let ct = parts.headers.get(hyper::header::CONTENT_TYPE).and_then(|v| v.to_str().ok());
-        match self.client.send(parts.method.clone(), &format!("http://{addr}{path}"), ct, bytes).await {
+        match self.relay_client().send(parts.method.clone(), &format!("https://{addr}{path}"), ct, bytes).await {
             Ok(resp) => {
                 let (parts, body) = resp.into_parts();
                 Response::from_parts(parts, Body::new(body))
@@ -134,19 +151,23 @@ pub fn choose_container(pod: &Value, name: &str, wanted: Option<&String>) -> Res
 
 async fn pod_exec(
     State(api): State<NodeApi>,
+    user: Option<Extension<User>>,
     Path((ns, name)): Path<(String, String)>,
     RawQuery(query): RawQuery,
     ws: axum::extract::ws::WebSocketUpgrade,
 ) -> Response {
+    let api = api.acting_for(user.as_deref());
     super::exec::handle(api, ns, name, query.unwrap_or_default(), ws).await
 }
 
 async fn pod_portforward(
     State(api): State<NodeApi>,
+    user: Option<Extension<User>>,
     Path((ns, name)): Path<(String, String)>,
     RawQuery(query): RawQuery,
     ws: axum::extract::ws::WebSocketUpgrade,
 ) -> Response {
+    let api = api.acting_for(user.as_deref());
     super::portforward::handle(api, ns, name, query.unwrap_or_default(), ws).await
 }
 
@@ -156,6 +177,7 @@ async fn pod_log(
     Query(q): Query<HashMap<String, String>>,
     req: Request,
 ) -> Response {
+    let api = api.acting_for(req.extensions().get::<User>());
     let pod = match api.pod(&ns, &name).await {
         Ok(p) => p,
         Err(e) => return e.into_response(),
@@ -193,6 +215,7 @@ async fn pod_log(
 }
 
 async fn load_image(State(api): State<NodeApi>, Path(node): Path<String>, req: Request) -> Response {
+    let api = api.acting_for(req.extensions().get::<User>());
     if node != api.name {
         return api.forward(&node, req).await;
     }

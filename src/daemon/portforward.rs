@@ -36,8 +36,8 @@ async fn prepare(api: NodeApi, ns: &str, name: &str, query: &str, ws: WebSocketU
     }
     if node != api.name {
         let addr = api.address_of(node).await?;
-        let url = format!("ws://{addr}/api/v1/namespaces/{ns}/pods/{name}/portforward?{query}");
-        let upstream = super::relay::connect(&url, &pf::PROTOCOLS).await.map_err(|e| ApiError::unavailable(format!("node {node:?}: {e}")))?;
+        let url = format!("wss://{addr}/api/v1/namespaces/{ns}/pods/{name}/portforward?{query}");
+        let upstream = super::relay::connect(&api.relay_client(), &url, &pf::PROTOCOLS).await.map_err(|e| ApiError::unavailable(format!("node {node:?}: {e}")))?;
         return Ok(ws.protocols(pf::PROTOCOLS).on_upgrade(move |socket| super::relay::relay(socket, upstream)));
     }
     let uid = pod["metadata"]["uid"].as_str().unwrap_or_default();

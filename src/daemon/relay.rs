@@ -2,24 +2,20 @@
 //! the pod, and passing messages both ways between it and the client's (a node that does
 //! not run the pod relays the whole session).
 
-use axum::extract::ws::{CloseFrame, Message, WebSocket};
+use axum::extract::ws::{CloseFrame, Message};
 use futures::{SinkExt, StreamExt};
 use tokio_tungstenite::tungstenite;
 
-type Upstream = tokio_tungstenite::WebSocketStream<tokio_tungstenite::MaybeTlsStream<tokio::net::TcpStream>>;
+use crate::client::{ApiClient, WebSocket};
 
-/// Open a WebSocket at `url` (a node's exec or port-forward endpoint) offering `protocols`.
-pub async fn connect(url: &str, protocols: &[&str]) -> Result<Upstream, tungstenite::Error> {
-    use tungstenite::client::IntoClientRequest;
-    let mut request = url.into_client_request()?;
-    let protocols = protocols.join(", ").parse().expect("protocol names are valid header values");
-    request.headers_mut().insert("Sec-WebSocket-Protocol", protocols);
-    let (stream, _) = tokio_tungstenite::connect_async(request).await?;
-    Ok(stream)
+/// Open a WebSocket at `url` (a node's exec or port-forward endpoint, `wss://`) offering
+/// `protocols`, with the credentials and forwarded identity of `client`.
+pub async fn connect(client: &ApiClient, url: &str, protocols: &[&str]) -> Result<WebSocket, tungstenite::Error> {
+    client.websocket(url, protocols).await
 }
 
 /// Pass messages both ways between the client's WebSocket and the pod node's.
-pub async fn relay(client: WebSocket, upstream: Upstream) {
+pub async fn relay(client: axum::extract::ws::WebSocket, upstream: WebSocket) {
     let (mut client_tx, mut client_rx) = client.split();
     let (mut up_tx, mut up_rx) = upstream.split();
     let to_node = async {

@@ -18,7 +18,7 @@ use crate::services::{dns_server, ipvs, ProxyMode};
 
 /// Start the proxy and DNS roles (on nodes running pods); returns the proxy's status for
 /// the heartbeat to report.
-pub fn start(s: &Settings, node_name: &str, api_base: &str) -> anyhow::Result<Option<SharedStatus>> {
+pub fn start(s: &Settings, node_name: &str, client: &ApiClient, api_base: &str) -> anyhow::Result<Option<SharedStatus>> {
     if !s.kubelet {
         return Ok(None);
     }
@@ -36,8 +36,8 @@ pub fn start(s: &Settings, node_name: &str, api_base: &str) -> anyhow::Result<Op
     if let Err(e) = std::fs::write("/proc/sys/net/bridge/bridge-nf-call-iptables", "1") {
         tracing::warn!(error = %e, "cannot enable bridge-nf-call-iptables (br_netfilter): pods may not reach services served on their own node");
     }
-    let services = WatchCache::start(api_base.to_string(), "/api/v1/services");
-    let endpoints = WatchCache::start(api_base.to_string(), "/api/v1/endpoints");
+    let services = WatchCache::start(client.clone(), api_base.to_string(), "/api/v1/services");
+    let endpoints = WatchCache::start(client.clone(), api_base.to_string(), "/api/v1/endpoints");
     let status = SharedStatus::default();
     let (svc, eps, resync, st, clock) = (services.clone(), endpoints.clone(), s.proxy_resync, status.clone(), Arc::new(SystemClock));
     if use_ipvs {
@@ -53,17 +53,17 @@ pub fn start(s: &Settings, node_name: &str, api_base: &str) -> anyhow::Result<Op
     }
 
     let cfg = dns_server::DnsConfig { ttl: s.dns_ttl, service_cidr: s.service_ranges.cidr, upstream: s.dns_upstream.clone() };
-    let (base, name) = (api_base.to_string(), node_name.to_string());
+    let (base, name, client) = (api_base.to_string(), node_name.to_string(), client.clone());
     tokio::spawn(async move {
-        let gateway = pod_gateway(&base, &name).await;
+        let gateway = pod_gateway(&client, &base, &name).await;
         dns_server::run(IpAddr::V4(gateway), cfg, services, endpoints).await;
     });
     Ok(Some(status))
 }
 
 /// This node's pod gateway (the first address of its pod CIDR), once the leader assigned one.
-async fn pod_gateway(api_base: &str, node: &str) -> std::net::Ipv4Addr {
-    let client = ApiClient::new(Duration::from_secs(5));
+async fn pod_gateway(client: &ApiClient, api_base: &str, node: &str) -> std::net::Ipv4Addr {
+    let client = client.with_timeout(Duration::from_secs(5));
     loop {
         if let Ok(n) = client.json(Method::GET, &format!("{api_base}/api/v1/nodes/{node}"), None).await {
             if let Some(cidr) = n["spec"]["podCIDR"].as_str().and_then(|c| c.parse::<ipnet::Ipv4Net>().ok()) {

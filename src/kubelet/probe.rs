@@ -137,7 +137,7 @@ pub async fn run<R: ContainerRuntime + ?Sized>(rt: &R, container_id: &str, pod_i
         },
         Check::Http { port, path, host } => {
             let url = format!("http://{}{path}", target(host, *port)?);
-            match ApiClient::new(spec.timeout).call(hyper::Method::GET, &url, None, bytes::Bytes::new()).await {
+            match ApiClient::plain(spec.timeout).call(hyper::Method::GET, &url, None, bytes::Bytes::new()).await {
                 Ok((status, _)) if (200..400).contains(&status.as_u16()) => Ok(format!("HTTP {status}")),
                 Ok((status, _)) => Err(format!("HTTP probe failed with statuscode: {}", status.as_u16())),
                 Err(e) => Err(e.to_string()),

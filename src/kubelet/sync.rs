@@ -59,6 +59,8 @@ pub struct KubeletConfig {
     pub node_ip: String,
     /// This node's own API (it forwards to the heads as needed).
     pub api_base: String,
+    /// Its credentials (the node certificate).
+    pub api_client: ApiClient,
     /// Pod directories (volumes, logs, /etc files) and IP leases.
     pub data_dir: PathBuf,
     /// Pinned namespaces (a tmpfs: they cannot outlive a reboot anyway).
@@ -162,7 +164,7 @@ impl<R: ContainerRuntime + 'static, N: PodNetwork + 'static, G: Registry + 'stat
     pub fn new(cfg: KubeletConfig, runtime: R, net: N, registry: G, images: SharedImages) -> std::io::Result<Self> {
         let ipam = Ipam::new(&cfg.data_dir)?;
         let puller = Puller::new(registry, cfg.backoff);
-        let api = Api { client: ApiClient::new(Duration::from_secs(10)), base: cfg.api_base.clone() };
+        let api = Api { client: cfg.api_client.with_timeout(Duration::from_secs(10)), base: cfg.api_base.clone() };
         let (probe_tx, probe_rx) = tokio::sync::mpsc::unbounded_channel();
         Ok(Kubelet {
             cfg,
@@ -214,8 +216,8 @@ impl<R: ContainerRuntime + 'static, N: PodNetwork + 'static, G: Registry + 'stat
     pub async fn run(self) {
         let node = &self.cfg.node_name;
         let mut st = LoopState {
-            pods: WatchCache::start(self.api.base.clone(), format!("/api/v1/pods?fieldSelector=spec.nodeName={node}")),
-            nodes: WatchCache::start(self.api.base.clone(), "/api/v1/nodes"),
+            pods: WatchCache::start(self.api.client.clone(), self.api.base.clone(), format!("/api/v1/pods?fieldSelector=spec.nodeName={node}")),
+            nodes: WatchCache::start(self.api.client.clone(), self.api.base.clone(), "/api/v1/nodes"),
             pods_seen: 0,
             nodes_seen: 0,
             last_full: None,

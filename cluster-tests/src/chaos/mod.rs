@@ -113,10 +113,10 @@ pub async fn run(cfg: &Config) -> anyhow::Result<(Outcome, Cluster)> {
     let stop = Arc::new(AtomicBool::new(false));
     let t0 = Instant::now();
     let clients: Vec<_> = (0..cfg.clients)
-        .map(|id| tokio::spawn(workload::client(id, nodes.clone(), cfg.keys, cfg.seed, t0, stop.clone())))
+        .map(|id| tokio::spawn(workload::client(c.client.clone(), id, nodes.clone(), cfg.keys, cfg.seed, t0, stop.clone())))
         .collect();
     let watchers: Vec<_> = (0..cfg.watchers)
-        .map(|w| tokio::spawn(workload::watcher(format!("watch-{w}"), nodes.clone(), start_rv, cfg.seed + w as u64, stop.clone())))
+        .map(|w| tokio::spawn(workload::watcher(c.client.clone(), format!("watch-{w}"), nodes.clone(), start_rv, cfg.seed + w as u64, stop.clone())))
         .collect();
 
     let mut rng = StdRng::seed_from_u64(cfg.seed);

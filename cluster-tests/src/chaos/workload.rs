@@ -60,6 +60,7 @@ fn classify(call: &Call, result: &anyhow::Result<Value>) -> Ret {
 
 /// Run one client until `stop`; returns its records.
 pub async fn client(
+    http: ApiClient,
     id: usize,
     nodes: Vec<String>,
     keys: usize,
@@ -69,7 +70,7 @@ pub async fn client(
 ) -> Vec<Record> {
     // Short: a client stuck on a paused or cut-off node should come back and use a healthy
     // one (its operation is recorded as unknown, which the checker allows for).
-    let http = ApiClient::new(Duration::from_secs(1));
+    let http = http.with_timeout(Duration::from_secs(1));
     let mut rng = StdRng::seed_from_u64(seed ^ (id as u64).wrapping_mul(0x9e37_79b9_7f4a_7c15));
     let mut known_rv = vec![0u64; keys];
     let mut out = Vec::new();
@@ -78,7 +79,7 @@ pub async fn client(
         let k = rng.random_range(0..keys);
         let key = format!("k{k}");
         let node = rng.random_range(0..nodes.len());
-        let base = format!("http://{}/api/v1/namespaces/{NAMESPACE}/configmaps", nodes[node]);
+        let base = format!("https://{}/api/v1/namespaces/{NAMESPACE}/configmaps", nodes[node]);
         counter += 1;
         let value = format!("c{id}-{counter}");
         let roll = rng.random_range(0..100);
@@ -120,14 +121,14 @@ pub async fn client(
 
 /// A watcher that follows `chaos` ConfigMaps from `from`, reconnecting to a random node
 /// from the last revision received whenever its stream ends.
-pub async fn watcher(name: String, nodes: Vec<String>, from: u64, seed: u64, stop: Arc<AtomicBool>) -> WatchLog {
-    let http = ApiClient::new(Duration::from_secs(3));
+pub async fn watcher(http: ApiClient, name: String, nodes: Vec<String>, from: u64, seed: u64, stop: Arc<AtomicBool>) -> WatchLog {
+    let http = http.with_timeout(Duration::from_secs(3));
     let mut rng = StdRng::seed_from_u64(seed);
     let mut log = WatchLog { name, from, events: Vec::new(), gone: 0 };
     while !stop.load(Ordering::Relaxed) {
         let last = log.events.last().map_or(from, |e| e.rv);
         let node = &nodes[rng.random_range(0..nodes.len())];
-        let url = format!("http://{node}/api/v1/namespaces/{NAMESPACE}/configmaps?watch=true&resourceVersion={last}&timeoutSeconds=5");
+        let url = format!("https://{node}/api/v1/namespaces/{NAMESPACE}/configmaps?watch=true&resourceVersion={last}&timeoutSeconds=5");
         let Ok(resp) = http.send(Method::GET, &url, None, Default::default()).await else {
             tokio::time::sleep(Duration::from_millis(50)).await;
             continue;

@@ -120,7 +120,7 @@ impl pb::join_server::Join for Handler {
         }
         let ca: ClusterCa =
             serde_json::from_slice(&stored(KEY_CA)?.value).map_err(|e| Status::internal(e.to_string()))?;
-        let cert_pem = ca.sign(&req.csr_pem).map_err(|e| Status::invalid_argument(e.to_string()))?;
+        let cert_pem = ca.sign(&req.csr_pem, &req.node_name).map_err(|e| Status::invalid_argument(e.to_string()))?;
         tracing::info!(node = %req.node_name, "issued a node certificate");
         Ok(Response::new(IssueReply { cert_pem, ca_pem: ca.cert_pem }))
     }

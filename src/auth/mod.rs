@@ -1,0 +1,204 @@
+//! Who a request is: authentication of the API (client certificates from the cluster CA,
+//! identities forwarded by nodes) and the rule that anonymous requests reach only the
+//! public endpoints. `identify` and `anonymous_may` are pure; `middleware` applies them to
+//! every request of a node's API, and `forwarded_headers` is how a node passes the
+//! caller's identity on when it relays a request.
+
+pub mod listener;
+
+use axum::extract::{ConnectInfo, Request};
+use axum::http::{HeaderMap, HeaderName, HeaderValue};
+use axum::middleware::Next;
+use axum::response::{IntoResponse, Response};
+use x509_parser::prelude::{FromDer, X509Certificate};
+
+use crate::api::status::ApiError;
+pub use listener::Peer;
+
+pub const ANONYMOUS: &str = "system:anonymous";
+pub const UNAUTHENTICATED: &str = "system:unauthenticated";
+pub const AUTHENTICATED: &str = "system:authenticated";
+pub const NODES: &str = orch_raft::tls::NODES_GROUP;
+
+/// The headers in which a node passes on the identity of the caller it relays for (the
+/// names of Kubernetes' request-header authentication). Only node certificates may send them.
+pub const REMOTE_USER: &str = "x-remote-user";
+pub const REMOTE_GROUP: &str = "x-remote-group";
+
+/// A client certificate's subject: CN is the user, each O a group.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Subject {
+    pub common_name: String,
+    pub organizations: Vec<String>,
+}
+
+impl Subject {
+    pub fn from_der(der: &[u8]) -> Result<Subject, String> {
+        let (_, cert) = X509Certificate::from_der(der).map_err(|e| e.to_string())?;
+        let subject = cert.subject();
+        let text = |attr: &x509_parser::x509::AttributeTypeAndValue| attr.as_str().map(str::to_string).map_err(|e| e.to_string());
+        let common_name = subject.iter_common_name().next().map(text).transpose()?.ok_or("the certificate names no CN")?;
+        let organizations = subject.iter_organization().map(text).collect::<Result<_, _>>()?;
+        Ok(Subject { common_name, organizations })
+    }
+}
+
+/// An authenticated caller.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct User {
+    pub name: String,
+    pub groups: Vec<String>,
+}
+
+impl User {
+    pub fn anonymous() -> User {
+        User { name: ANONYMOUS.into(), groups: vec![UNAUTHENTICATED.into()] }
+    }
+
+    pub fn is_anonymous(&self) -> bool {
+        self.name == ANONYMOUS
+    }
+
+    pub fn in_group(&self, group: &str) -> bool {
+        self.groups.iter().any(|g| g == group)
+    }
+
+    fn authenticated(name: String, mut groups: Vec<String>) -> User {
+        if !groups.iter().any(|g| g == AUTHENTICATED) {
+            groups.push(AUTHENTICATED.into());
+        }
+        User { name, groups }
+    }
+}
+
+/// Who a request is, from what its connection proved and its headers.
+pub fn identify(peer: Option<&Subject>, headers: &HeaderMap) -> Result<User, ApiError> {
+    let forwarded = headers.get(REMOTE_USER);
+    if let Some(user) = forwarded {
+        let node = peer.is_some_and(|s| s.organizations.iter().any(|o| o == NODES));
+        if !node {
+            return Err(ApiError::forbidden(format!("only nodes may assert an identity ({REMOTE_USER}); send your own credentials")));
+        }
+        let name = user.to_str().map_err(|_| ApiError::bad_request(format!("{REMOTE_USER} is not text")))?.to_string();
+        let groups = headers
+            .get_all(REMOTE_GROUP)
+            .iter()
+            .map(|g| g.to_str().map(str::to_string))
+            .collect::<Result<Vec<_>, _>>()
+            .map_err(|_| ApiError::bad_request(format!("{REMOTE_GROUP} is not text")))?;
+        return Ok(if name == ANONYMOUS { User::anonymous() } else { User::authenticated(name, groups) });
+    }
+    if let Some(s) = peer {
+        return Ok(User::authenticated(s.common_name.clone(), s.organizations.clone()));
+    }
+    if headers.contains_key(axum::http::header::AUTHORIZATION) {
+        return Err(unauthorized());
+    }
+    Ok(User::anonymous())
+}
+
+/// Kubernetes' answer to a request it cannot authenticate.
+pub fn unauthorized() -> ApiError {
+    ApiError::new(401, "Unauthorized", "Unauthorized")
+}
+
+/// What anonymous requests may reach: Kubernetes' `system:public-info-viewer` paths and
+/// what a joining node needs before it has a certificate.
+pub fn anonymous_may(path: &str) -> bool {
+    matches!(
+        path.trim_end_matches('/'),
+        "/healthz" | "/livez" | "/readyz" | "/version" | "/orch/v1/ca.crt" | "/orch/v1/cluster/status"
+    )
+}
+
+/// Authenticate every request and pass its `User` on in the request's extensions.
+pub async fn middleware(ConnectInfo(peer): ConnectInfo<Peer>, mut req: Request, next: Next) -> Response {
+    let user = match identify(peer.subject.as_ref(), req.headers()) {
+        Ok(u) => u,
+        Err(e) => return e.into_response(),
+    };
+    if user.is_anonymous() && !anonymous_may(req.uri().path()) {
+        return unauthorized().into_response();
+    }
+    // A relayed request carries the caller's identity in these headers; they are only
+    // ever set by `forwarded_headers` below.
+    req.headers_mut().remove(REMOTE_USER);
+    req.headers_mut().remove(REMOTE_GROUP);
+    req.extensions_mut().insert(user);
+    next.run(req).await
+}
+
+/// The headers that pass `user` on to the node a request is relayed to.
+pub fn forwarded_headers(user: &User) -> Vec<(HeaderName, HeaderValue)> {
+    let mut out = Vec::new();
+    if let Ok(v) = HeaderValue::from_str(&user.name) {
+        out.push((HeaderName::from_static(REMOTE_USER), v));
+    }
+    for g in &user.groups {
+        if let Ok(v) = HeaderValue::from_str(g) {
+            out.push((HeaderName::from_static(REMOTE_GROUP), v));
+        }
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn subject(cn: &str, orgs: &[&str]) -> Subject {
+        Subject { common_name: cn.into(), organizations: orgs.iter().map(|s| s.to_string()).collect() }
+    }
+
+    fn headers(pairs: &[(&'static str, &str)]) -> HeaderMap {
+        let mut h = HeaderMap::new();
+        for (k, v) in pairs {
+            h.append(*k, v.parse().unwrap());
+        }
+        h
+    }
+
+    #[test]
+    fn certificates_name_users_and_groups() {
+        let u = identify(Some(&subject("alice", &["dev", "ops"])), &HeaderMap::new()).unwrap();
+        assert_eq!(u, User { name: "alice".into(), groups: vec!["dev".into(), "ops".into(), AUTHENTICATED.into()] });
+        assert_eq!(identify(None, &HeaderMap::new()).unwrap(), User::anonymous());
+    }
+
+    #[test]
+    fn only_nodes_may_forward_an_identity() {
+        let fwd = headers(&[(REMOTE_USER, "alice"), (REMOTE_GROUP, "dev")]);
+        let node = subject("system:node:w1", &[NODES]);
+        assert_eq!(identify(Some(&node), &fwd).unwrap().name, "alice");
+        let anon = headers(&[(REMOTE_USER, ANONYMOUS)]);
+        assert!(identify(Some(&node), &anon).unwrap().is_anonymous());
+        assert_eq!(identify(Some(&subject("mallory", &["system:masters"])), &fwd).unwrap_err().code, 403);
+        assert_eq!(identify(None, &fwd).unwrap_err().code, 403);
+    }
+
+    #[test]
+    fn unknown_bearer_tokens_are_refused_not_treated_as_anonymous() {
+        let h = headers(&[("authorization", "Bearer abc")]);
+        assert_eq!(identify(None, &h).unwrap_err().code, 401);
+    }
+
+    #[test]
+    fn anonymous_reaches_only_public_paths() {
+        for p in ["/healthz", "/readyz", "/livez", "/version", "/version/", "/orch/v1/ca.crt"] {
+            assert!(anonymous_may(p), "{p}");
+        }
+        for p in ["/api/v1/secrets", "/api", "/metrics", "/apis", "/api/v1/namespaces/default/pods/x/exec"] {
+            assert!(!anonymous_may(p), "{p}");
+        }
+    }
+
+    #[test]
+    fn a_certificate_from_the_cluster_ca_names_its_subject() {
+        let ca = orch_raft::tls::ClusterCa::generate("t").unwrap();
+        let (cert, _key) = orch_raft::tls::issue_client(&ca, "bob", &["team-a"], 1).unwrap();
+        use rustls::pki_types::{pem::PemObject, CertificateDer};
+        let der = CertificateDer::from_pem_slice(cert.as_bytes()).unwrap();
+        assert_eq!(Subject::from_der(&der).unwrap(), subject("bob", &["team-a"]));
+        assert!(orch_raft::tls::issue_client(&ca, "bob", &["a", "b"], 1).is_err(), "two groups cannot be written: refused");
+    }
+}
