@@ -303,6 +303,17 @@ impl Cluster {
         Ok(())
     }
 
+    /// A new user of the cluster: a client certificate from the cluster CA for `user` in
+    /// `group`, written as a kubeconfig beside the cluster; returns its path and a client.
+    pub fn add_user(&self, user: &str, group: Option<&str>) -> anyhow::Result<(PathBuf, ApiClient)> {
+        let ca: orch_raft::tls::ClusterCa = serde_json::from_slice(&std::fs::read(self.nodes[0].data_dir.join("ca.json"))?)?;
+        let (cert, key) = orch_raft::tls::issue_client(&ca, user, &group.into_iter().collect::<Vec<_>>(), 1)?;
+        let server = format!("https://{}", self.api(0));
+        let path = self.dir.path().join(format!("{user}.kubeconfig"));
+        std::fs::write(&path, Kubeconfig::for_user("orch", &server, &ca.cert_pem, user, &cert, &key).to_yaml())?;
+        Ok((path, self.client_as(Some((&cert, &key)), None)?))
+    }
+
     /// A client of the cluster with these credentials (another user's, or none).
     pub fn client_as(&self, client: Option<(&str, &str)>, token: Option<&str>) -> anyhow::Result<ApiClient> {
         let ca = &self.admin.as_ref().context("the cluster has no CA yet")?.ca_pem;

@@ -2,6 +2,7 @@
 //! user runs it (with the admin kubeconfig): arguments, optional stdin, exit code and output.
 
 use std::io::Write;
+use std::path::Path;
 use std::process::{Command, Stdio};
 
 use anyhow::Context;
@@ -22,12 +23,17 @@ impl Run {
     }
 }
 
-/// Run `kubectl ARGS` against node `i`, feeding `stdin` if given.
+/// Run `kubectl ARGS` against node `i` as the administrator, feeding `stdin` if given.
 pub fn kubectl(c: &Cluster, i: usize, args: &[&str], stdin: Option<&str>) -> anyhow::Result<Run> {
+    kubectl_as(c, &c.kubeconfig(), i, args, stdin)
+}
+
+/// Run `kubectl ARGS` against node `i` with the credentials of `kubeconfig`.
+pub fn kubectl_as(c: &Cluster, kubeconfig: &Path, i: usize, args: &[&str], stdin: Option<&str>) -> anyhow::Result<Run> {
     let server = format!("https://{}", c.nodes[i].api());
     let mut child = Command::new("kubectl")
         .arg("--kubeconfig")
-        .arg(c.kubeconfig())
+        .arg(kubeconfig)
         .args(["--server", &server, "--request-timeout", "20s"])
         .args(args)
         // Nothing of the machine's own kubectl configuration may leak into a test.

@@ -62,6 +62,6 @@ mod tests {
         assert!(names.contains(&"pods") && names.contains(&"pods/status") && !names.contains(&"deployments"));
         assert!(resource_list("apps", "v1").unwrap()["resources"].as_array().unwrap().len() == 8);
         assert!(resource_list("apps", "v2").is_none() && resource_list("nope", "v1").is_none());
-        assert_eq!(api_groups()["groups"].as_array().unwrap().len(), 2);
+        assert_eq!(api_groups()["groups"].as_array().unwrap().len(), 3);
     }
 }

@@ -20,6 +20,8 @@ use super::resources::{self, Resource};
 use super::status::ApiError;
 use super::store::{parse_rv, Consistency, Filter, WatchItem};
 use super::AppState;
+use crate::auth::User;
+use axum::Extension;
 
 /// Where a request points.
 #[derive(Debug)]
@@ -53,17 +55,19 @@ fn parse_target(group: &str, rest: &str) -> Result<Target, ApiError> {
 
 pub async fn core(
     State(st): State<AppState>,
+    user: Option<Extension<User>>,
     Path(rest): Path<String>,
     method: Method,
     headers: HeaderMap,
     Query(q): Query<HashMap<String, String>>,
     body: Body,
 ) -> Response {
-    dispatch(st, "", &rest, method, headers, q, body).await
+    dispatch(st, user.map(|u| u.0), "", &rest, method, headers, q, body).await
 }
 
 pub async fn grouped(
     State(st): State<AppState>,
+    user: Option<Extension<User>>,
     Path((group, version, rest)): Path<(String, String, String)>,
     method: Method,
     headers: HeaderMap,
@@ -73,11 +77,13 @@ pub async fn grouped(
     if version != "v1" {
         return ApiError::not_found(format!("version {group}/{version}")).into_response();
     }
-    dispatch(st, &group, &rest, method, headers, q, body).await
+    dispatch(st, user.map(|u| u.0), &group, &rest, method, headers, q, body).await
 }
 
+#[allow(clippy::too_many_arguments)]
 async fn dispatch(
     st: AppState,
+    user: Option<User>,
     group: &str,
     rest: &str,
     method: Method,
@@ -91,7 +97,8 @@ async fn dispatch(
         _ => method.as_str(),
     }
     .to_string();
-    let resp = match handle(&st, group, rest, method, &headers, &q, body).await {
+    let user = user.unwrap_or_else(User::anonymous);
+    let resp = match handle(&st, &user, group, rest, method, &headers, &q, body).await {
         Ok(r) => r,
         Err(e) => e.into_response(),
     };
@@ -99,8 +106,10 @@ async fn dispatch(
     resp
 }
 
+#[allow(clippy::too_many_arguments)]
 async fn handle(
     st: &AppState,
+    user: &User,
     group: &str,
     rest: &str,
     method: Method,
@@ -134,6 +143,7 @@ async fn handle(
         (Method::POST, None) => {
             let obj = manifest(&t, read_body(headers, body).await?, None)?;
             let obj = t.res.validate(obj).map_err(ApiError::invalid)?;
+            crate::auth::node::admit_create(user, t.res.kind, &obj).map_err(ApiError::forbidden)?;
             Ok(json_response(StatusCode::CREATED, &store.create(t.res, ns, obj).await?))
         }
         (Method::PUT, Some(name)) => {

@@ -6,8 +6,10 @@ pub mod discovery;
 pub mod handlers;
 pub mod object;
 pub mod patch;
+pub mod protobuf;
 pub mod quantity;
 pub mod resources;
+pub mod reviews;
 pub mod service;
 pub mod status;
 pub mod store;
@@ -40,6 +42,8 @@ pub struct AppState {
     pub metrics: Arc<Metrics>,
     /// How long since its last heartbeat a worker counts as unreachable.
     pub heartbeat_grace: Duration,
+    /// Decides every request this head serves (Node, RBAC).
+    pub authz: Arc<crate::auth::authorizer::Local>,
 }
 
 pub fn router(state: AppState) -> Router {
@@ -53,25 +57,16 @@ pub fn router(state: AppState) -> Router {
         .route("/apis", get(|| async { axum::Json(discovery::api_groups()) }))
         .route("/api/v1", get(|| async { axum::Json(discovery::resource_list("", "v1")) }))
         .route("/apis/{group}/{version}", get(group_discovery))
-        .route("/apis/authentication.k8s.io/v1/selfsubjectreviews", post(self_subject_review))
+        .route("/apis/authentication.k8s.io/v1/selfsubjectreviews", post(reviews::self_subject))
+        .route("/apis/authorization.k8s.io/v1/selfsubjectaccessreviews", post(reviews::self_subject_access))
+        .route("/apis/authorization.k8s.io/v1/selfsubjectrulesreviews", post(reviews::self_subject_rules))
+        .route("/apis/authorization.k8s.io/v1/subjectaccessreviews", post(reviews::subject_access))
         .route("/api/v1/{*rest}", any(handlers::core))
         .route("/apis/{group}/{version}/{*rest}", any(handlers::grouped))
         .route("/orch/v1/ca.crt", get(ca_cert))
         .route("/orch/v1/cluster/status", get(cluster_status))
         .route("/metrics", get(metrics))
         .with_state(state)
-}
-
-/// `kubectl auth whoami`: the caller as this server authenticated it.
-async fn self_subject_review(user: Option<axum::Extension<crate::auth::User>>) -> Response {
-    let Some(axum::Extension(user)) = user else { return crate::auth::unauthorized().into_response() };
-    let review = json!({
-        "kind": "SelfSubjectReview",
-        "apiVersion": "authentication.k8s.io/v1",
-        "metadata": {"creationTimestamp": null},
-        "status": {"userInfo": {"username": user.name, "groups": user.groups}},
-    });
-    (StatusCode::CREATED, axum::Json(review)).into_response()
 }
 
 async fn group_discovery(Path((group, version)): Path<(String, String)>) -> Response {
@@ -81,8 +76,11 @@ async fn group_discovery(Path((group, version)): Path<(String, String)>) -> Resp
     }
 }
 
-/// Ready when a read through a quorum succeeds.
+/// Ready when a read through a quorum succeeds and the authorization policy is loaded.
 async fn readyz(State(st): State<AppState>) -> Response {
+    if !st.authz.ready() {
+        return (StatusCode::SERVICE_UNAVAILABLE, "the default authorization policy is not loaded yet").into_response();
+    }
     match st.store.node().read_barrier().await {
         Ok(_) => "ok".into_response(),
         Err(e) => (StatusCode::SERVICE_UNAVAILABLE, e.to_string()).into_response(),

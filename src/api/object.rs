@@ -11,6 +11,15 @@ use super::status::ApiError;
 /// Kubernetes' request-size limit is 3 MiB; orch documents and enforces the same.
 pub const MAX_BODY_BYTES: usize = 3 * 1024 * 1024;
 
+/// The names of RBAC objects (`system:node`, `edit`...): Kubernetes' path-segment rule,
+/// anything but `.` or `..` without `/` or `%`.
+pub fn validate_path_segment_name(name: &str) -> Result<(), String> {
+    if name.is_empty() || name == "." || name == ".." || name.contains('/') || name.contains('%') {
+        return Err(format!("invalid name {name:?}: may not be '.' or '..' nor contain '/' or '%'"));
+    }
+    Ok(())
+}
+
 /// DNS-1123 subdomain (most kinds) or label (namespaces).
 pub fn validate_name(name: &str, label_only: bool) -> Result<(), String> {
     let max = if label_only { 63 } else { 253 };
@@ -255,6 +264,10 @@ mod tests {
         assert!(validate_name("web-0", false).is_ok());
         assert!(validate_name("a.b-c", false).is_ok());
         assert!(validate_name("a.b", true).is_err());
+        assert!(validate_path_segment_name("system:aggregate-to-view").is_ok());
+        for bad in ["", ".", "..", "a/b", "a%2f"] {
+            assert!(validate_path_segment_name(bad).is_err(), "{bad:?}");
+        }
         for bad in ["", "Web", "-a", "a-", "a_b", &"x".repeat(254)] {
             assert!(validate_name(bad, false).is_err(), "{bad:?}");
         }

@@ -2,7 +2,7 @@
 //! round trip through the k8s-openapi type (which rejects ill-typed fields and prunes
 //! unknown ones, as the Kubernetes API server does by default). Pure.
 
-use k8s_openapi::api::{apps::v1 as apps, batch::v1 as batch, core::v1 as core};
+use k8s_openapi::api::{apps::v1 as apps, batch::v1 as batch, core::v1 as core, rbac::v1 as rbac};
 use serde_json::Value;
 
 /// One storable kind.
@@ -53,6 +53,10 @@ resources! {
     apps::StatefulSet => "StatefulSet", "statefulsets", "apps", true, ["sts"];
     batch::Job => "Job", "jobs", "batch", true, [];
     batch::CronJob => "CronJob", "cronjobs", "batch", true, ["cj"];
+    rbac::Role => "Role", "roles", "rbac.authorization.k8s.io", true, [];
+    rbac::ClusterRole => "ClusterRole", "clusterroles", "rbac.authorization.k8s.io", false, [];
+    rbac::RoleBinding => "RoleBinding", "rolebindings", "rbac.authorization.k8s.io", true, [];
+    rbac::ClusterRoleBinding => "ClusterRoleBinding", "clusterrolebindings", "rbac.authorization.k8s.io", false, [];
 }
 
 impl std::fmt::Debug for Resource {

@@ -156,7 +156,11 @@ impl ObjectStore {
 
     pub async fn create(&self, res: &Resource, ns: Option<&str>, mut obj: Value) -> Result<Value, ApiError> {
         let name = object::name_of(&obj).ok_or_else(|| ApiError::invalid("metadata.name is required"))?.to_string();
-        object::validate_name(&name, res.kind == "Namespace").map_err(ApiError::invalid)?;
+        if res.group == "rbac.authorization.k8s.io" {
+            object::validate_path_segment_name(&name).map_err(ApiError::invalid)?;
+        } else {
+            object::validate_name(&name, res.kind == "Namespace").map_err(ApiError::invalid)?;
+        }
         let uid = uuid::Uuid::new_v4().to_string();
         object::prepare_create(&mut obj, &uid, &self.clock.now_rfc3339());
         if let Some(term) = self.fence {

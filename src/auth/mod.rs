@@ -4,9 +4,16 @@
 //! every request of a node's API, and `forwarded_headers` is how a node passes the
 //! caller's identity on when it relays a request.
 
+pub mod attributes;
+pub mod authorizer;
+pub mod bootstrap;
 pub mod listener;
+pub mod node;
+pub mod rbac;
 
-use axum::extract::{ConnectInfo, Request};
+use std::sync::Arc;
+
+use axum::extract::{ConnectInfo, Request, State};
 use axum::http::{HeaderMap, HeaderName, HeaderValue};
 use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
@@ -44,7 +51,7 @@ impl Subject {
 }
 
 /// An authenticated caller.
-#[derive(Clone, Debug, PartialEq, Eq)]
+#[derive(Clone, Debug, PartialEq, Eq, Hash)]
 pub struct User {
     pub name: String,
     pub groups: Vec<String>,
@@ -111,14 +118,28 @@ pub fn anonymous_may(path: &str) -> bool {
     )
 }
 
-/// Authenticate every request and pass its `User` on in the request's extensions.
-pub async fn middleware(ConnectInfo(peer): ConnectInfo<Peer>, mut req: Request, next: Next) -> Response {
+/// Authenticate every request and pass its `User` on in the request's extensions. With an
+/// authorizer (a head's), every request that is not public is also authorized here; a
+/// worker forwards what it does not serve itself to a head, which decides.
+pub async fn middleware(
+    State(authz): State<Option<Arc<authorizer::Local>>>,
+    ConnectInfo(peer): ConnectInfo<Peer>,
+    mut req: Request,
+    next: Next,
+) -> Response {
     let user = match identify(peer.subject.as_ref(), req.headers()) {
         Ok(u) => u,
         Err(e) => return e.into_response(),
     };
-    if user.is_anonymous() && !anonymous_may(req.uri().path()) {
+    let public = anonymous_may(req.uri().path());
+    if user.is_anonymous() && !public {
         return unauthorized().into_response();
+    }
+    if let (Some(authz), false) = (&authz, public) {
+        let attrs = attributes::Attributes::of_request(req.method().as_str(), req.uri().path(), req.uri().query());
+        if let Err(e) = authz.decide(&user, &attrs) {
+            return e.into_response();
+        }
     }
     // A relayed request carries the caller's identity in these headers; they are only
     // ever set by `forwarded_headers` below.

@@ -22,7 +22,7 @@ use serde_json::json;
 
 use self::config::{NodeState, Role, Settings};
 use crate::api::{self, store::ObjectStore, AppState};
-use crate::auth::{self, listener::TlsListener, Peer};
+use crate::auth::{self, authorizer::Authorize, listener::TlsListener, Peer};
 use crate::client::{ApiClient, Tls};
 use crate::clock::{Clock, SystemClock};
 use crate::kubelet::runtime::SharedImages;
@@ -99,7 +99,8 @@ async fn run_head(s: Settings, mut state: NodeState) -> anyhow::Result<()> {
         tracing::error!("UNSAFE: --unsafe-stale-reads is set; reads are not linearizable");
         store.skip_read_barrier();
     }
-    let app = AppState { store: store.clone(), metrics, heartbeat_grace: s.node_heartbeat * 3 };
+    let authz = crate::auth::authorizer::Local::start(store.clone());
+    let app = AppState { store: store.clone(), metrics, heartbeat_grace: s.node_heartbeat * 3, authz: authz.clone() };
     let listener = tokio::net::TcpListener::bind(SocketAddr::new(s.bind, s.api_port))
         .await
         .with_context(|| format!("binding the API port {}", s.api_port))?;
@@ -123,9 +124,10 @@ async fn run_head(s: Settings, mut state: NodeState) -> anyhow::Result<()> {
     let images = start_kubelet(&s, &state, &client);
     tokio::spawn(heartbeat::run(client.clone(), api_base, identity(&state, &s, proxy.clone(), images), s.node_heartbeat, clock));
     tokio::spawn(crate::control::run(store.clone(), control_config(&s)));
-    let router = api::router(app).merge(node_api::router(node_api(&s, &state, proxy, &client)));
+    tokio::spawn(ensure_default_policy(store.clone(), authz.clone()));
+    let router = api::router(app).merge(node_api::router(node_api(&s, &state, proxy, &client, Authorize::Local(authz.clone()))));
     tracing::info!(api = %state.api_addr, "serving the API");
-    serve(listener, &node_tls, router).await?;
+    serve(listener, &node_tls, router, Some(authz)).await?;
     node.shutdown().await;
     Ok(())
 }
@@ -148,6 +150,39 @@ async fn add_self(node: &RaftNode, state: &NodeState, member: Member, client: &A
         tokio::time::sleep(Duration::from_secs(1)).await;
     }
     bail!("could not join the Raft group: {last}")
+}
+
+/// Create the default roles and bindings that are missing (as Kubernetes' API server does
+/// at every start; existing ones, maybe changed by the operator, are left as they are).
+/// Retried until a quorum takes the writes.
+async fn ensure_default_policy(store: ObjectStore, authz: Arc<crate::auth::authorizer::Local>) {
+    let bindings: Vec<String> = crate::auth::bootstrap::cluster_role_bindings()
+        .iter()
+        .filter_map(|b| b["metadata"]["name"].as_str().map(String::from))
+        .collect();
+    let objects = crate::auth::bootstrap::cluster_roles().into_iter().map(|o| ("clusterroles", o))
+        .chain(crate::auth::bootstrap::cluster_role_bindings().into_iter().map(|o| ("clusterrolebindings", o)));
+    for (plural, obj) in objects {
+        let res = api::resources::by_plural("rbac.authorization.k8s.io", plural).expect("the RBAC kinds are registered");
+        let obj = match res.validate(obj) {
+            Ok(o) => o,
+            Err(e) => {
+                tracing::error!(error = %e, "a default RBAC object is invalid");
+                continue;
+            }
+        };
+        loop {
+            match store.create(res, None, obj.clone()).await {
+                Ok(_) => break,
+                Err(e) if e.code == 409 => break,
+                Err(e) => {
+                    tracing::debug!(error = %e, "creating the default policy; retrying");
+                    tokio::time::sleep(Duration::from_millis(500)).await;
+                }
+            }
+        }
+    }
+    authz.mark_bootstrapped(&bindings).await;
 }
 
 async fn create_initial_namespaces(store: &ObjectStore) -> anyhow::Result<()> {
@@ -186,15 +221,17 @@ async fn run_worker(s: Settings, state: NodeState) -> anyhow::Result<()> {
     let api_base = format!("https://{}", state.api_addr);
     let service_proxy = service_roles::start(&s, &state.name, &client, &api_base)?;
     let images = start_kubelet(&s, &state, &client);
-    tokio::spawn(heartbeat::run(client.clone(), api_base, identity(&state, &s, service_proxy.clone(), images), s.node_heartbeat, Arc::new(SystemClock)));
+    tokio::spawn(heartbeat::run(client.clone(), api_base.clone(), identity(&state, &s, service_proxy.clone(), images), s.node_heartbeat, Arc::new(SystemClock)));
     tracing::info!(api = %state.api_addr, heads = ?state.seeds, "serving the API (forwarding to heads)");
-    let router = crate::proxy::router(proxy).merge(node_api::router(node_api(&s, &state, service_proxy, &client)));
-    serve(listener, &node_tls, router).await?;
+    let authz = Authorize::Remote(crate::auth::authorizer::Remote::new(client.clone(), &api_base));
+    let router = crate::proxy::router(proxy).merge(node_api::router(node_api(&s, &state, service_proxy, &client, authz)));
+    serve(listener, &node_tls, router, None).await?;
     Ok(())
 }
 
-fn node_api(s: &Settings, state: &NodeState, proxy: Option<crate::services::proxy::SharedStatus>, client: &ApiClient) -> node_api::NodeApi {
-    let api = node_api::NodeApi::new(&state.name, &format!("https://{}", state.api_addr), client, s.containerd_socket.clone(), s.data_dir.join("kubelet"), s.run_dir.clone());
+fn node_api(s: &Settings, state: &NodeState, proxy: Option<crate::services::proxy::SharedStatus>, client: &ApiClient, authz: Authorize) -> node_api::NodeApi {
+    let dirs = (s.containerd_socket.clone(), s.data_dir.join("kubelet"), s.run_dir.clone());
+    let api = node_api::NodeApi::new(&state.name, &format!("https://{}", state.api_addr), client, authz, dirs);
     node_api::NodeApi { proxy, ..api }
 }
 
@@ -298,9 +335,14 @@ const SHUTDOWN_GRACE: Duration = Duration::from_secs(3);
 /// Serve the API over HTTPS until SIGTERM/SIGINT: then stop accepting, let requests in
 /// flight finish, and cut long-lived streams after `SHUTDOWN_GRACE` (they would otherwise
 /// hold the process forever). Every request is authenticated first (`auth::middleware`).
-async fn serve(listener: tokio::net::TcpListener, tls: &orch_raft::tls::NodeTls, router: axum::Router) -> anyhow::Result<()> {
+async fn serve(
+    listener: tokio::net::TcpListener,
+    tls: &orch_raft::tls::NodeTls,
+    router: axum::Router,
+    authz: Option<Arc<crate::auth::authorizer::Local>>,
+) -> anyhow::Result<()> {
     let listener = TlsListener::new(listener, auth::listener::server_config(tls)?)?;
-    let app = router.layer(axum::middleware::from_fn(auth::middleware)).into_make_service_with_connect_info::<Peer>();
+    let app = router.layer(axum::middleware::from_fn_with_state(authz, auth::middleware)).into_make_service_with_connect_info::<Peer>();
     let (tx, rx) = tokio::sync::watch::channel(false);
     tokio::spawn(async move {
         shutdown_signal().await;

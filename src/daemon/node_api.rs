@@ -20,6 +20,8 @@ use serde_json::{json, Value};
 
 use crate::api::status::ApiError;
 use crate::api::API_ADDR_ANNOTATION;
+use crate::auth::attributes::Attributes;
+use crate::auth::authorizer::Authorize;
 use crate::auth::{self, User};
 use axum::Extension;
 use hyper::header::{HeaderName, HeaderValue};
@@ -43,8 +45,11 @@ pub struct NodeApi {
     pub run_dir: PathBuf,
     /// This node's own credentials (looking pods and nodes up).
     pub client: ApiClient,
-    /// The identity of the caller, passed on when a request is relayed to another node.
+    /// The caller, and its identity as passed on when a request is relayed to another node.
+    pub user: Option<User>,
     pub caller: Vec<(HeaderName, HeaderValue)>,
+    /// Decides whether the caller may do what it asks of this node.
+    pub authz: Authorize,
     /// This node's proxy role, if it runs one.
     pub proxy: Option<crate::services::proxy::SharedStatus>,
 }
@@ -61,7 +66,9 @@ pub fn router(api: NodeApi) -> Router {
 
 /// This node's proxy: mode, last sync, and the revisions of Services and Endpoints its
 /// rules reflect (what the service benchmark waits for).
-async fn proxy_status(State(api): State<NodeApi>) -> Result<axum::Json<Value>, ApiError> {
+async fn proxy_status(State(api): State<NodeApi>, user: Option<Extension<User>>) -> Result<axum::Json<Value>, ApiError> {
+    let api = api.acting_for(user.as_deref());
+    api.authorize(Attributes::path("get", "/orch/v1/proxy")).await?;
     let Some(p) = &api.proxy else { return Err(ApiError::not_found(format!("node {} runs no proxy", api.name))) };
     let p = p.lock().expect("proxy status lock").clone();
     Ok(axum::Json(serde_json::json!({
@@ -71,14 +78,21 @@ async fn proxy_status(State(api): State<NodeApi>) -> Result<axum::Json<Value>, A
 }
 
 impl NodeApi {
-    pub fn new(name: &str, api_base: &str, client: &ApiClient, containerd_socket: PathBuf, kubelet_dir: PathBuf, run_dir: PathBuf) -> Self {
+    pub fn new(name: &str, api_base: &str, client: &ApiClient, authz: Authorize, dirs: (PathBuf, PathBuf, PathBuf)) -> Self {
         let client = client.with_timeout(Duration::from_secs(600));
-        NodeApi { name: name.into(), api_base: api_base.into(), containerd_socket, kubelet_dir, run_dir, client, caller: Vec::new(), proxy: None }
+        let (containerd_socket, kubelet_dir, run_dir) = dirs;
+        NodeApi { name: name.into(), api_base: api_base.into(), containerd_socket, kubelet_dir, run_dir, client, user: None, caller: Vec::new(), authz, proxy: None }
     }
 
     /// This node API serving a request of `user` (whose identity goes with any relay).
     pub fn acting_for(self, user: Option<&User>) -> Self {
-        NodeApi { caller: user.map(auth::forwarded_headers).unwrap_or_default(), ..self }
+        NodeApi { caller: user.map(auth::forwarded_headers).unwrap_or_default(), user: user.cloned(), ..self }
+    }
+
+    /// May the caller do `a`? (Every request here passed authentication, so it has a user.)
+    pub async fn authorize(&self, a: Attributes) -> Result<(), ApiError> {
+        let user = self.user.clone().unwrap_or_else(User::anonymous);
+        self.authz.decide(&user, &a).await
     }
 
     /// A client that relays as the caller: the node's certificate, the caller's identity.
@@ -154,9 +168,18 @@ async fn pod_exec(
     user: Option<Extension<User>>,
     Path((ns, name)): Path<(String, String)>,
     RawQuery(query): RawQuery,
-    ws: axum::extract::ws::WebSocketUpgrade,
+    ws: Result<axum::extract::ws::WebSocketUpgrade, axum::extract::ws::rejection::WebSocketUpgradeRejection>,
 ) -> Response {
     let api = api.acting_for(user.as_deref());
+    // Authorized before the upgrade is looked at: a denied caller hears 403 whatever
+    // protocol it tried (kubectl falls back from WebSocket to SPDY and reports the last).
+    if let Err(e) = api.authorize(Attributes::resource("create", "", "pods", "exec", &ns, &name)).await {
+        return e.into_response();
+    }
+    let ws = match ws {
+        Ok(ws) => ws,
+        Err(rejection) => return rejection.into_response(),
+    };
     super::exec::handle(api, ns, name, query.unwrap_or_default(), ws).await
 }
 
@@ -165,9 +188,18 @@ async fn pod_portforward(
     user: Option<Extension<User>>,
     Path((ns, name)): Path<(String, String)>,
     RawQuery(query): RawQuery,
-    ws: axum::extract::ws::WebSocketUpgrade,
+    ws: Result<axum::extract::ws::WebSocketUpgrade, axum::extract::ws::rejection::WebSocketUpgradeRejection>,
 ) -> Response {
     let api = api.acting_for(user.as_deref());
+    // Authorized before the upgrade is looked at: a denied caller hears 403 whatever
+    // protocol it tried (kubectl falls back from WebSocket to SPDY and reports the last).
+    if let Err(e) = api.authorize(Attributes::resource("create", "", "pods", "portforward", &ns, &name)).await {
+        return e.into_response();
+    }
+    let ws = match ws {
+        Ok(ws) => ws,
+        Err(rejection) => return rejection.into_response(),
+    };
     super::portforward::handle(api, ns, name, query.unwrap_or_default(), ws).await
 }
 
@@ -178,6 +210,9 @@ async fn pod_log(
     req: Request,
 ) -> Response {
     let api = api.acting_for(req.extensions().get::<User>());
+    if let Err(e) = api.authorize(Attributes::resource("get", "", "pods", "log", &ns, &name)).await {
+        return e.into_response();
+    }
     let pod = match api.pod(&ns, &name).await {
         Ok(p) => p,
         Err(e) => return e.into_response(),
@@ -216,6 +251,9 @@ async fn pod_log(
 
 async fn load_image(State(api): State<NodeApi>, Path(node): Path<String>, req: Request) -> Response {
     let api = api.acting_for(req.extensions().get::<User>());
+    if let Err(e) = api.authorize(Attributes::path("post", &format!("/orch/v1/nodes/{node}/images"))).await {
+        return e.into_response();
+    }
     if node != api.name {
         return api.forward(&node, req).await;
     }

@@ -1,0 +1,136 @@
+//! Authorization on a real cluster (one head, one worker, a containerd each): a matrix of
+//! identities (the admin, a `view` user and an `edit` user bound in one namespace, a node,
+//! anonymous) and verbs, asked through the head and through the worker, each answer and
+//! what it left in the store checked; `kubectl auth can-i [--list]` and a pod's logs and
+//! exec, which the worker authorizes by asking a head.
+
+use std::time::Duration;
+
+use cluster_tests::cluster::{until, Cluster, Options};
+use cluster_tests::kubectl::kubectl_as;
+use cluster_tests::pods::{load_busybox, IMAGE};
+use hyper::Method;
+use orch::client::{ApiClient, HttpError, Tls};
+use orch_raft::tls::NodeTls;
+use serde_json::{json, Value};
+
+fn code(r: &anyhow::Result<Value>) -> u16 {
+    match r {
+        Ok(_) => 200,
+        Err(e) => e.downcast_ref::<HttpError>().map_or(0, |e| e.code),
+    }
+}
+
+fn message(r: &anyhow::Result<Value>) -> String {
+    r.as_ref().err().map(|e| e.to_string()).unwrap_or_default()
+}
+
+fn binding(ns: &str, user: &str, role: &str) -> Value {
+    json!({"apiVersion": "rbac.authorization.k8s.io/v1", "kind": "RoleBinding", "metadata": {"name": format!("{user}-{role}"), "namespace": ns},
+        "roleRef": {"apiGroup": "rbac.authorization.k8s.io", "kind": "ClusterRole", "name": role},
+        "subjects": [{"kind": "User", "apiGroup": "rbac.authorization.k8s.io", "name": user}]})
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn identities_by_verbs_through_a_head_and_a_worker() {
+    let c = Cluster::start_opts(1, 1, Options { containerd: true, ..Default::default() }).await.expect("cluster starts");
+    load_busybox(&c, 0).unwrap();
+    let admin = &c.client;
+    let post = |path: &str, body: Value| {
+        let url = c.url(0, path);
+        async move { admin.json(Method::POST, &url, Some(&body)).await }
+    };
+    post("/api/v1/namespaces", json!({"metadata": {"name": "team"}})).await.unwrap();
+    post("/apis/rbac.authorization.k8s.io/v1/namespaces/team/rolebindings", binding("team", "viewer", "view")).await.unwrap();
+    post("/apis/rbac.authorization.k8s.io/v1/namespaces/team/rolebindings", binding("team", "editor", "edit")).await.unwrap();
+    post("/api/v1/namespaces/team/secrets", json!({"metadata": {"name": "db"}, "stringData": {"password": "p"}})).await.unwrap();
+    post("/api/v1/namespaces/team/secrets", json!({"metadata": {"name": "unused"}, "stringData": {"x": "y"}})).await.unwrap();
+    let worker_name = c.nodes[1].name.clone();
+    // A pod on the worker that uses the secret, one on the head.
+    let pod = |name: &str, node: &str, env: Value| json!({"apiVersion": "v1", "kind": "Pod", "metadata": {"name": name, "namespace": "team"},
+        "spec": {"nodeName": node, "terminationGracePeriodSeconds": 1, "containers": [{"name": "app", "image": IMAGE,
+            "command": ["sh", "-c", "echo hello-log; exec sleep 3600"], "env": env}]}});
+    let secret_env = json!([{"name": "P", "valueFrom": {"secretKeyRef": {"name": "db", "key": "password"}}}]);
+    post("/api/v1/namespaces/team/pods", pod("on-worker", &worker_name, secret_env)).await.unwrap();
+    post("/api/v1/namespaces/team/pods", pod("on-head", &c.nodes[0].name, json!([]))).await.unwrap();
+
+    let (viewer_kc, viewer) = c.add_user("viewer", None).unwrap();
+    let (editor_kc, editor) = c.add_user("editor", Some("developers")).unwrap();
+    let worker_tls: NodeTls = serde_json::from_slice(&std::fs::read(c.nodes[1].data_dir.join("tls.json")).unwrap()).unwrap();
+    let node = ApiClient::new(Duration::from_secs(10), &Tls::for_node(&worker_tls).unwrap());
+    let anonymous = c.client_as(None, None).unwrap();
+
+    for via in [0, 1] {
+        let call = |who: &ApiClient, method: Method, path: &str, body: Option<Value>| {
+            let (who, url) = (who.clone(), c.url(via, path));
+            async move { who.json(method, &url, body.as_ref()).await }
+        };
+        let cm = |name: &str| json!({"apiVersion": "v1", "kind": "ConfigMap", "metadata": {"name": format!("{name}-{via}")}});
+
+        // view in team: reads there, nothing else.
+        assert_eq!(code(&call(&viewer, Method::GET, "/api/v1/namespaces/team/pods", None).await), 200);
+        let r = call(&viewer, Method::GET, "/api/v1/namespaces/default/pods", None).await;
+        assert_eq!(code(&r), 403);
+        assert!(message(&r).contains(r#"User "viewer" cannot list resource "pods" in API group "" in the namespace "default""#), "{}", message(&r));
+        assert_eq!(code(&call(&viewer, Method::GET, "/api/v1/namespaces/team/secrets/db", None).await), 403, "view reads no secrets");
+        let r = call(&viewer, Method::POST, "/api/v1/namespaces/team/configmaps", Some(cm("by-viewer"))).await;
+        assert_eq!(code(&r), 403);
+        assert_eq!(code(&call(admin, Method::GET, &format!("/api/v1/namespaces/team/configmaps/by-viewer-{via}"), None).await), 404, "a refused write was stored");
+        assert_eq!(code(&call(&viewer, Method::GET, "/api/v1/nodes", None).await), 403);
+
+        // edit in team: writes workloads and reads secrets there; cannot grant, nor go elsewhere.
+        assert_eq!(code(&call(&editor, Method::POST, "/api/v1/namespaces/team/configmaps", Some(cm("by-editor"))).await), 200);
+        assert_eq!(code(&call(&editor, Method::GET, "/api/v1/namespaces/team/secrets/db", None).await), 200);
+        let grant = binding("team", &format!("someone-{via}"), "admin");
+        let r = call(&editor, Method::POST, "/apis/rbac.authorization.k8s.io/v1/namespaces/team/rolebindings", Some(grant)).await;
+        assert_eq!(code(&r), 403, "edit cannot grant roles");
+        assert_eq!(code(&call(&editor, Method::POST, "/api/v1/namespaces/default/configmaps", Some(cm("elsewhere"))).await), 403);
+
+        // The node: reads what its roles need, changes only its own, reads only its pods' secrets.
+        assert_eq!(code(&call(&node, Method::GET, "/api/v1/pods", None).await), 200);
+        assert_eq!(code(&call(&node, Method::GET, "/api/v1/namespaces/team/secrets/db", None).await), 200, "its pod uses it");
+        assert_eq!(code(&call(&node, Method::GET, "/api/v1/namespaces/team/secrets/unused", None).await), 403);
+        assert_eq!(code(&call(&node, Method::GET, "/api/v1/namespaces/team/configmaps", None).await), 403);
+        let beat = json!({"metadata": {"labels": {"touched": "yes"}}});
+        let other = format!("/api/v1/nodes/{}", c.nodes[0].name);
+        let r = node.json_as(Method::PATCH, &c.url(via, &other), Some(&beat), "application/merge-patch+json").await;
+        assert_eq!(code(&r), 403, "a node may not change another node");
+        let r = node.json_as(Method::PATCH, &c.url(via, &format!("/api/v1/nodes/{worker_name}")), Some(&beat), "application/merge-patch+json").await;
+        assert_eq!(code(&r), 200, "{}", message(&r));
+        let head_pod = call(admin, Method::GET, "/api/v1/namespaces/team/pods/on-head", None).await.unwrap();
+        let r = call(&node, Method::PUT, "/api/v1/namespaces/team/pods/on-head/status", Some(head_pod)).await;
+        assert_eq!(code(&r), 403, "a node may not write another node's pod status");
+        assert_eq!(code(&call(&node, Method::DELETE, "/api/v1/namespaces/team/pods/on-head", None).await), 403);
+
+        // Anonymous: 401 here.
+        assert_eq!(code(&call(&anonymous, Method::GET, "/api/v1/namespaces/team/pods", None).await), 401);
+    }
+    // Nothing the refused calls tried is there.
+    assert_eq!(code(&admin.json(Method::GET, &c.url(0, "/api/v1/namespaces/team/pods/on-head"), None).await), 200);
+
+    // kubectl auth can-i, as the viewer, through either node.
+    for via in [0, 1] {
+        let yes = kubectl_as(&c, &viewer_kc, via, &["auth", "can-i", "list", "pods", "-n", "team"], None).unwrap();
+        assert_eq!((yes.code, yes.stdout.trim()), (0, "yes"), "{yes:?}");
+        let no = kubectl_as(&c, &viewer_kc, via, &["auth", "can-i", "create", "pods", "-n", "team"], None).unwrap();
+        assert_eq!((no.code, no.stdout.trim()), (1, "no"), "{no:?}");
+        let list = kubectl_as(&c, &viewer_kc, via, &["auth", "can-i", "--list", "-n", "team"], None).unwrap();
+        assert!(list.ok() && list.stdout.lines().any(|l| l.starts_with("pods ") && l.contains("[get list watch]")), "{list:?}");
+        assert!(!list.stdout.lines().any(|l| l.starts_with("secrets")), "{}", list.stdout);
+    }
+
+    // A pod's logs and exec, served by the worker itself, which asks a head.
+    until(Duration::from_secs(60), "the worker's pod runs", || async {
+        let p = admin.json(Method::GET, &c.url(0, "/api/v1/namespaces/team/pods/on-worker"), None).await.unwrap();
+        ((p["status"]["phase"] == "Running").then_some(()), p["status"].to_string())
+    })
+    .await;
+    for via in [1, 0] {
+        let logs = kubectl_as(&c, &viewer_kc, via, &["logs", "-n", "team", "on-worker"], None).unwrap();
+        assert!(logs.ok() && logs.stdout.contains("hello-log"), "view reads logs: {logs:?}");
+        let denied = kubectl_as(&c, &viewer_kc, via, &["exec", "-n", "team", "on-worker", "--", "echo", "in"], None).unwrap();
+        assert!(!denied.ok() && denied.stderr.contains("forbidden"), "view may not exec: {denied:?}");
+        let allowed = kubectl_as(&c, &editor_kc, via, &["exec", "-n", "team", "on-worker", "--", "sh", "-c", "echo $P"], None).unwrap();
+        assert_eq!((allowed.code, allowed.stdout.trim()), (0, "p"), "edit may exec: {allowed:?}");
+    }
+}
