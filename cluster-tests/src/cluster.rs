@@ -85,7 +85,9 @@ pub struct Cluster {
     pub containerds: Vec<Containerd>,
     net: TestNet,
     dir: tempfile::TempDir,
+    /// The head token (joins heads and workers) and the worker token (workers only).
     pub token: String,
+    pub worker_token: String,
     /// The administrator's credentials (from the first head's admin kubeconfig).
     pub admin: Option<Credentials>,
     /// Extra orchd flags for every node (e.g. faster heartbeats).
@@ -113,6 +115,7 @@ impl Cluster {
             net: TestNet::new()?,
             dir: tempfile::Builder::new().prefix("orch-cluster-").tempdir()?,
             token: String::new(),
+            worker_token: String::new(),
             admin: None,
             extra: opts.extra.clone(),
             client: ApiClient::plain(Duration::from_secs(10)),
@@ -140,10 +143,13 @@ impl Cluster {
         c.load_admin().await?;
         c.wait_ready(0).await?;
         c.token = std::fs::read_to_string(c.nodes[0].data_dir.join("token"))?.trim().to_string();
+        c.worker_token = std::fs::read_to_string(c.nodes[0].data_dir.join("worker-token"))?.trim().to_string();
         for i in 1..c.nodes.len() {
             let seed = c.nodes[0].api();
-            let role = if c.nodes[i].role == Role::Head { "head" } else { "worker" };
-            let token = c.token.clone();
+            let (role, token) = match c.nodes[i].role {
+                Role::Head => ("head", c.token.clone()),
+                Role::Worker => ("worker", c.worker_token.clone()),
+            };
             c.spawn(i, &["--join", &seed, "--token", &token, "--role", role])?;
             c.wait_ready(i).await?;
         }
@@ -163,7 +169,7 @@ impl Cluster {
             let ctrd = Containerd::start(&self.dir.path().join(format!("{}-containerd", self.nodes[i].name)))?;
             self.containerds.push(ctrd);
         }
-        let (seed, token) = (self.nodes[0].api(), self.token.clone());
+        let (seed, token) = (self.nodes[0].api(), self.worker_token.clone());
         self.spawn(i, &["--join", &seed, "--token", &token, "--role", "worker"])?;
         self.wait_ready(i).await?;
         Ok(i)
@@ -303,15 +309,21 @@ impl Cluster {
         Ok(())
     }
 
-    /// A new user of the cluster: a client certificate from the cluster CA for `user` in
-    /// `group`, written as a kubeconfig beside the cluster; returns its path and a client.
+    /// A new user of the cluster, made as an administrator makes one: `orchctl kubeconfig
+    /// user` (the cluster signs the user's CSR). Returns its kubeconfig's path and a client.
     pub fn add_user(&self, user: &str, group: Option<&str>) -> anyhow::Result<(PathBuf, ApiClient)> {
-        let ca: orch_raft::tls::ClusterCa = serde_json::from_slice(&std::fs::read(self.nodes[0].data_dir.join("ca.json"))?)?;
-        let (cert, key) = orch_raft::tls::issue_client(&ca, user, &group.into_iter().collect::<Vec<_>>(), 1)?;
-        let server = format!("https://{}", self.api(0));
         let path = self.dir.path().join(format!("{user}.kubeconfig"));
-        std::fs::write(&path, Kubeconfig::for_user("orch", &server, &ca.cert_pem, user, &cert, &key).to_yaml())?;
-        Ok((path, self.client_as(Some((&cert, &key)), None)?))
+        let mut cmd = self.orchctl_command(0)?;
+        cmd.args(["kubeconfig", "user", user, "--days", "1", "-o"]).arg(&path);
+        if let Some(g) = group {
+            cmd.args(["--group", g]);
+        }
+        let out = cmd.output()?;
+        if !out.status.success() {
+            bail!("orchctl kubeconfig user {user}: {}", String::from_utf8_lossy(&out.stderr));
+        }
+        let creds = Kubeconfig::load(Some(&path))?.credentials(None)?;
+        Ok((path, ApiClient::new(Duration::from_secs(10), &Tls::from_credentials(&creds)?)))
     }
 
     /// A client of the cluster with these credentials (another user's, or none).

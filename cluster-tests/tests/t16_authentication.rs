@@ -82,10 +82,54 @@ async fn every_node_serves_https_and_knows_who_calls() {
         assert_eq!(code(&whoami(&c, &forger, node).await.map(|_| Value::Null)), Some(403));
     }
 
+    // Every refusal is in the audit log of the node that served it.
+    let audit = |i: usize| -> Vec<Value> {
+        let text = std::fs::read_to_string(c.nodes[i].data_dir.join("audit.log")).unwrap_or_default();
+        text.lines().map(|l| serde_json::from_str(l).expect("whole JSON lines")).collect()
+    };
+    for i in [0, 1] {
+        let events = audit(i);
+        let anonymous_secrets = events.iter().any(|e| e["responseStatus"]["code"] == 401 && e["user"]["username"] == "system:anonymous"
+            && e["objectRef"]["resource"] == "secrets" && e["verb"] == "list");
+        assert!(anonymous_secrets, "{}: no audit event for the anonymous list of secrets", c.nodes[i].name);
+        let forged = events.iter().any(|e| e["responseStatus"]["code"] == 403 && e["user"]["username"] == "bob");
+        assert!(forged, "{}: no audit event for the forged identity", c.nodes[i].name);
+        assert!(events.iter().all(|e| e["apiVersion"] == "audit.k8s.io/v1" && e["kind"] == "Event" && e["auditID"].is_string()));
+    }
+
     // The real kubectl, through the worker, with the admin kubeconfig.
     let r = kubectl(&c, 1, &["auth", "whoami", "-o", "jsonpath={.status.userInfo.username}"], None).unwrap();
     assert!(r.ok(), "{r:?}");
     assert_eq!(r.stdout.trim(), "orch-admin");
     let mode = std::os::unix::fs::PermissionsExt::mode(&std::fs::metadata(c.kubeconfig()).unwrap().permissions());
     assert_eq!(mode & 0o777, 0o600, "the admin kubeconfig must be private");
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_worker_token_or_certificate_never_makes_a_head() {
+    let c = Cluster::start(1, 1).await.expect("cluster starts");
+    let ca_pem = c.admin.as_ref().unwrap().ca_pem.clone();
+    let raft = format!("{}:{}", c.nodes[0].ip, cluster_tests::cluster::RAFT_PORT);
+    let secret = |token: &str| token.rsplit("::").next().unwrap().to_string();
+    let csr = orch_raft::tls::NodeKey::generate("intruder", &[], &[orch_raft::tls::HEAD_DNS_NAME.into()]).unwrap();
+    // The worker token joins workers, never heads; the head token joins both.
+    let refused = orch_raft::transport::request_certificate(&raft, &ca_pem, &secret(&c.worker_token), "intruder", &csr.csr_pem, "head").await;
+    assert!(refused.as_ref().is_err_and(|e| e.contains("worker token")), "{refused:?}");
+    let worker = orch_raft::transport::request_certificate(&raft, &ca_pem, &secret(&c.worker_token), "intruder", &csr.csr_pem, "worker").await.unwrap();
+    assert!(worker.head_secrets.is_empty(), "a worker receives no encryption keys");
+    let head = orch_raft::transport::request_certificate(&raft, &ca_pem, &secret(&c.token), "intruder", &csr.csr_pem, "head").await.unwrap();
+    assert!(!head.head_secrets.is_empty(), "a head receives the keys");
+    let der = |pem: &str| {
+        use rustls::pki_types::{pem::PemObject, CertificateDer};
+        CertificateDer::from_pem_slice(pem.as_bytes()).unwrap().to_vec()
+    };
+    assert!(!orch_raft::tls::is_head_certificate(&der(&worker.cert_pem)), "a worker's CSR asking for the head name did not get it");
+    assert!(orch_raft::tls::is_head_certificate(&der(&head.cert_pem)));
+
+    // A worker's real certificate may not use the Raft services (vote, propose, add itself).
+    let worker_tls: NodeTls = serde_json::from_slice(&std::fs::read(c.nodes[1].data_dir.join("tls.json")).unwrap()).unwrap();
+    let channel = orch_raft::transport::client::endpoint(&raft, worker_tls.client_config()).unwrap().connect().await.unwrap();
+    let mut client = orch_raft::transport::pb::cluster_client::ClusterClient::new(channel);
+    let status = client.status(orch_raft::transport::pb::Empty {}).await.unwrap_err();
+    assert_eq!(status.code(), tonic::Code::PermissionDenied, "{status:?}");
 }

@@ -56,6 +56,13 @@ async fn identities_by_verbs_through_a_head_and_a_worker() {
 
     let (viewer_kc, viewer) = c.add_user("viewer", None).unwrap();
     let (editor_kc, editor) = c.add_user("editor", Some("developers")).unwrap();
+    // Only an administrator gets the cluster to sign a certificate.
+    let out = std::process::Command::new(cluster_tests::cluster::bin_dir().join("orchctl"))
+        .arg("--kubeconfig").arg(&editor_kc)
+        .args(["kubeconfig", "user", "mallory", "--group", "system:masters"])
+        .output()
+        .unwrap();
+    assert!(!out.status.success() && String::from_utf8_lossy(&out.stderr).contains("forbidden"), "{out:?}");
     let worker_tls: NodeTls = serde_json::from_slice(&std::fs::read(c.nodes[1].data_dir.join("tls.json")).unwrap()).unwrap();
     let node = ApiClient::new(Duration::from_secs(10), &Tls::for_node(&worker_tls).unwrap());
     let anonymous = c.client_as(None, None).unwrap();
@@ -107,6 +114,17 @@ async fn identities_by_verbs_through_a_head_and_a_worker() {
     }
     // Nothing the refused calls tried is there.
     assert_eq!(code(&admin.json(Method::GET, &c.url(0, "/api/v1/namespaces/team/pods/on-head"), None).await), 200);
+
+    // The head's audit log has the refusals and the Secret reads, with who asked.
+    let events: Vec<Value> = std::fs::read_to_string(c.nodes[0].data_dir.join("audit.log")).unwrap().lines().map(|l| serde_json::from_str(l).unwrap()).collect();
+    let has = |user: &str, verb: &str, resource: &str, code: u64| {
+        events.iter().any(|e| e["user"]["username"] == user && e["verb"] == verb && e["objectRef"]["resource"] == resource && e["responseStatus"]["code"] == code)
+    };
+    assert!(has("viewer", "create", "configmaps", 403), "the viewer's refused write is audited");
+    assert!(has("editor", "get", "secrets", 200), "an allowed Secret read is audited");
+    assert!(has("system:node:worker-0", "get", "secrets", 403), "the node's refused Secret read is audited");
+    assert!(!events.iter().any(|e| e["verb"] == "list" && e["objectRef"]["resource"] == "pods" && e["responseStatus"]["code"] == 200),
+        "plain reads are not audited");
 
     // kubectl auth can-i, as the viewer, through either node.
     for via in [0, 1] {

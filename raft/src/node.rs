@@ -23,6 +23,8 @@ use crate::types::{codec, Command, Member, NodeId, Op, Raft, Response, Txn};
 pub const INTERNAL_PREFIX: &str = "/orch/";
 pub const KEY_CA: &str = "/orch/cluster/ca";
 pub const KEY_JOIN_SECRET: &str = "/orch/cluster/join-secret";
+/// The secret of the worker token (joins workers only).
+pub const KEY_WORKER_JOIN_SECRET: &str = "/orch/cluster/worker-join-secret";
 
 /// Raft timing and log retention.
 #[derive(Clone, Debug)]
@@ -57,6 +59,9 @@ pub struct NodeConfig {
     pub store: StoreOptions,
     pub tuning: RaftTuning,
     pub tls: NodeTls,
+    /// A file whose bytes this head hands to joining heads (opaque here: orch keeps the
+    /// keys that seal Secrets in it, which must not reach the Raft log).
+    pub head_secrets: Option<PathBuf>,
 }
 
 #[derive(Debug, Clone, thiserror::Error, Serialize, Deserialize, PartialEq, Eq)]
@@ -116,6 +121,7 @@ struct Inner {
     reader: StateReader,
     channels: Channels,
     tuning: RaftTuning,
+    head_secrets: Option<PathBuf>,
     shutdown: watch::Sender<bool>,
 }
 
@@ -141,7 +147,7 @@ impl RaftNode {
             .await
             .map_err(|e| StartError::Raft(e.to_string()))?;
         let (shutdown, shutdown_rx) = watch::channel(false);
-        let node = RaftNode { inner: Arc::new(Inner { id: cfg.id, raft, reader, channels, tuning: cfg.tuning, shutdown }) };
+        let node = RaftNode { inner: Arc::new(Inner { id: cfg.id, raft, reader, channels, tuning: cfg.tuning, head_secrets: cfg.head_secrets, shutdown }) };
         server::spawn(node.clone(), cfg.listen, cfg.tls.server_config(), shutdown_rx.clone())
             .await
             .map_err(|e| StartError::Raft(format!("serving gRPC on {}: {e}", cfg.listen)))?;
@@ -158,6 +164,14 @@ impl RaftNode {
         &self.inner.raft
     }
 
+    /// The bytes handed to joining heads (see `NodeConfig::head_secrets`).
+    pub fn head_secrets(&self) -> std::io::Result<Vec<u8>> {
+        match &self.inner.head_secrets {
+            Some(path) => std::fs::read(path),
+            None => Ok(Vec::new()),
+        }
+    }
+
     pub fn reader(&self) -> &StateReader {
         &self.inner.reader
     }
@@ -168,7 +182,7 @@ impl RaftNode {
 
     /// Make this node the single voter of a new cluster (a no-op if already initialized),
     /// wait until it leads, and store the cluster CA and join secret.
-    pub async fn initialize(&self, member: Member, ca_json: Vec<u8>, join_secret: &str) -> Result<(), ProposeError> {
+    pub async fn initialize(&self, member: Member, ca_json: Vec<u8>, join_secret: &str, worker_secret: &str) -> Result<(), ProposeError> {
         let raft = self.raft();
         if !raft.is_initialized().await.map_err(|e| ProposeError::Fatal(e.to_string()))? {
             raft.initialize(BTreeMap::from([(self.id(), member)])).await.map_err(|e| ProposeError::Fatal(e.to_string()))?;
@@ -178,6 +192,7 @@ impl RaftNode {
             ops: vec![
                 Op::Put { key: KEY_CA.into(), value: ca_json },
                 Op::Put { key: KEY_JOIN_SECRET.into(), value: join_secret.as_bytes().to_vec() },
+                Op::Put { key: KEY_WORKER_JOIN_SECRET.into(), value: worker_secret.as_bytes().to_vec() },
             ],
         };
         self.propose(Command { request_id: None, fence_term: None, txn }).await.map(|_| ())

@@ -20,6 +20,9 @@ use tonic::transport::{Certificate, ClientTlsConfig, Identity, ServerTlsConfig};
 
 /// The DNS name every node certificate carries and every peer verifies.
 pub const NODE_DNS_NAME: &str = "orch-node";
+/// The name only heads' certificates carry: Raft and cluster RPCs require it, so a worker's
+/// certificate can neither vote, propose nor add itself as a head.
+pub const HEAD_DNS_NAME: &str = "orch-head";
 
 #[derive(Debug, thiserror::Error)]
 pub enum TlsError {
@@ -33,6 +36,8 @@ pub enum TlsError {
     BadPem,
     #[error("a client certificate can carry one group (O) here; {0} were asked for")]
     TooManyGroups(usize),
+    #[error("{0}")]
+    BadClientRequest(String),
     #[error("{0:?} is not a valid node name (lowercase letters, digits, '-' and '.', at most 253)")]
     BadNodeName(String),
 }
@@ -65,7 +70,7 @@ impl ClusterCa {
     /// join secret), but never for a CA certificate nor for another subject than its node
     /// identity (`system:node:<name>` in group `system:nodes`, as the API authenticates
     /// it); usages are fixed to TLS server and client.
-    pub fn sign(&self, csr_pem: &str, node_name: &str) -> Result<String, TlsError> {
+    pub fn sign(&self, csr_pem: &str, node_name: &str, head: bool) -> Result<String, TlsError> {
         let key = KeyPair::from_pem(&self.key_pem)?;
         let issuer = Issuer::from_ca_cert_pem(&self.cert_pem, key)?;
         if !valid_node_name(node_name) {
@@ -73,6 +78,11 @@ impl ClusterCa {
         }
         let mut csr = CertificateSigningRequestParams::from_pem(csr_pem)?;
         csr.params.distinguished_name = node_subject(node_name);
+        // Whatever the CSR asked for, only a head gets the head name.
+        csr.params.subject_alt_names.retain(|san| !matches!(san, SanType::DnsName(n) if n.as_str() == HEAD_DNS_NAME));
+        if head {
+            csr.params.subject_alt_names.push(SanType::DnsName(HEAD_DNS_NAME.try_into()?));
+        }
         csr.params.is_ca = IsCa::ExplicitNoCa;
         csr.params.key_usages = vec![KeyUsagePurpose::DigitalSignature, KeyUsagePurpose::KeyEncipherment];
         csr.params.extended_key_usages = vec![ExtendedKeyUsagePurpose::ServerAuth, ExtendedKeyUsagePurpose::ClientAuth];
@@ -107,6 +117,41 @@ pub fn issue_client(ca: &ClusterCa, user: &str, groups: &[&str], valid_days: i64
     Ok((cert.pem(), key.serialize_pem()))
 }
 
+/// A new key and a CSR for a person's client certificate (`user`, at most one `group`).
+pub fn client_csr(user: &str, group: Option<&str>) -> Result<(String, String), TlsError> {
+    let key = KeyPair::generate()?;
+    let mut params = CertificateParams::new(Vec::<String>::new())?;
+    params.distinguished_name = name(user);
+    if let Some(g) = group {
+        params.distinguished_name.push(DnType::OrganizationName, g);
+    }
+    Ok((key.serialize_pem(), params.serialize_request(&key)?.pem()?))
+}
+
+impl ClusterCa {
+    /// Sign a person's CSR as a client certificate valid `valid_days`: its subject (CN =
+    /// user, O = group) is kept, its usages are fixed to client authentication, and a CSR
+    /// naming a node (`system:node:*`) or asking for a CA is refused.
+    pub fn sign_client(&self, csr_pem: &str, valid_days: i64) -> Result<String, TlsError> {
+        let key = KeyPair::from_pem(&self.key_pem)?;
+        let issuer = Issuer::from_ca_cert_pem(&self.cert_pem, key)?;
+        let mut csr = CertificateSigningRequestParams::from_pem(csr_pem)?;
+        match csr.params.distinguished_name.get(&DnType::CommonName).map(|v| format!("{v:?}")) {
+            None => return Err(TlsError::BadClientRequest("the CSR names no user (CN)".into())),
+            Some(cn) if cn.contains("system:node:") => return Err(TlsError::BadClientRequest(format!("a person's certificate may not name a node ({cn})"))),
+            Some(_) => {}
+        }
+        csr.params.subject_alt_names.clear();
+        csr.params.is_ca = IsCa::ExplicitNoCa;
+        csr.params.key_usages = vec![KeyUsagePurpose::DigitalSignature, KeyUsagePurpose::KeyEncipherment];
+        csr.params.extended_key_usages = vec![ExtendedKeyUsagePurpose::ClientAuth];
+        let now = time::OffsetDateTime::now_utc();
+        csr.params.not_before = now - time::Duration::minutes(5);
+        csr.params.not_after = now + time::Duration::days(valid_days);
+        Ok(csr.signed_by(&issuer)?.pem())
+    }
+}
+
 /// The user and group a node's certificate names it by.
 pub fn node_user(node_name: &str) -> String {
     format!("system:node:{node_name}")
@@ -130,6 +175,14 @@ fn node_subject(node_name: &str) -> DistinguishedName {
     let mut dn = name(&node_user(node_name));
     dn.push(DnType::OrganizationName, NODES_GROUP);
     dn
+}
+
+/// Does this (verified) certificate name a head?
+pub fn is_head_certificate(der: &[u8]) -> bool {
+    use x509_parser::prelude::{FromDer, GeneralName, X509Certificate};
+    let Ok((_, cert)) = X509Certificate::from_der(der) else { return false };
+    let Ok(Some(san)) = cert.subject_alternative_name() else { return false };
+    san.value.general_names.iter().any(|n| matches!(n, GeneralName::DNSName(d) if *d == HEAD_DNS_NAME))
 }
 
 pub fn ca_hash(cert_pem: &str) -> Result<String, TlsError> {
@@ -277,8 +330,16 @@ mod tests {
     fn ca_signs_csr_and_hash_pins_the_ca() {
         let ca = ClusterCa::generate("test").unwrap();
         let other = ClusterCa::generate("other").unwrap();
-        let node = NodeKey::generate("n1", &["10.0.0.1".parse().unwrap()], &[]).unwrap();
-        let cert = ca.sign(&node.csr_pem, "n1").unwrap();
+        let node = NodeKey::generate("n1", &["10.0.0.1".parse().unwrap()], &[HEAD_DNS_NAME.to_string()]).unwrap();
+        let der = |pem: &str| pem_der(pem).unwrap();
+        let worker = ca.sign(&node.csr_pem, "n1", false).unwrap();
+        assert!(!is_head_certificate(&der(&worker)), "a worker's CSR asking for the head name does not get it");
+        let cert = ca.sign(&node.csr_pem, "n1", true).unwrap();
+        assert!(is_head_certificate(&der(&cert)));
+        let (_key, csr) = client_csr("alice", Some("dev")).unwrap();
+        assert!(ca.sign_client(&csr, 30).unwrap().starts_with("-----BEGIN CERTIFICATE-----"));
+        let (_key, node_csr) = client_csr("system:node:w1", Some("system:nodes")).unwrap();
+        assert!(ca.sign_client(&node_csr, 30).is_err(), "no node identity through the user path");
         assert!(cert.starts_with("-----BEGIN CERTIFICATE-----"));
 
         let token = JoinToken { ca_hash: ca.hash().unwrap(), secret: "x".repeat(32) };

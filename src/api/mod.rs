@@ -64,6 +64,7 @@ pub fn router(state: AppState) -> Router {
         .route("/api/v1/{*rest}", any(handlers::core))
         .route("/apis/{group}/{version}/{*rest}", any(handlers::grouped))
         .route("/orch/v1/ca.crt", get(ca_cert))
+        .route("/orch/v1/certificates/users", post(sign_user))
         .route("/orch/v1/cluster/status", get(cluster_status))
         .route("/metrics", get(metrics))
         .with_state(state)
@@ -93,6 +94,22 @@ async fn ca_cert(State(st): State<AppState>) -> Response {
     match ca {
         Some(ca) => ([(header::CONTENT_TYPE, "application/x-pem-file")], ca.cert_pem).into_response(),
         None => ApiError::unavailable("this node has not received the cluster CA yet").into_response(),
+    }
+}
+
+/// Sign a person's CSR (`orchctl kubeconfig user`): `{"csr": PEM, "days": N}` → `{"certificate": PEM}`.
+/// Authorized as `post` on this path, which only `cluster-admin` holds by default.
+async fn sign_user(State(st): State<AppState>, axum::Json(body): axum::Json<Value>) -> Response {
+    let Some(csr) = body["csr"].as_str() else { return ApiError::invalid("csr: Required value").into_response() };
+    let days = body["days"].as_i64().unwrap_or(365);
+    if !(1..=3650).contains(&days) {
+        return ApiError::invalid("days: must be between 1 and 3650").into_response();
+    }
+    let ca = st.store.node().reader().get(KEY_CA).ok().flatten().and_then(|kv| serde_json::from_slice::<ClusterCa>(&kv.value).ok());
+    let Some(ca) = ca else { return ApiError::unavailable("this node has not received the cluster CA yet").into_response() };
+    match ca.sign_client(csr, days) {
+        Ok(cert) => axum::Json(json!({"certificate": cert, "ca": ca.cert_pem})).into_response(),
+        Err(e) => ApiError::invalid(e.to_string()).into_response(),
     }
 }
 

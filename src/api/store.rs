@@ -5,7 +5,7 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use orch_raft::{Command, Condition, EventKind, HistoryError, KeyValue, Op, Outcome, RaftNode, StateReader, Txn};
+use orch_raft::{Command, Condition, EventKind, HistoryError, KeyValue, Op, Outcome, RaftNode, Txn};
 use serde_json::Value;
 use tokio::sync::mpsc;
 
@@ -14,7 +14,8 @@ use super::patch::PatchType;
 use super::resources::{self, Resource};
 use super::service::{self, ServiceRanges, Taken};
 use super::status::ApiError;
-use super::watch_hub::Hub;
+use super::watch_hub::{Hub, Opened};
+use crate::auth::encryption::Codec;
 use crate::clock::Clock;
 use crate::metrics::Metrics;
 
@@ -44,7 +45,9 @@ pub struct ObjectStore {
     /// Where Services' ClusterIPs and NodePorts are allocated from.
     services: Arc<ServiceRanges>,
     /// The one reader of the history every watch on this node follows.
-    hub: Arc<Hub<StateReader>>,
+    hub: Arc<Hub<Opened>>,
+    /// Seals Secrets before they are proposed; opens them when read.
+    codec: Arc<Codec>,
 }
 
 /// Which objects a list or watch wants.
@@ -68,8 +71,9 @@ pub enum WatchItem {
     Error(ApiError),
 }
 
-fn decode(kv: &KeyValue) -> Result<Value, ApiError> {
-    serde_json::from_slice(&kv.value).map_err(|e| ApiError::internal(format!("stored object {} is corrupt: {e}", kv.key)))
+fn decode(codec: &Codec, kv: &KeyValue) -> Result<Value, ApiError> {
+    let plain = codec.open(&kv.key, &kv.value).map_err(|e| ApiError::internal(format!("stored object {}: {e}", kv.key)))?;
+    serde_json::from_slice(&plain).map_err(|e| ApiError::internal(format!("stored object {} is corrupt: {e}", kv.key)))
 }
 
 fn what(res: &Resource, ns: Option<&str>, name: &str) -> String {
@@ -80,9 +84,9 @@ fn what(res: &Resource, ns: Option<&str>, name: &str) -> String {
 }
 
 impl ObjectStore {
-    pub fn new(node: RaftNode, clock: Arc<dyn Clock>, metrics: Arc<Metrics>) -> Self {
-        let hub = Arc::new(Hub::new(node.reader().clone()));
-        ObjectStore { node, clock, metrics, unsafe_local_reads: false, fence: None, services: Arc::default(), hub }
+    pub fn new(node: RaftNode, clock: Arc<dyn Clock>, metrics: Arc<Metrics>, codec: Arc<Codec>) -> Self {
+        let hub = Arc::new(Hub::new(Opened { reader: node.reader().clone(), codec: codec.clone() }));
+        ObjectStore { node, clock, metrics, unsafe_local_reads: false, fence: None, services: Arc::default(), hub, codec }
     }
 
     /// This store, allocating Services' addresses and ports from `ranges`.
@@ -112,7 +116,15 @@ impl ObjectStore {
         Ok(())
     }
 
-    async fn propose(&self, txn: Txn) -> Result<(u64, Outcome), ApiError> {
+    async fn propose(&self, mut txn: Txn) -> Result<(u64, Outcome), ApiError> {
+        // Secrets are sealed here, before they reach the Raft log.
+        for op in &mut txn.ops {
+            if let Op::Put { key, value } = op {
+                if Codec::sealed(key) {
+                    *value = self.codec.seal(key, std::mem::take(value));
+                }
+            }
+        }
         let started = std::time::Instant::now();
         let r = self.node.propose(Command { request_id: None, fence_term: self.fence, txn }).await;
         self.metrics.proposal_seconds.observe(started.elapsed().as_secs_f64());
@@ -127,7 +139,7 @@ impl ObjectStore {
 
     fn current(&self, key: &str) -> Result<Option<(Value, u64)>, ApiError> {
         match self.node.reader().get(key)? {
-            Some(kv) => Ok(Some((decode(&kv)?, kv.mod_revision))),
+            Some(kv) => Ok(Some((decode(&self.codec, &kv)?, kv.mod_revision))),
             None => Ok(None),
         }
     }
@@ -146,7 +158,7 @@ impl ObjectStore {
         let (kvs, revision) = self.node.reader().range(&res.ns_prefix(ns))?;
         let mut items = Vec::with_capacity(kvs.len());
         for kv in &kvs {
-            let obj = decode(kv)?;
+            let obj = decode(&self.codec, kv)?;
             if filter.matches(&obj) {
                 items.push(object::with_revision(obj, kv.mod_revision));
             }
@@ -437,7 +449,7 @@ impl ObjectStore {
             }
             return match self.propose(Txn { conditions, ops }).await? {
                 (rev, Outcome::Applied { prev }) => match prev.into_iter().next().flatten() {
-                    Some(kv) => Ok(object::with_revision(decode(&kv)?, rev)),
+                    Some(kv) => Ok(object::with_revision(decode(&self.codec, &kv)?, rev)),
                     None => Err(ApiError::not_found(what(res, ns, name))),
                 },
                 (_, Outcome::ConditionFailed { current: 0, .. }) => Err(ApiError::not_found(what(res, ns, name))),

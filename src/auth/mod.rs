@@ -5,8 +5,10 @@
 //! caller's identity on when it relays a request.
 
 pub mod attributes;
+pub mod audit;
 pub mod authorizer;
 pub mod bootstrap;
+pub mod encryption;
 pub mod listener;
 pub mod node;
 pub mod rbac;
@@ -118,26 +120,52 @@ pub fn anonymous_may(path: &str) -> bool {
     )
 }
 
+/// What every request of a node's API passes through.
+#[derive(Clone)]
+pub struct Gate {
+    /// A head's authorizer; a worker has none (it forwards to a head, which decides).
+    pub authz: Option<Arc<authorizer::Local>>,
+    pub audit: Arc<audit::AuditLog>,
+}
+
 /// Authenticate every request and pass its `User` on in the request's extensions. With an
 /// authorizer (a head's), every request that is not public is also authorized here; a
-/// worker forwards what it does not serve itself to a head, which decides.
-pub async fn middleware(
-    State(authz): State<Option<Arc<authorizer::Local>>>,
-    ConnectInfo(peer): ConnectInfo<Peer>,
-    mut req: Request,
-    next: Next,
-) -> Response {
-    let user = match identify(peer.subject.as_ref(), req.headers()) {
-        Ok(u) => u,
-        Err(e) => return e.into_response(),
+/// worker forwards what it does not serve itself to a head, which decides. What the audit
+/// log keeps is written once the answer is known.
+pub async fn middleware(State(gate): State<Gate>, ConnectInfo(peer): ConnectInfo<Peer>, req: Request, next: Next) -> Response {
+    let received = chrono::Utc::now();
+    let attrs = attributes::Attributes::of_request(req.method().as_str(), req.uri().path(), req.uri().query());
+    let uri = req.uri().path_and_query().map(|p| p.as_str().to_string()).unwrap_or_default();
+    let agent = req.headers().get(axum::http::header::USER_AGENT).and_then(|v| v.to_str().ok()).unwrap_or_default().to_string();
+    let (user, resp) = match identify(peer.subject.as_ref(), req.headers()) {
+        Ok(user) => {
+            let resp = admit(&gate, &user, &attrs, req, next).await;
+            (user, resp)
+        }
+        Err(e) => {
+            let who = peer.subject.as_ref().map_or_else(User::anonymous, |s| User::authenticated(s.common_name.clone(), s.organizations.clone()));
+            (who, e.into_response())
+        }
     };
+    gate.audit.record(&audit::Entry {
+        user: &user,
+        attrs: &attrs,
+        uri: &uri,
+        source: peer.addr.ip(),
+        user_agent: &agent,
+        code: resp.status().as_u16(),
+        received,
+    });
+    resp
+}
+
+async fn admit(gate: &Gate, user: &User, attrs: &attributes::Attributes, mut req: Request, next: Next) -> Response {
     let public = anonymous_may(req.uri().path());
     if user.is_anonymous() && !public {
         return unauthorized().into_response();
     }
-    if let (Some(authz), false) = (&authz, public) {
-        let attrs = attributes::Attributes::of_request(req.method().as_str(), req.uri().path(), req.uri().query());
-        if let Err(e) = authz.decide(&user, &attrs) {
+    if let (Some(authz), false) = (&gate.authz, public) {
+        if let Err(e) = authz.decide(user, attrs) {
             return e.into_response();
         }
     }
@@ -145,7 +173,7 @@ pub async fn middleware(
     // ever set by `forwarded_headers` below.
     req.headers_mut().remove(REMOTE_USER);
     req.headers_mut().remove(REMOTE_GROUP);
-    req.extensions_mut().insert(user);
+    req.extensions_mut().insert(user.clone());
     next.run(req).await
 }
 

@@ -69,6 +69,11 @@ pub enum Command {
         #[command(subcommand)]
         command: ClusterCommand,
     },
+    /// Make kubeconfigs for people (like `kubeadm kubeconfig user`).
+    Kubeconfig {
+        #[command(subcommand)]
+        command: KubeconfigCommand,
+    },
     /// Print a container's logs (served by the node that runs the pod, through any node).
     Logs {
         pod: String,
@@ -191,6 +196,23 @@ pub enum RolloutCommand {
 }
 
 #[derive(Subcommand, Debug)]
+pub enum KubeconfigCommand {
+    /// A new key and a certificate the cluster signs for USER (in GROUP): printed as a
+    /// kubeconfig for the server orchctl talks to. Needs cluster-admin.
+    User {
+        name: String,
+        #[arg(long)]
+        group: Option<String>,
+        /// How long the certificate is valid.
+        #[arg(long, default_value_t = 365)]
+        days: i64,
+        /// Write the kubeconfig here (mode 0600) instead of printing it.
+        #[arg(short = 'o', long)]
+        output: Option<std::path::PathBuf>,
+    },
+}
+
+#[derive(Subcommand, Debug)]
 pub enum ConfigCommand {
     /// Add a context or change one's cluster, user or namespace.
     SetContext {
@@ -250,6 +272,9 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Delete { kind, names, files } => delete(&ctx, kind, names, files).await,
         Command::Describe { kind, name } => describe(&ctx, &kind, &name).await,
         Command::Cluster { command: ClusterCommand::Status { output } } => cluster_status(&ctx, output).await,
+        Command::Kubeconfig { command: KubeconfigCommand::User { name, group, days, output } } => {
+            kubeconfig_user(&ctx, &name, group.as_deref(), days, output.as_deref()).await
+        }
         Command::Image { command: ImageCommand::Load { file, node } } => image_load(&ctx, &file, node).await,
         Command::Image { command: ImageCommand::PackBusybox { file, name, busybox } } => {
             let archive = crate::kubelet::image::busybox_archive(&name, &busybox)
@@ -590,4 +615,21 @@ pub fn status_table(status: &Value) -> String {
     rows.iter()
         .map(|r| r.iter().enumerate().map(|(i, c)| format!("{c:<w$}", w = widths[i])).collect::<Vec<_>>().join("   ").trim_end().to_string() + "\n")
         .collect()
+}
+
+/// `orchctl kubeconfig user`: the key never leaves this machine; the cluster signs its CSR.
+async fn kubeconfig_user(ctx: &Ctx, name: &str, group: Option<&str>, days: i64, output: Option<&std::path::Path>) -> anyhow::Result<()> {
+    let (key, csr) = orch_raft::tls::client_csr(name, group)?;
+    let url = format!("{}/orch/v1/certificates/users", ctx.base);
+    let signed = ctx.client.json(Method::POST, &url, Some(&json!({"csr": csr, "days": days}))).await?;
+    let (cert, ca) = (signed["certificate"].as_str().context("no certificate in the answer")?, signed["ca"].as_str().context("no CA in the answer")?);
+    let kubeconfig = crate::kubeconfig::Kubeconfig::for_user("orch", &ctx.base, ca, name, cert, &key).to_yaml();
+    match output {
+        Some(path) => {
+            crate::daemon::config::write_private(path, kubeconfig.as_bytes())?;
+            eprintln!("wrote {} for user {name:?}; bind it a role, e.g. kubectl create rolebinding {name}-view --clusterrole=view --user={name} -n NAMESPACE", path.display());
+        }
+        None => print!("{kubeconfig}"),
+    }
+    Ok(())
 }

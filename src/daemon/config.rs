@@ -42,6 +42,12 @@ pub struct Flags {
     /// HTTPS API port.
     #[arg(long)]
     pub api_port: Option<u16>,
+    /// The audit log (default: audit.log in the data dir).
+    #[arg(long)]
+    pub audit_log: Option<PathBuf>,
+    /// Rotate the audit log past this size (5 files are kept).
+    #[arg(long)]
+    pub audit_log_max_bytes: Option<u64>,
     /// Extra names or addresses for the API's serving certificate (repeat or comma-separate).
     #[arg(long, value_delimiter = ',')]
     #[serde(default)]
@@ -161,6 +167,8 @@ pub struct Settings {
     pub raft_port: u16,
     /// Extra names (DNS or IP) in this node's serving certificate.
     pub tls_san: Vec<String>,
+    pub audit_log: PathBuf,
+    pub audit_log_max_bytes: u64,
     pub role: Role,
     pub init: bool,
     pub join: Option<String>,
@@ -272,6 +280,7 @@ impl Flags {
             })
             .collect::<anyhow::Result<Vec<_>>>()?;
         let mode = self.proxy_mode.or(file.proxy_mode).unwrap_or_else(|| "auto".into());
+        let data_dir = std::path::absolute(self.data_dir.or(file.data_dir).unwrap_or_else(|| PathBuf::from("/var/lib/orch")))?;
         Ok(Settings {
             service_ranges: crate::api::service::ServiceRanges { cidr: service_cidr.trunc(), node_ports: np_lo..=np_hi },
             proxy_mode: mode.parse().map_err(|e: String| anyhow::anyhow!("--proxy-mode: {e}"))?,
@@ -298,11 +307,16 @@ impl Flags {
             name,
             // Absolute: paths under it are handed to containerd and runc, which resolve
             // relative ones against their own working directories.
-            data_dir: std::path::absolute(self.data_dir.or(file.data_dir).unwrap_or_else(|| PathBuf::from("/var/lib/orch")))?,
+            audit_log: match self.audit_log.or(file.audit_log) {
+                Some(p) => std::path::absolute(p)?,
+                None => data_dir.join("audit.log"),
+            },
+            data_dir,
             advertise,
             bind: self.bind.or(file.bind).unwrap_or(advertise),
             api_port: self.api_port.or(file.api_port).unwrap_or(6443),
             tls_san: if self.tls_san.is_empty() { file.tls_san } else { self.tls_san },
+            audit_log_max_bytes: self.audit_log_max_bytes.or(file.audit_log_max_bytes).unwrap_or(100 << 20).max(4096),
             raft_port: self.raft_port.or(file.raft_port).unwrap_or(7443),
             role: self.role.or(file.role).unwrap_or(Role::Head),
             init: self.init || file.init,

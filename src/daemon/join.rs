@@ -13,11 +13,14 @@ use serde_json::Value;
 
 use super::config::{node_id, write_private, NodeState, Role, Settings};
 use crate::client::{base_url, host_port, ApiClient, Tls};
+use crate::auth::encryption::{Keyring, KEY_FILE};
 use crate::kubeconfig::Kubeconfig;
 
 const TLS_FILE: &str = "tls.json";
 const CA_FILE: &str = "ca.json";
+/// The head token (joins heads and workers) and the worker token (workers only).
 pub const TOKEN_FILE: &str = "token";
+pub const WORKER_TOKEN_FILE: &str = "worker-token";
 /// The cluster administrator's kubeconfig, written by the first head (mode 0600).
 pub const ADMIN_KUBECONFIG: &str = "admin.kubeconfig";
 /// The administrator's user and group (bound to `cluster-admin`, as kubeadm's).
@@ -34,13 +37,17 @@ pub fn load_tls(data_dir: &Path) -> anyhow::Result<NodeTls> {
 /// What the first head needs to seed the replicated store with.
 pub struct Founding {
     pub ca: ClusterCa,
+    /// Joins heads and workers.
     pub secret: String,
+    /// Joins workers only.
+    pub worker_secret: String,
 }
 
 pub fn load_founding(data_dir: &Path) -> anyhow::Result<Founding> {
     let ca: ClusterCa = serde_json::from_slice(&std::fs::read(data_dir.join(CA_FILE))?)?;
     let secret = std::fs::read_to_string(data_dir.join("join-secret"))?;
-    Ok(Founding { ca, secret })
+    let worker_secret = std::fs::read_to_string(data_dir.join("worker-join-secret"))?;
+    Ok(Founding { ca, secret, worker_secret })
 }
 
 /// Create a new cluster's CA, this node's certificate and the join secret; persist them.
@@ -49,14 +56,18 @@ pub fn create_cluster(s: &Settings) -> anyhow::Result<NodeState> {
     let ca = ClusterCa::generate(&cluster_id)?;
     let (ips, dns) = s.certificate_names();
     let key = NodeKey::generate(&s.name, &ips, &dns)?;
-    let tls = NodeTls { ca_pem: ca.cert_pem.clone(), cert_pem: ca.sign(&key.csr_pem, &s.name)?, key_pem: key.key_pem };
-    let secret = Alphanumeric.sample_string(&mut rand::rng(), 32);
+    let tls = NodeTls { ca_pem: ca.cert_pem.clone(), cert_pem: ca.sign(&key.csr_pem, &s.name, true)?, key_pem: key.key_pem };
     write_private(&s.data_dir.join(CA_FILE), &serde_json::to_vec(&ca)?)?;
-    write_private(&s.data_dir.join("join-secret"), secret.as_bytes())?;
     write_private(&s.data_dir.join(TLS_FILE), &serde_json::to_vec(&tls)?)?;
-    let token = JoinToken { ca_hash: ca.hash()?, secret };
-    write_private(&s.data_dir.join(TOKEN_FILE), format!("{token}\n").as_bytes())?;
+    // Two tokens, as k3s's server and agent tokens: the worker token can never make a head.
+    for (secret_file, token_file) in [("join-secret", TOKEN_FILE), ("worker-join-secret", WORKER_TOKEN_FILE)] {
+        let secret = Alphanumeric.sample_string(&mut rand::rng(), 32);
+        write_private(&s.data_dir.join(secret_file), secret.as_bytes())?;
+        let token = JoinToken { ca_hash: ca.hash()?, secret };
+        write_private(&s.data_dir.join(token_file), format!("{token}\n").as_bytes())?;
+    }
     let (cert, key) = orch_raft::tls::issue_client(&ca, ADMIN_USER, &[MASTERS_GROUP], ADMIN_CERT_DAYS)?;
+    Keyring::generate(&format!("key-{}", chrono::Utc::now().format("%Y%m%d%H%M%S"))).save(&s.data_dir.join(KEY_FILE))?;
     let admin = Kubeconfig::for_user("orch", &format!("https://{}", s.api_addr()), &ca.cert_pem, ADMIN_USER, &cert, &key);
     write_private(&s.data_dir.join(ADMIN_KUBECONFIG), admin.to_yaml().as_bytes())?;
     let state = NodeState {
@@ -98,9 +109,15 @@ pub async fn join(s: &Settings, seed: &str) -> anyhow::Result<NodeState> {
 
     let (ips, dns) = s.certificate_names();
     let key = NodeKey::generate(&s.name, &ips, &dns)?;
-    let issued = orch_raft::transport::request_certificate(&seed_raft, &ca_pem, &token.secret, &s.name, &key.csr_pem)
+    let role = if s.role == Role::Head { "head" } else { "worker" };
+    let issued = orch_raft::transport::request_certificate(&seed_raft, &ca_pem, &token.secret, &s.name, &key.csr_pem, role)
         .await
         .map_err(|e| anyhow::anyhow!("certificate request refused: {e}"))?;
+    if s.role == Role::Head {
+        // The keys that seal Secrets: only heads hold them, never the replicated store.
+        let ring = Keyring::parse(&issued.head_secrets).context("the seed head sent no usable encryption keys")?;
+        ring.save(&s.data_dir.join(KEY_FILE))?;
+    }
     let tls = NodeTls { ca_pem: issued.ca_pem, cert_pem: issued.cert_pem, key_pem: key.key_pem };
     write_private(&s.data_dir.join(TLS_FILE), &serde_json::to_vec(&tls)?)?;
     let mut seeds: Vec<String> = members.iter().filter_map(|m| field(m, "apiAddress")).collect();

@@ -22,7 +22,16 @@ use serde_json::json;
 
 use self::config::{NodeState, Role, Settings};
 use crate::api::{self, store::ObjectStore, AppState};
-use crate::auth::{self, authorizer::Authorize, listener::TlsListener, Peer};
+use crate::auth::{self, authorizer::Authorize, listener::TlsListener, Gate, Peer};
+
+/// Audit logs rotate at this many files.
+const AUDIT_FILES: usize = 5;
+
+fn audit_log(s: &Settings) -> anyhow::Result<Arc<auth::audit::AuditLog>> {
+    let log = auth::audit::AuditLog::open(s.audit_log.clone(), s.audit_log_max_bytes, AUDIT_FILES)
+        .with_context(|| format!("opening the audit log {}", s.audit_log.display()))?;
+    Ok(Arc::new(log))
+}
 use crate::client::{ApiClient, Tls};
 use crate::clock::{Clock, SystemClock};
 use crate::kubelet::runtime::SharedImages;
@@ -87,6 +96,7 @@ async fn run_head(s: Settings, mut state: NodeState) -> anyhow::Result<()> {
             ..Default::default()
         },
         tls,
+        head_secrets: Some(s.data_dir.join(crate::auth::encryption::KEY_FILE)),
     })
     .await?;
     if !s.fsync {
@@ -94,7 +104,10 @@ async fn run_head(s: Settings, mut state: NodeState) -> anyhow::Result<()> {
     }
     let clock: Arc<dyn Clock> = Arc::new(SystemClock);
     let metrics = Arc::new(Metrics::default());
-    let mut store = ObjectStore::new(node.clone(), clock.clone(), metrics.clone()).with_service_ranges(s.service_ranges.clone());
+    let keys = crate::auth::encryption::Keyring::load(&s.data_dir.join(crate::auth::encryption::KEY_FILE))
+        .context("loading the keys that seal Secrets (encryption.json in the data dir)")?;
+    let codec = Arc::new(crate::auth::encryption::Codec::new(keys));
+    let mut store = ObjectStore::new(node.clone(), clock.clone(), metrics.clone(), codec).with_service_ranges(s.service_ranges.clone());
     if s.stale_reads {
         tracing::error!("UNSAFE: --unsafe-stale-reads is set; reads are not linearizable");
         store.skip_read_barrier();
@@ -108,7 +121,7 @@ async fn run_head(s: Settings, mut state: NodeState) -> anyhow::Result<()> {
     if !state.member {
         if state.seeds == [state.api_addr.clone()] {
             let founding = join::load_founding(&s.data_dir)?;
-            node.initialize(member.clone(), serde_json::to_vec(&founding.ca)?, &founding.secret).await?;
+            node.initialize(member.clone(), serde_json::to_vec(&founding.ca)?, &founding.secret, &founding.worker_secret).await?;
             create_initial_namespaces(&store).await?;
             let token_path = s.data_dir.join(join::TOKEN_FILE);
             tracing::info!(token_file = %token_path.display(), "cluster created; join other nodes with the token in the token file");
@@ -127,7 +140,7 @@ async fn run_head(s: Settings, mut state: NodeState) -> anyhow::Result<()> {
     tokio::spawn(ensure_default_policy(store.clone(), authz.clone()));
     let router = api::router(app).merge(node_api::router(node_api(&s, &state, proxy, &client, Authorize::Local(authz.clone()))));
     tracing::info!(api = %state.api_addr, "serving the API");
-    serve(listener, &node_tls, router, Some(authz)).await?;
+    serve(listener, &node_tls, router, Gate { authz: Some(authz), audit: audit_log(&s)? }).await?;
     node.shutdown().await;
     Ok(())
 }
@@ -225,7 +238,7 @@ async fn run_worker(s: Settings, state: NodeState) -> anyhow::Result<()> {
     tracing::info!(api = %state.api_addr, heads = ?state.seeds, "serving the API (forwarding to heads)");
     let authz = Authorize::Remote(crate::auth::authorizer::Remote::new(client.clone(), &api_base));
     let router = crate::proxy::router(proxy).merge(node_api::router(node_api(&s, &state, service_proxy, &client, authz)));
-    serve(listener, &node_tls, router, None).await?;
+    serve(listener, &node_tls, router, Gate { authz: None, audit: audit_log(&s)? }).await?;
     Ok(())
 }
 
@@ -339,10 +352,10 @@ async fn serve(
     listener: tokio::net::TcpListener,
     tls: &orch_raft::tls::NodeTls,
     router: axum::Router,
-    authz: Option<Arc<crate::auth::authorizer::Local>>,
+    gate: Gate,
 ) -> anyhow::Result<()> {
     let listener = TlsListener::new(listener, auth::listener::server_config(tls)?)?;
-    let app = router.layer(axum::middleware::from_fn_with_state(authz, auth::middleware)).into_make_service_with_connect_info::<Peer>();
+    let app = router.layer(axum::middleware::from_fn_with_state(gate, auth::middleware)).into_make_service_with_connect_info::<Peer>();
     let (tx, rx) = tokio::sync::watch::channel(false);
     tokio::spawn(async move {
         shutdown_signal().await;

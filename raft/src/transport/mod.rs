@@ -21,6 +21,7 @@ pub async fn request_certificate(
     secret: &str,
     node_name: &str,
     csr_pem: &str,
+    role: &str,
 ) -> Result<pb::IssueReply, String> {
     let channel = client::endpoint(raft_addr, join_client_config(ca_pem))
         .map_err(|e| e.to_string())?
@@ -32,6 +33,7 @@ pub async fn request_certificate(
         secret: secret.to_string(),
         node_name: node_name.to_string(),
         csr_pem: csr_pem.to_string(),
+        role: role.to_string(),
     });
     req.set_timeout(Duration::from_secs(10));
     client.issue(req).await.map(|r| r.into_inner()).map_err(|s| s.message().to_string())

@@ -8,7 +8,7 @@ use tonic::transport::{Server, ServerTlsConfig};
 use tonic::{Request, Response, Status};
 
 use super::pb::{self, Blob, Empty, IssueReply, IssueRequest};
-use crate::node::{AddHead, RaftNode, KEY_CA, KEY_JOIN_SECRET};
+use crate::node::{AddHead, RaftNode, KEY_CA, KEY_JOIN_SECRET, KEY_WORKER_JOIN_SECRET};
 use crate::tls::ClusterCa;
 use crate::types::{codec, Command};
 
@@ -47,10 +47,12 @@ pub async fn spawn(
 struct Handler(RaftNode);
 
 /// The TLS layer verified any certificate the client sent against the cluster CA; here
-/// we insist that one was sent.
+/// we insist that one was sent, and that it is a head's: a worker's certificate may not
+/// vote, replicate, propose or add members.
 fn require_peer_cert<T>(req: &Request<T>) -> Result<(), Status> {
     match req.peer_certs() {
-        Some(certs) if !certs.is_empty() => Ok(()),
+        Some(certs) if certs.first().is_some_and(|c| crate::tls::is_head_certificate(c)) => Ok(()),
+        Some(certs) if !certs.is_empty() => Err(Status::permission_denied("only heads may use the Raft and cluster services")),
         _ => Err(Status::unauthenticated("a cluster client certificate is required")),
     }
 }
@@ -113,16 +115,22 @@ impl pb::join_server::Join for Handler {
                 .map_err(|e| Status::internal(e.to_string()))?
                 .ok_or_else(|| Status::unavailable("this head has not received the cluster credentials yet"))
         };
-        let secret = stored(KEY_JOIN_SECRET)?.value;
-        if !constant_time_eq(&secret, req.secret.as_bytes()) {
-            tracing::warn!(node = %req.node_name, "join refused: wrong secret");
-            return Err(Status::permission_denied("the join secret is not valid for this cluster"));
+        // The head token joins heads and workers; the worker token joins workers only.
+        let head_secret = stored(KEY_JOIN_SECRET)?.value;
+        let head = req.role == "head";
+        let by_head_secret = constant_time_eq(&head_secret, req.secret.as_bytes());
+        let by_worker_secret = !head && stored(KEY_WORKER_JOIN_SECRET).is_ok_and(|s| constant_time_eq(&s.value, req.secret.as_bytes()));
+        if !by_head_secret && !by_worker_secret {
+            tracing::warn!(node = %req.node_name, role = %req.role, "join refused: wrong secret");
+            let why = if head { "the join secret is not this cluster's head token (a worker token cannot join a head)" } else { "the join secret is not valid for this cluster" };
+            return Err(Status::permission_denied(why));
         }
         let ca: ClusterCa =
             serde_json::from_slice(&stored(KEY_CA)?.value).map_err(|e| Status::internal(e.to_string()))?;
-        let cert_pem = ca.sign(&req.csr_pem, &req.node_name).map_err(|e| Status::invalid_argument(e.to_string()))?;
-        tracing::info!(node = %req.node_name, "issued a node certificate");
-        Ok(Response::new(IssueReply { cert_pem, ca_pem: ca.cert_pem }))
+        let cert_pem = ca.sign(&req.csr_pem, &req.node_name, head).map_err(|e| Status::invalid_argument(e.to_string()))?;
+        let head_secrets = if req.role == "head" { self.0.head_secrets().map_err(|e| Status::internal(format!("reading the head secrets: {e}")))? } else { Vec::new() };
+        tracing::info!(node = %req.node_name, role = %req.role, "issued a node certificate");
+        Ok(Response::new(IssueReply { cert_pem, ca_pem: ca.cert_pem, head_secrets }))
     }
 }
 

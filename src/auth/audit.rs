@@ -1,0 +1,149 @@
+//! The audit log: one JSON line in the `audit.k8s.io/v1` Event shape, written by the node
+//! that served the request, for every request that changes something, every read of a
+//! Secret, every exec, attach and port-forward, and every 401 and 403. The file is rotated
+//! by size (`audit.log` → `audit.log.1` … `.N`). `should_record` and `event` are pure.
+
+use std::io::Write;
+use std::path::PathBuf;
+use std::sync::Mutex;
+
+use serde_json::{json, Value};
+
+use super::attributes::{Attributes, Target};
+use super::User;
+
+/// What one audited request was.
+pub struct Entry<'a> {
+    pub user: &'a User,
+    pub attrs: &'a Attributes,
+    pub uri: &'a str,
+    pub source: std::net::IpAddr,
+    pub user_agent: &'a str,
+    pub code: u16,
+    pub received: chrono::DateTime<chrono::Utc>,
+}
+
+/// Is this request one the log keeps?
+pub fn should_record(attrs: &Attributes, code: u16) -> bool {
+    if code == 401 || code == 403 {
+        return true;
+    }
+    let mutating = matches!(attrs.verb.as_str(), "create" | "update" | "patch" | "delete" | "deletecollection" | "post" | "put");
+    match &attrs.target {
+        Target::Resource { resource, subresource, .. } => {
+            mutating || resource == "secrets" || matches!(subresource.as_str(), "exec" | "attach" | "portforward")
+        }
+        Target::Path(_) => mutating,
+    }
+}
+
+/// The Event for `e`, completed at `now`.
+pub fn event(e: &Entry<'_>, id: &str, now: chrono::DateTime<chrono::Utc>) -> Value {
+    let ts = |t: chrono::DateTime<chrono::Utc>| t.to_rfc3339_opts(chrono::SecondsFormat::Micros, true);
+    let mut ev = json!({
+        "kind": "Event", "apiVersion": "audit.k8s.io/v1", "level": "Metadata", "auditID": id, "stage": "ResponseComplete",
+        "requestURI": e.uri, "verb": e.attrs.verb,
+        "user": {"username": e.user.name, "groups": e.user.groups},
+        "sourceIPs": [e.source.to_string()], "userAgent": e.user_agent,
+        "responseStatus": {"metadata": {}, "code": e.code},
+        "requestReceivedTimestamp": ts(e.received), "stageTimestamp": ts(now),
+    });
+    if let Target::Resource { group, resource, subresource, namespace, name } = &e.attrs.target {
+        let mut obj = json!({"resource": resource, "apiGroup": group, "apiVersion": "v1"});
+        for (k, v) in [("namespace", namespace), ("name", name), ("subresource", subresource)] {
+            if !v.is_empty() {
+                obj[k] = v.as_str().into();
+            }
+        }
+        ev["objectRef"] = obj;
+    }
+    ev
+}
+
+/// An append-only file of audit events, rotated when it passes `max_bytes`.
+pub struct AuditLog {
+    path: PathBuf,
+    max_bytes: u64,
+    keep: usize,
+    file: Mutex<(std::fs::File, u64)>,
+}
+
+impl AuditLog {
+    pub fn open(path: PathBuf, max_bytes: u64, keep: usize) -> std::io::Result<AuditLog> {
+        let file = Self::open_file(&path)?;
+        let len = file.metadata()?.len();
+        Ok(AuditLog { path, max_bytes, keep, file: Mutex::new((file, len)) })
+    }
+
+    fn open_file(path: &std::path::Path) -> std::io::Result<std::fs::File> {
+        use std::os::unix::fs::OpenOptionsExt;
+        std::fs::OpenOptions::new().create(true).append(true).mode(0o600).open(path)
+    }
+
+    pub fn record(&self, e: &Entry<'_>) {
+        if !should_record(e.attrs, e.code) {
+            return;
+        }
+        let mut line = serde_json::to_vec(&event(e, &uuid::Uuid::new_v4().to_string(), chrono::Utc::now())).unwrap_or_default();
+        line.push(b'\n');
+        let mut guard = self.file.lock().expect("audit log lock");
+        if guard.1 + line.len() as u64 > self.max_bytes && guard.1 > 0 {
+            if let Err(err) = self.rotate(&mut guard) {
+                tracing::error!(error = %err, path = %self.path.display(), "rotating the audit log");
+            }
+        }
+        match guard.0.write_all(&line) {
+            Ok(()) => guard.1 += line.len() as u64,
+            Err(err) => tracing::error!(error = %err, path = %self.path.display(), "writing the audit log"),
+        }
+    }
+
+    fn rotate(&self, guard: &mut (std::fs::File, u64)) -> std::io::Result<()> {
+        let numbered = |n: usize| PathBuf::from(format!("{}.{n}", self.path.display()));
+        let _ = std::fs::remove_file(numbered(self.keep));
+        for n in (1..self.keep).rev() {
+            let _ = std::fs::rename(numbered(n), numbered(n + 1));
+        }
+        std::fs::rename(&self.path, numbered(1))?;
+        *guard = (Self::open_file(&self.path)?, 0);
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn what_is_recorded() {
+        let a = |m, p| Attributes::of_request(m, p, None);
+        assert!(should_record(&a("POST", "/api/v1/namespaces/d/configmaps"), 201));
+        assert!(should_record(&a("GET", "/api/v1/namespaces/d/secrets/s"), 200), "every Secret read");
+        assert!(should_record(&a("GET", "/api/v1/namespaces/d/pods/p/exec"), 101));
+        assert!(should_record(&a("GET", "/api/v1/namespaces/d/pods"), 403), "every refusal");
+        assert!(!should_record(&a("GET", "/api/v1/namespaces/d/pods"), 200), "plain reads are not");
+        assert!(!should_record(&a("GET", "/version"), 200));
+    }
+
+    #[test]
+    fn events_have_the_audit_shape_and_the_file_rotates() {
+        let dir = tempfile::tempdir().unwrap();
+        let log = AuditLog::open(dir.path().join("audit.log"), 600, 2).unwrap();
+        let user = User { name: "alice".into(), groups: vec!["dev".into()] };
+        let attrs = Attributes::of_request("DELETE", "/api/v1/namespaces/d/pods/p", None);
+        let now = chrono::Utc::now();
+        let entry = Entry { user: &user, attrs: &attrs, uri: "/api/v1/namespaces/d/pods/p", source: [10, 0, 0, 9].into(), user_agent: "kubectl", code: 200, received: now };
+        let ev = event(&entry, "id-1", now);
+        assert_eq!(ev["verb"], "delete");
+        assert_eq!(ev["objectRef"], json!({"resource": "pods", "apiGroup": "", "apiVersion": "v1", "namespace": "d", "name": "p"}));
+        assert_eq!((ev["user"]["username"].as_str(), ev["responseStatus"]["code"].as_u64()), (Some("alice"), Some(200)));
+        for _ in 0..10 {
+            log.record(&entry);
+        }
+        let current = std::fs::read_to_string(dir.path().join("audit.log")).unwrap();
+        assert!(current.lines().all(|l| serde_json::from_str::<Value>(l).is_ok()), "whole lines only");
+        assert!(dir.path().join("audit.log.1").exists() && dir.path().join("audit.log.2").exists());
+        assert!(!dir.path().join("audit.log.3").exists(), "only `keep` old files");
+        assert!(std::fs::metadata(dir.path().join("audit.log")).unwrap().len() <= 600);
+    }
+}
