@@ -10,6 +10,7 @@ pub mod protobuf;
 pub mod quantity;
 pub mod resources;
 pub mod reviews;
+pub mod serviceaccounts;
 pub mod service;
 pub mod status;
 pub mod store;
@@ -44,6 +45,8 @@ pub struct AppState {
     pub heartbeat_grace: Duration,
     /// Decides every request this head serves (Node, RBAC).
     pub authz: Arc<crate::auth::authorizer::Local>,
+    /// Issues and checks ServiceAccount tokens.
+    pub tokens: Arc<crate::auth::bearer::Local>,
 }
 
 pub fn router(state: AppState) -> Router {
@@ -61,6 +64,8 @@ pub fn router(state: AppState) -> Router {
         .route("/apis/authorization.k8s.io/v1/selfsubjectaccessreviews", post(reviews::self_subject_access))
         .route("/apis/authorization.k8s.io/v1/selfsubjectrulesreviews", post(reviews::self_subject_rules))
         .route("/apis/authorization.k8s.io/v1/subjectaccessreviews", post(reviews::subject_access))
+        .route("/apis/authentication.k8s.io/v1/tokenreviews", post(serviceaccounts::token_review))
+        .route("/api/v1/namespaces/{ns}/serviceaccounts/{name}/token", post(serviceaccounts::token_request))
         .route("/api/v1/{*rest}", any(handlers::core))
         .route("/apis/{group}/{version}/{*rest}", any(handlers::grouped))
         .route("/orch/v1/ca.crt", get(ca_cert))

@@ -16,10 +16,10 @@ fn bad(what: &str) -> ApiError {
     ApiError::bad_request(format!("malformed protobuf body: {what}"))
 }
 
-/// One field of a message: its number and its value (length-delimited ones are kept;
-/// numbers are read past, as none of the fields read here is one).
+/// One field of a message: its number and its value (varints and length-delimited only,
+/// the two wire types of the fields read here; fixed-width ones are skipped).
 enum Wire<'a> {
-    Varint,
+    Varint(u64),
     Bytes(&'a [u8]),
 }
 
@@ -42,10 +42,7 @@ fn fields(mut buf: &[u8]) -> Result<Vec<(u64, Wire<'_>)>, ApiError> {
         let key = varint(&mut buf)?;
         let (number, wire) = (key >> 3, key & 7);
         let value = match wire {
-            0 => {
-                varint(&mut buf)?;
-                Wire::Varint
-            }
+            0 => Wire::Varint(varint(&mut buf)?),
             2 => {
                 let len = usize::try_from(varint(&mut buf)?).map_err(|_| bad("a length does not fit"))?;
                 if len > buf.len() {
@@ -130,6 +127,22 @@ pub fn review_spec(kind: &str, raw: &[u8]) -> Result<Value, ApiError> {
         "SelfSubjectAccessReview" => attributes(&spec, json!({})),
         "SubjectAccessReview" => attributes(&spec, json!({"user": string(&spec, 3)?, "groups": strings(&spec, 4)?})),
         "SelfSubjectRulesReview" => Ok(json!({"namespace": string(&spec, 1)?})),
+        // TokenRequestSpec: audiences = 1, boundObjectRef = 3 (kind 1, apiVersion 2, name 3,
+        // uid 4), expirationSeconds = 4.
+        "TokenRequest" => {
+            let mut out = json!({"audiences": strings(&spec, 1)?});
+            if let Some(secs) = spec.iter().rev().find_map(|(n, w)| match w {
+                Wire::Varint(v) if *n == 4 => Some(*v as i64),
+                _ => None,
+            }) {
+                out["expirationSeconds"] = secs.into();
+            }
+            if let Some(r) = bytes_of(&spec, 3) {
+                let r = fields(r)?;
+                out["boundObjectRef"] = json!({"kind": string(&r, 1)?, "apiVersion": string(&r, 2)?, "name": string(&r, 3)?, "uid": string(&r, 4)?});
+            }
+            Ok(out)
+        }
         other => Err(ApiError::new(415, "UnsupportedMediaType", format!("{CONTENT_TYPE} bodies of kind {other:?} are not supported yet; send JSON"))),
     }
 }

@@ -45,6 +45,7 @@ resources! {
     core::Service => "Service", "services", "", true, ["svc"];
     core::Endpoints => "Endpoints", "endpoints", "", true, ["ep"];
     core::Event => "Event", "events", "", true, ["ev"];
+    core::ServiceAccount => "ServiceAccount", "serviceaccounts", "", true, ["sa"];
     core::PersistentVolume => "PersistentVolume", "persistentvolumes", "", false, ["pv"];
     core::PersistentVolumeClaim => "PersistentVolumeClaim", "persistentvolumeclaims", "", true, ["pvc"];
     apps::Deployment => "Deployment", "deployments", "apps", true, ["deploy"];

@@ -31,7 +31,7 @@ pub async fn self_subject(Extension(user): Extension<User>) -> Response {
 }
 
 /// A review's `spec`, from a JSON or a Kubernetes protobuf body (kubectl sends the latter).
-fn spec_of(headers: &HeaderMap, body: &Bytes, kind: &str) -> Result<Value, ApiError> {
+pub fn spec_of(headers: &HeaderMap, body: &Bytes, kind: &str) -> Result<Value, ApiError> {
     let ct = headers.get(header::CONTENT_TYPE).and_then(|v| v.to_str().ok()).unwrap_or("application/json");
     if ct.starts_with(protobuf::CONTENT_TYPE) {
         let (_, sent, raw) = protobuf::unwrap(body)?;

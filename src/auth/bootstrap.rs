@@ -66,6 +66,7 @@ pub fn cluster_roles() -> Vec<Value> {
             rule(&[""], &["pods", "pods/exec", "pods/attach", "pods/portforward", "pods/eviction", "services", "endpoints",
                 "configmaps", "secrets", "persistentvolumeclaims", "replicationcontrollers", "serviceaccounts"], WRITE),
             rule(&[""], &["pods/exec", "pods/attach", "pods/portforward"], &["get", "create"]),
+            rule(&[""], &["serviceaccounts/token"], &["create"]),
             rule(&[""], &["secrets"], READ),
             rule(&["apps"], WORKLOADS, WRITE),
             rule(&["batch"], &["jobs", "cronjobs"], WRITE),

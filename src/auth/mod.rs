@@ -7,11 +7,13 @@
 pub mod attributes;
 pub mod audit;
 pub mod authorizer;
+pub mod bearer;
 pub mod bootstrap;
 pub mod encryption;
 pub mod listener;
 pub mod node;
 pub mod rbac;
+pub mod tokens;
 
 use std::sync::Arc;
 
@@ -80,8 +82,29 @@ impl User {
     }
 }
 
-/// Who a request is, from what its connection proved and its headers.
-pub fn identify(peer: Option<&Subject>, headers: &HeaderMap) -> Result<User, ApiError> {
+/// What a request's credentials are, before any token is checked.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Caller {
+    User(User),
+    /// A bearer token, for the node's token authenticator.
+    Bearer(String),
+}
+
+/// Who a request is, from what its connection proved and its headers (a bearer token is
+/// handed on to be checked).
+pub fn identify(peer: Option<&Subject>, headers: &HeaderMap) -> Result<Caller, ApiError> {
+    Ok(match identify_user(peer, headers)? {
+        Some(user) => Caller::User(user),
+        None => match headers.get(axum::http::header::AUTHORIZATION).map(|v| v.to_str()) {
+            Some(Ok(v)) if v.len() > 7 && v[..7].eq_ignore_ascii_case("bearer ") => Caller::Bearer(v[7..].trim().to_string()),
+            Some(_) => return Err(unauthorized()),
+            None => Caller::User(User::anonymous()),
+        },
+    })
+}
+
+/// The user a certificate or a node's forwarded identity names (`None`: neither).
+fn identify_user(peer: Option<&Subject>, headers: &HeaderMap) -> Result<Option<User>, ApiError> {
     let forwarded = headers.get(REMOTE_USER);
     if let Some(user) = forwarded {
         let node = peer.is_some_and(|s| s.organizations.iter().any(|o| o == NODES));
@@ -95,15 +118,9 @@ pub fn identify(peer: Option<&Subject>, headers: &HeaderMap) -> Result<User, Api
             .map(|g| g.to_str().map(str::to_string))
             .collect::<Result<Vec<_>, _>>()
             .map_err(|_| ApiError::bad_request(format!("{REMOTE_GROUP} is not text")))?;
-        return Ok(if name == ANONYMOUS { User::anonymous() } else { User::authenticated(name, groups) });
+        return Ok(Some(if name == ANONYMOUS { User::anonymous() } else { User::authenticated(name, groups) }));
     }
-    if let Some(s) = peer {
-        return Ok(User::authenticated(s.common_name.clone(), s.organizations.clone()));
-    }
-    if headers.contains_key(axum::http::header::AUTHORIZATION) {
-        return Err(unauthorized());
-    }
-    Ok(User::anonymous())
+    Ok(peer.map(|s| User::authenticated(s.common_name.clone(), s.organizations.clone())))
 }
 
 /// Kubernetes' answer to a request it cannot authenticate.
@@ -125,6 +142,7 @@ pub fn anonymous_may(path: &str) -> bool {
 pub struct Gate {
     /// A head's authorizer; a worker has none (it forwards to a head, which decides).
     pub authz: Option<Arc<authorizer::Local>>,
+    pub tokens: bearer::Tokens,
     pub audit: Arc<audit::AuditLog>,
 }
 
@@ -137,7 +155,12 @@ pub async fn middleware(State(gate): State<Gate>, ConnectInfo(peer): ConnectInfo
     let attrs = attributes::Attributes::of_request(req.method().as_str(), req.uri().path(), req.uri().query());
     let uri = req.uri().path_and_query().map(|p| p.as_str().to_string()).unwrap_or_default();
     let agent = req.headers().get(axum::http::header::USER_AGENT).and_then(|v| v.to_str().ok()).unwrap_or_default().to_string();
-    let (user, resp) = match identify(peer.subject.as_ref(), req.headers()) {
+    let user = match identify(peer.subject.as_ref(), req.headers()) {
+        Ok(Caller::User(u)) => Ok(u),
+        Ok(Caller::Bearer(token)) => gate.tokens.authenticate(&token).await,
+        Err(e) => Err(e),
+    };
+    let (user, resp) = match user {
         Ok(user) => {
             let resp = admit(&gate, &user, &attrs, req, next).await;
             (user, resp)
@@ -210,25 +233,31 @@ mod tests {
     #[test]
     fn certificates_name_users_and_groups() {
         let u = identify(Some(&subject("alice", &["dev", "ops"])), &HeaderMap::new()).unwrap();
-        assert_eq!(u, User { name: "alice".into(), groups: vec!["dev".into(), "ops".into(), AUTHENTICATED.into()] });
-        assert_eq!(identify(None, &HeaderMap::new()).unwrap(), User::anonymous());
+        assert_eq!(u, Caller::User(User { name: "alice".into(), groups: vec!["dev".into(), "ops".into(), AUTHENTICATED.into()] }));
+        assert_eq!(identify(None, &HeaderMap::new()).unwrap(), Caller::User(User::anonymous()));
     }
 
     #[test]
     fn only_nodes_may_forward_an_identity() {
         let fwd = headers(&[(REMOTE_USER, "alice"), (REMOTE_GROUP, "dev")]);
         let node = subject("system:node:w1", &[NODES]);
-        assert_eq!(identify(Some(&node), &fwd).unwrap().name, "alice");
+        let user = |c: Caller| match c {
+            Caller::User(u) => u,
+            other => panic!("{other:?}"),
+        };
+        assert_eq!(user(identify(Some(&node), &fwd).unwrap()).name, "alice");
         let anon = headers(&[(REMOTE_USER, ANONYMOUS)]);
-        assert!(identify(Some(&node), &anon).unwrap().is_anonymous());
+        assert!(user(identify(Some(&node), &anon).unwrap()).is_anonymous());
         assert_eq!(identify(Some(&subject("mallory", &["system:masters"])), &fwd).unwrap_err().code, 403);
         assert_eq!(identify(None, &fwd).unwrap_err().code, 403);
     }
 
     #[test]
-    fn unknown_bearer_tokens_are_refused_not_treated_as_anonymous() {
+    fn bearer_tokens_go_to_the_token_authenticator_never_to_anonymous() {
         let h = headers(&[("authorization", "Bearer abc")]);
-        assert_eq!(identify(None, &h).unwrap_err().code, 401);
+        assert_eq!(identify(None, &h).unwrap(), Caller::Bearer("abc".into()));
+        let basic = headers(&[("authorization", "Basic YTpi")]);
+        assert_eq!(identify(None, &basic).unwrap_err().code, 401, "basic auth is refused");
     }
 
     #[test]

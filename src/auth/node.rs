@@ -65,7 +65,7 @@ pub fn decide(user: &User, a: &Attributes, graph: &dyn NodeGraph) -> Decision {
             }
         }
         ("" | "events.k8s.io", "events", "") if matches!(a.verb.as_str(), "create" | "patch" | "update") => Decision::Allow,
-        ("authorization.k8s.io", "subjectaccessreviews", "") if a.verb == "create" => Decision::Allow,
+        ("authorization.k8s.io", "subjectaccessreviews", "") | ("authentication.k8s.io", "tokenreviews", "") if a.verb == "create" => Decision::Allow,
         _ => Decision::NoOpinion,
     }
 }

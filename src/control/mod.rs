@@ -18,6 +18,7 @@ pub mod owners;
 pub mod podcidr;
 pub mod replicaset;
 pub mod scheduler;
+pub mod serviceaccounts;
 pub mod statefulset;
 
 use std::time::Duration;
@@ -52,6 +53,7 @@ pub async fn run(store: ObjectStore, cfg: ControlConfig) {
             tracing::info!(term, "leading: controllers started");
             let fenced = store.fenced(term);
             tasks.spawn(podcidr::run(fenced.clone(), cfg.clone()));
+            tasks.spawn(serviceaccounts::run(fenced.clone(), cfg.clone()));
             tasks.spawn(scheduler::run(fenced.clone(), cfg.clone()));
             tasks.spawn(replicaset::run(fenced.clone(), cfg.clone()));
             tasks.spawn(deployment::run(fenced.clone(), cfg.clone()));

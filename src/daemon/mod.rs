@@ -113,7 +113,8 @@ async fn run_head(s: Settings, mut state: NodeState) -> anyhow::Result<()> {
         store.skip_read_barrier();
     }
     let authz = crate::auth::authorizer::Local::start(store.clone());
-    let app = AppState { store: store.clone(), metrics, heartbeat_grace: s.node_heartbeat * 3, authz: authz.clone() };
+    let tokens = auth::bearer::Local::new(store.clone());
+    let app = AppState { store: store.clone(), metrics, heartbeat_grace: s.node_heartbeat * 3, authz: authz.clone(), tokens: tokens.clone() };
     let listener = tokio::net::TcpListener::bind(SocketAddr::new(s.bind, s.api_port))
         .await
         .with_context(|| format!("binding the API port {}", s.api_port))?;
@@ -138,9 +139,11 @@ async fn run_head(s: Settings, mut state: NodeState) -> anyhow::Result<()> {
     tokio::spawn(heartbeat::run(client.clone(), api_base, identity(&state, &s, proxy.clone(), images), s.node_heartbeat, clock));
     tokio::spawn(crate::control::run(store.clone(), control_config(&s)));
     tokio::spawn(ensure_default_policy(store.clone(), authz.clone()));
+    tokio::spawn(ensure_signing_key(node.clone()));
     let router = api::router(app).merge(node_api::router(node_api(&s, &state, proxy, &client, Authorize::Local(authz.clone()))));
     tracing::info!(api = %state.api_addr, "serving the API");
-    serve(listener, &node_tls, router, Gate { authz: Some(authz), audit: audit_log(&s)? }).await?;
+    let gate = Gate { authz: Some(authz), tokens: auth::bearer::Tokens::Local(tokens), audit: audit_log(&s)? };
+    serve(listener, &node_tls, router, gate).await?;
     node.shutdown().await;
     Ok(())
 }
@@ -198,6 +201,31 @@ async fn ensure_default_policy(store: ObjectStore, authz: Arc<crate::auth::autho
     authz.mark_bootstrapped(&bindings).await;
 }
 
+/// Make the cluster's ServiceAccount signing key if no head has yet (the first write wins;
+/// it lives in the replicated store beside the CA). Retried until a quorum takes it.
+async fn ensure_signing_key(node: RaftNode) {
+    use orch_raft::{Command, Condition, Op, Txn};
+    let key = auth::tokens::KEY_SIGNING;
+    loop {
+        if node.reader().get(key).ok().flatten().is_some() {
+            return;
+        }
+        let value = match auth::tokens::SigningKey::generate().map_err(|e| e.to_string()).and_then(|k| serde_json::to_vec(&k).map_err(|e| e.to_string())) {
+            Ok(v) => v,
+            Err(e) => {
+                tracing::error!(error = %e, "making the service-account key");
+                return;
+            }
+        };
+        let txn = Txn { conditions: vec![Condition::ModRevision { key: key.into(), revision: 0 }], ops: vec![Op::Put { key: key.into(), value }] };
+        match node.propose(Command { request_id: None, fence_term: None, txn }).await {
+            Ok(_) => return,
+            Err(e) => tracing::debug!(error = %e, "storing the service-account key; retrying"),
+        }
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    }
+}
+
 async fn create_initial_namespaces(store: &ObjectStore) -> anyhow::Result<()> {
     let namespaces = api::resources::lookup("namespaces").expect("namespaces are registered");
     for ns in INITIAL_NAMESPACES {
@@ -238,7 +266,8 @@ async fn run_worker(s: Settings, state: NodeState) -> anyhow::Result<()> {
     tracing::info!(api = %state.api_addr, heads = ?state.seeds, "serving the API (forwarding to heads)");
     let authz = Authorize::Remote(crate::auth::authorizer::Remote::new(client.clone(), &api_base));
     let router = crate::proxy::router(proxy).merge(node_api::router(node_api(&s, &state, service_proxy, &client, authz)));
-    serve(listener, &node_tls, router, Gate { authz: None, audit: audit_log(&s)? }).await?;
+    let tokens = auth::bearer::Tokens::Remote(auth::bearer::Remote::new(client.clone(), &api_base));
+    serve(listener, &node_tls, router, Gate { authz: None, tokens, audit: audit_log(&s)? }).await?;
     Ok(())
 }
 
