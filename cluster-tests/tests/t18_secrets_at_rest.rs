@@ -72,4 +72,26 @@ async fn no_head_stores_a_secret_in_the_clear() {
         assert!(dir.join("encryption.json").exists(), "{} holds the keys", c.nodes[head].name);
     }
     assert!(!c.nodes[3].data_dir.join("encryption.json").exists(), "a worker holds no key");
+
+    // Rotation: a new key on every head, the Secret rewritten with it, the old key gone,
+    // and every node still serves the Secret.
+    let keys = |head: usize| -> serde_json::Value { serde_json::from_slice(&std::fs::read(c.nodes[head].data_dir.join("encryption.json")).unwrap()).unwrap() };
+    let before = keys(0)["primary"].as_str().unwrap().to_string();
+    let (ok, out, err) = c.orchctl(3, &["cluster", "rotate-encryption-key"]).unwrap();
+    assert!(ok && out.contains("1 Secrets rewritten"), "{out}{err}");
+    for head in 0..3 {
+        let ring = keys(head);
+        let ids: Vec<&String> = ring["keys"].as_object().unwrap().keys().collect();
+        assert_eq!(ids.len(), 1, "{}: {ids:?}", c.nodes[head].name);
+        assert_ne!(ids[0], &before, "the old key is gone from {}", c.nodes[head].name);
+        assert_eq!(ring["primary"], ids[0].as_str());
+    }
+    for node in 0..4 {
+        let got = c.client.json(Method::GET, &c.url(node, "/api/v1/namespaces/default/secrets/vault"), None).await.unwrap();
+        assert_eq!(got["data"]["token"], b64.as_str(), "readable after rotation through {}", c.nodes[node].name);
+    }
+    let created = json!({"apiVersion": "v1", "kind": "Secret", "metadata": {"name": "after"}, "stringData": {"k": "v"}});
+    c.client.json(Method::POST, &c.url(2, "/api/v1/namespaces/default/secrets"), Some(&created)).await.unwrap();
+    let got = c.client.json(Method::GET, &c.url(0, "/api/v1/namespaces/default/secrets/after"), None).await.unwrap();
+    assert_eq!(got["data"]["k"], "dg==");
 }

@@ -62,7 +62,13 @@ pub struct NodeConfig {
     /// A file whose bytes this head hands to joining heads (opaque here: orch keeps the
     /// keys that seal Secrets in it, which must not reach the Raft log).
     pub head_secrets: Option<PathBuf>,
+    /// Called with new head secrets another head installs (`install_head_secrets`) before
+    /// they are written to `head_secrets`; an error refuses them.
+    pub on_head_secrets: Option<HeadSecretsHook>,
 }
+
+/// Checks and takes in new head secrets (orchd parses its keys and swaps them in).
+pub type HeadSecretsHook = Arc<dyn Fn(&[u8]) -> Result<(), String> + Send + Sync>;
 
 #[derive(Debug, Clone, thiserror::Error, Serialize, Deserialize, PartialEq, Eq)]
 pub enum ProposeError {
@@ -122,6 +128,7 @@ struct Inner {
     channels: Channels,
     tuning: RaftTuning,
     head_secrets: Option<PathBuf>,
+    on_head_secrets: Option<HeadSecretsHook>,
     shutdown: watch::Sender<bool>,
 }
 
@@ -147,7 +154,7 @@ impl RaftNode {
             .await
             .map_err(|e| StartError::Raft(e.to_string()))?;
         let (shutdown, shutdown_rx) = watch::channel(false);
-        let node = RaftNode { inner: Arc::new(Inner { id: cfg.id, raft, reader, channels, tuning: cfg.tuning, head_secrets: cfg.head_secrets, shutdown }) };
+        let node = RaftNode { inner: Arc::new(Inner { id: cfg.id, raft, reader, channels, tuning: cfg.tuning, head_secrets: cfg.head_secrets, on_head_secrets: cfg.on_head_secrets, shutdown }) };
         server::spawn(node.clone(), cfg.listen, cfg.tls.server_config(), shutdown_rx.clone())
             .await
             .map_err(|e| StartError::Raft(format!("serving gRPC on {}: {e}", cfg.listen)))?;
@@ -170,6 +177,32 @@ impl RaftNode {
             Some(path) => std::fs::read(path),
             None => Ok(Vec::new()),
         }
+    }
+
+    /// Take in new head secrets: the hook checks and applies them, then the file is written.
+    pub fn accept_head_secrets(&self, bytes: &[u8]) -> Result<(), String> {
+        let (Some(path), Some(hook)) = (&self.inner.head_secrets, &self.inner.on_head_secrets) else {
+            return Err("this head keeps no head secrets".into());
+        };
+        hook(bytes)?;
+        write_private(path, bytes).map_err(|e| format!("writing {}: {e}", path.display()))
+    }
+
+    /// Install new head secrets on `member` (a head).
+    pub async fn install_head_secrets(&self, member: &Member, bytes: &[u8]) -> Result<(), String> {
+        if member.raft_addr == self.member_addr() {
+            return self.accept_head_secrets(bytes);
+        }
+        let channel = self.channels().get(&member.raft_addr).map_err(|e| e.to_string())?;
+        let mut client = pb::cluster_client::ClusterClient::new(channel);
+        let mut req = tonic::Request::new(pb::Blob { data: bytes.to_vec() });
+        req.set_timeout(Duration::from_secs(5));
+        client.install_head_secrets(req).await.map(|_| ()).map_err(|s| format!("{}: {}", member.name, s.message()))
+    }
+
+    fn member_addr(&self) -> String {
+        let m = self.raft().metrics().borrow().clone();
+        m.membership_config.membership().get_node(&self.id()).map(|n| n.raft_addr.clone()).unwrap_or_default()
     }
 
     pub fn reader(&self) -> &StateReader {
@@ -417,4 +450,15 @@ impl RaftNode {
             tracing::warn!(error = %e, "raft shutdown");
         }
     }
+}
+
+/// Write `bytes` to `path` readable by its owner only, replacing it atomically.
+fn write_private(path: &std::path::Path, bytes: &[u8]) -> std::io::Result<()> {
+    use std::io::Write;
+    use std::os::unix::fs::OpenOptionsExt;
+    let tmp = path.with_extension("tmp");
+    let mut f = std::fs::OpenOptions::new().create(true).write(true).truncate(true).mode(0o600).open(&tmp)?;
+    f.write_all(bytes)?;
+    f.sync_all()?;
+    std::fs::rename(&tmp, path)
 }

@@ -10,6 +10,7 @@ pub mod protobuf;
 pub mod quantity;
 pub mod resources;
 pub mod reviews;
+pub mod rotation;
 pub mod serviceaccounts;
 pub mod service;
 pub mod status;
@@ -70,6 +71,7 @@ pub fn router(state: AppState) -> Router {
         .route("/apis/{group}/{version}/{*rest}", any(handlers::grouped))
         .route("/orch/v1/ca.crt", get(ca_cert))
         .route("/orch/v1/certificates/users", post(sign_user))
+        .route("/orch/v1/encryption/rotate", post(rotation::rotate))
         .route("/orch/v1/cluster/status", get(cluster_status))
         .route("/metrics", get(metrics))
         .with_state(state)

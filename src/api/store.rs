@@ -105,6 +105,11 @@ impl ObjectStore {
         self.unsafe_local_reads = true;
     }
 
+    /// What seals and opens Secrets in this store.
+    pub fn codec(&self) -> &Arc<Codec> {
+        &self.codec
+    }
+
     pub fn node(&self) -> &RaftNode {
         &self.node
     }

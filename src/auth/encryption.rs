@@ -90,6 +90,16 @@ impl Codec {
         Codec { ring: RwLock::new(ring) }
     }
 
+    /// The keys in use.
+    pub fn keyring(&self) -> Keyring {
+        self.ring.read().expect("keyring lock").clone()
+    }
+
+    /// Swap in new keys (a rotation's steps; every head's codec is replaced the same way).
+    pub fn replace(&self, ring: Keyring) {
+        *self.ring.write().expect("keyring lock") = ring;
+    }
+
     /// Does a value stored at `key` get sealed?
     pub fn sealed(key: &str) -> bool {
         key.starts_with(SECRETS_PREFIX)

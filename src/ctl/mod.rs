@@ -147,6 +147,9 @@ pub enum ClusterCommand {
         #[arg(short = 'o', long, value_enum, default_value = "table")]
         output: Output,
     },
+    /// Rotate the key that seals Secrets at rest: a new key on every head, every Secret
+    /// rewritten with it, the old key removed. Needs every head reachable, and cluster-admin.
+    RotateEncryptionKey,
 }
 
 #[derive(Subcommand, Debug)]
@@ -272,6 +275,11 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Delete { kind, names, files } => delete(&ctx, kind, names, files).await,
         Command::Describe { kind, name } => describe(&ctx, &kind, &name).await,
         Command::Cluster { command: ClusterCommand::Status { output } } => cluster_status(&ctx, output).await,
+        Command::Cluster { command: ClusterCommand::RotateEncryptionKey } => {
+            let r = ctx.client.json(Method::POST, &format!("{}/orch/v1/encryption/rotate", ctx.base), Some(&json!({}))).await?;
+            println!("primary key {}; {} Secrets rewritten; retired {}", r["primary"].as_str().unwrap_or("?"), r["rewritten"], r["retired"]);
+            Ok(())
+        }
         Command::Kubeconfig { command: KubeconfigCommand::User { name, group, days, output } } => {
             kubeconfig_user(&ctx, &name, group.as_deref(), days, output.as_deref()).await
         }

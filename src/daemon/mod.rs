@@ -80,6 +80,15 @@ pub async fn run(s: Settings) -> anyhow::Result<()> {
 async fn run_head(s: Settings, mut state: NodeState) -> anyhow::Result<()> {
     let tls = join::load_tls(&s.data_dir)?;
     let node_tls = tls.clone();
+    let keys = crate::auth::encryption::Keyring::load(&s.data_dir.join(crate::auth::encryption::KEY_FILE))
+        .context("loading the keys that seal Secrets (encryption.json in the data dir)")?;
+    let codec = Arc::new(crate::auth::encryption::Codec::new(keys));
+    let hook_codec = codec.clone();
+    let on_head_secrets: orch_raft::HeadSecretsHook = Arc::new(move |bytes: &[u8]| {
+        let ring = crate::auth::encryption::Keyring::parse(bytes).map_err(|e| e.to_string())?;
+        hook_codec.replace(ring);
+        Ok(())
+    });
     let client = ApiClient::new(Duration::from_secs(30), &Tls::for_node(&node_tls)?);
     let member = Member { name: state.name.clone(), raft_addr: state.raft_addr.clone(), api_addr: state.api_addr.clone() };
     let node = RaftNode::start(NodeConfig {
@@ -97,6 +106,7 @@ async fn run_head(s: Settings, mut state: NodeState) -> anyhow::Result<()> {
         },
         tls,
         head_secrets: Some(s.data_dir.join(crate::auth::encryption::KEY_FILE)),
+        on_head_secrets: Some(on_head_secrets),
     })
     .await?;
     if !s.fsync {
@@ -104,9 +114,6 @@ async fn run_head(s: Settings, mut state: NodeState) -> anyhow::Result<()> {
     }
     let clock: Arc<dyn Clock> = Arc::new(SystemClock);
     let metrics = Arc::new(Metrics::default());
-    let keys = crate::auth::encryption::Keyring::load(&s.data_dir.join(crate::auth::encryption::KEY_FILE))
-        .context("loading the keys that seal Secrets (encryption.json in the data dir)")?;
-    let codec = Arc::new(crate::auth::encryption::Codec::new(keys));
     let mut store = ObjectStore::new(node.clone(), clock.clone(), metrics.clone(), codec).with_service_ranges(s.service_ranges.clone());
     if s.stale_reads {
         tracing::error!("UNSAFE: --unsafe-stale-reads is set; reads are not linearizable");

@@ -102,6 +102,13 @@ impl pb::cluster_server::Cluster for Handler {
         require_peer_cert(&req)?;
         reply(&self.0.status())
     }
+
+    async fn install_head_secrets(&self, req: Request<Blob>) -> Result<Response<Empty>, Status> {
+        require_peer_cert(&req)?;
+        self.0.accept_head_secrets(&req.into_inner().data).map_err(Status::invalid_argument)?;
+        tracing::info!("new head secrets installed");
+        Ok(Response::new(Empty {}))
+    }
 }
 
 #[tonic::async_trait]
