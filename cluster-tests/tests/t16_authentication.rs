@@ -5,7 +5,7 @@
 
 use std::time::Duration;
 
-use cluster_tests::cluster::Cluster;
+use cluster_tests::cluster::{until, Cluster};
 use cluster_tests::kubectl::kubectl;
 use hyper::header::{HeaderName, HeaderValue};
 use hyper::Method;
@@ -87,14 +87,18 @@ async fn every_node_serves_https_and_knows_who_calls() {
         let text = std::fs::read_to_string(c.nodes[i].data_dir.join("audit.log")).unwrap_or_default();
         text.lines().map(|l| serde_json::from_str(l).expect("whole JSON lines")).collect()
     };
+    // (The log is written by a thread of its own: poll for the lines.)
     for i in [0, 1] {
-        let events = audit(i);
-        let anonymous_secrets = events.iter().any(|e| e["responseStatus"]["code"] == 401 && e["user"]["username"] == "system:anonymous"
-            && e["objectRef"]["resource"] == "secrets" && e["verb"] == "list");
-        assert!(anonymous_secrets, "{}: no audit event for the anonymous list of secrets", c.nodes[i].name);
-        let forged = events.iter().any(|e| e["responseStatus"]["code"] == 403 && e["user"]["username"] == "bob");
-        assert!(forged, "{}: no audit event for the forged identity", c.nodes[i].name);
-        assert!(events.iter().all(|e| e["apiVersion"] == "audit.k8s.io/v1" && e["kind"] == "Event" && e["auditID"].is_string()));
+        let audit = &audit;
+        until(Duration::from_secs(10), &format!("{}'s audit log has the refusals", c.nodes[i].name), || async move {
+            let events = audit(i);
+            let anonymous_secrets = events.iter().any(|e| e["responseStatus"]["code"] == 401 && e["user"]["username"] == "system:anonymous"
+                && e["objectRef"]["resource"] == "secrets" && e["verb"] == "list");
+            let forged = events.iter().any(|e| e["responseStatus"]["code"] == 403 && e["user"]["username"] == "bob");
+            ((anonymous_secrets && forged).then_some(()), format!("{} events, anonymous list of secrets {anonymous_secrets}, forged {forged}", events.len()))
+        })
+        .await;
+        assert!(audit(i).iter().all(|e| e["apiVersion"] == "audit.k8s.io/v1" && e["kind"] == "Event" && e["auditID"].is_string()));
     }
 
     // The real kubectl, through the worker, with the admin kubeconfig.

@@ -116,13 +116,22 @@ async fn identities_by_verbs_through_a_head_and_a_worker() {
     assert_eq!(code(&admin.json(Method::GET, &c.url(0, "/api/v1/namespaces/team/pods/on-head"), None).await), 200);
 
     // The head's audit log has the refusals and the Secret reads, with who asked.
-    let events: Vec<Value> = std::fs::read_to_string(c.nodes[0].data_dir.join("audit.log")).unwrap().lines().map(|l| serde_json::from_str(l).unwrap()).collect();
-    let has = |user: &str, verb: &str, resource: &str, code: u64| {
+    // (The log is written by a thread of its own: poll for the lines.)
+    let read_events = || -> Vec<Value> {
+        std::fs::read_to_string(c.nodes[0].data_dir.join("audit.log")).unwrap().lines().map(|l| serde_json::from_str(l).unwrap()).collect()
+    };
+    let has = |events: &[Value], user: &str, verb: &str, resource: &str, code: u64| {
         events.iter().any(|e| e["user"]["username"] == user && e["verb"] == verb && e["objectRef"]["resource"] == resource && e["responseStatus"]["code"] == code)
     };
-    assert!(has("viewer", "create", "configmaps", 403), "the viewer's refused write is audited");
-    assert!(has("editor", "get", "secrets", 200), "an allowed Secret read is audited");
-    assert!(has("system:node:worker-0", "get", "secrets", 403), "the node's refused Secret read is audited");
+    let events = until(Duration::from_secs(10), "the head's audit log has the refusals and the Secret reads", || async {
+        let events = read_events();
+        let all = has(&events, "viewer", "create", "configmaps", 403)
+            && has(&events, "editor", "get", "secrets", 200)
+            && has(&events, "system:node:worker-0", "get", "secrets", 403);
+        let n = events.len();
+        (all.then_some(events), format!("{n} events"))
+    })
+    .await;
     assert!(!events.iter().any(|e| e["verb"] == "list" && e["objectRef"]["resource"] == "pods" && e["responseStatus"]["code"] == 200),
         "plain reads are not audited");
 

@@ -1,7 +1,8 @@
 //! The audit log: one JSON line in the `audit.k8s.io/v1` Event shape, written by the node
 //! that served the request, for every request that changes something, every read of a
 //! Secret, every exec, attach and port-forward, and every 401 and 403. The file is rotated
-//! by size (`audit.log` → `audit.log.1` … `.N`). `should_record` and `event` are pure.
+//! by size (`audit.log` → `audit.log.1` … `.N`) by a writer thread of its own, so no request
+//! waits for the disk. `should_record` and `event` are pure.
 
 use std::io::Write;
 use std::path::PathBuf;
@@ -60,24 +61,47 @@ pub fn event(e: &Entry<'_>, id: &str, now: chrono::DateTime<chrono::Utc>) -> Val
     ev
 }
 
-/// An append-only file of audit events, rotated when it passes `max_bytes`.
+/// An append-only file of audit events, rotated when it passes `max_bytes`. Requests hand
+/// their lines to a writer thread and never wait for the disk.
 pub struct AuditLog {
+    lines: std::sync::mpsc::SyncSender<Vec<u8>>,
+    /// Answered once every line handed over before it is written (tests, shutdown).
+    flushes: std::sync::mpsc::SyncSender<std::sync::mpsc::SyncSender<()>>,
+    writer: Mutex<Option<std::thread::JoinHandle<()>>>,
+}
+
+/// Lines waiting for the writer; past this a request waits (the log never drops a line).
+const QUEUE: usize = 4096;
+
+struct Writer {
     path: PathBuf,
     max_bytes: u64,
     keep: usize,
-    file: Mutex<(std::fs::File, u64)>,
+    file: std::fs::File,
+    len: u64,
 }
 
 impl AuditLog {
     pub fn open(path: PathBuf, max_bytes: u64, keep: usize) -> std::io::Result<AuditLog> {
-        let file = Self::open_file(&path)?;
+        let file = open_file(&path)?;
         let len = file.metadata()?.len();
-        Ok(AuditLog { path, max_bytes, keep, file: Mutex::new((file, len)) })
-    }
-
-    fn open_file(path: &std::path::Path) -> std::io::Result<std::fs::File> {
-        use std::os::unix::fs::OpenOptionsExt;
-        std::fs::OpenOptions::new().create(true).append(true).mode(0o600).open(path)
+        let mut w = Writer { path, max_bytes, keep, file, len };
+        let (lines, rx) = std::sync::mpsc::sync_channel::<Vec<u8>>(QUEUE);
+        let (flushes, flush_rx) = std::sync::mpsc::sync_channel::<std::sync::mpsc::SyncSender<()>>(16);
+        let writer = std::thread::Builder::new().name("audit-log".into()).spawn(move || loop {
+            match rx.recv_timeout(std::time::Duration::from_millis(100)) {
+                Ok(line) => w.write(&line),
+                Err(std::sync::mpsc::RecvTimeoutError::Timeout) => {}
+                Err(std::sync::mpsc::RecvTimeoutError::Disconnected) => return,
+            }
+            while let Ok(done) = flush_rx.try_recv() {
+                while let Ok(line) = rx.try_recv() {
+                    w.write(&line);
+                }
+                let _ = done.send(());
+            }
+        })?;
+        Ok(AuditLog { lines, flushes, writer: Mutex::new(Some(writer)) })
     }
 
     pub fn record(&self, e: &Entry<'_>) {
@@ -86,26 +110,54 @@ impl AuditLog {
         }
         let mut line = serde_json::to_vec(&event(e, &uuid::Uuid::new_v4().to_string(), chrono::Utc::now())).unwrap_or_default();
         line.push(b'\n');
-        let mut guard = self.file.lock().expect("audit log lock");
-        if guard.1 + line.len() as u64 > self.max_bytes && guard.1 > 0 {
-            if let Err(err) = self.rotate(&mut guard) {
+        if self.lines.send(line).is_err() {
+            tracing::error!("the audit log writer has stopped");
+        }
+    }
+
+    /// Wait until every line recorded so far is in the file.
+    pub fn flush(&self) {
+        let (tx, rx) = std::sync::mpsc::sync_channel(1);
+        if self.flushes.send(tx).is_ok() {
+            let _ = rx.recv();
+        }
+    }
+}
+
+impl Drop for AuditLog {
+    fn drop(&mut self) {
+        self.flush();
+        drop(self.writer.lock().expect("audit writer lock").take());
+    }
+}
+
+fn open_file(path: &std::path::Path) -> std::io::Result<std::fs::File> {
+    use std::os::unix::fs::OpenOptionsExt;
+    std::fs::OpenOptions::new().create(true).append(true).mode(0o600).open(path)
+}
+
+impl Writer {
+    fn write(&mut self, line: &[u8]) {
+        if self.len + line.len() as u64 > self.max_bytes && self.len > 0 {
+            if let Err(err) = self.rotate() {
                 tracing::error!(error = %err, path = %self.path.display(), "rotating the audit log");
             }
         }
-        match guard.0.write_all(&line) {
-            Ok(()) => guard.1 += line.len() as u64,
+        match self.file.write_all(line) {
+            Ok(()) => self.len += line.len() as u64,
             Err(err) => tracing::error!(error = %err, path = %self.path.display(), "writing the audit log"),
         }
     }
 
-    fn rotate(&self, guard: &mut (std::fs::File, u64)) -> std::io::Result<()> {
+    fn rotate(&mut self) -> std::io::Result<()> {
         let numbered = |n: usize| PathBuf::from(format!("{}.{n}", self.path.display()));
         let _ = std::fs::remove_file(numbered(self.keep));
         for n in (1..self.keep).rev() {
             let _ = std::fs::rename(numbered(n), numbered(n + 1));
         }
         std::fs::rename(&self.path, numbered(1))?;
-        *guard = (Self::open_file(&self.path)?, 0);
+        self.file = open_file(&self.path)?;
+        self.len = 0;
         Ok(())
     }
 }
@@ -140,6 +192,7 @@ mod tests {
         for _ in 0..10 {
             log.record(&entry);
         }
+        log.flush();
         let current = std::fs::read_to_string(dir.path().join("audit.log")).unwrap();
         assert!(current.lines().all(|l| serde_json::from_str::<Value>(l).is_ok()), "whole lines only");
         assert!(dir.path().join("audit.log.1").exists() && dir.path().join("audit.log.2").exists());

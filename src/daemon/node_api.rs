@@ -163,24 +163,36 @@ pub fn choose_container(pod: &Value, name: &str, wanted: Option<&String>) -> Res
     }
 }
 
+type Upgrade = Result<axum::extract::ws::WebSocketUpgrade, axum::extract::ws::rejection::WebSocketUpgradeRejection>;
+
+/// The node API for this caller, once it may open `subresource` of the pod, and the
+/// upgrade. Authorized before the upgrade is looked at: a denied caller hears 403 whatever
+/// protocol it tried (kubectl falls back from WebSocket to SPDY and reports the last).
+async fn stream_for(
+    api: NodeApi,
+    user: Option<Extension<User>>,
+    subresource: &str,
+    ns: &str,
+    name: &str,
+    ws: Upgrade,
+) -> Result<(NodeApi, axum::extract::ws::WebSocketUpgrade), Response> {
+    let api = api.acting_for(user.as_deref());
+    api.authorize(Attributes::resource("create", "", "pods", subresource, ns, name)).await.map_err(IntoResponse::into_response)?;
+    let ws = ws.map_err(IntoResponse::into_response)?;
+    Ok((api, ws))
+}
+
 async fn pod_exec(
     State(api): State<NodeApi>,
     user: Option<Extension<User>>,
     Path((ns, name)): Path<(String, String)>,
     RawQuery(query): RawQuery,
-    ws: Result<axum::extract::ws::WebSocketUpgrade, axum::extract::ws::rejection::WebSocketUpgradeRejection>,
+    ws: Upgrade,
 ) -> Response {
-    let api = api.acting_for(user.as_deref());
-    // Authorized before the upgrade is looked at: a denied caller hears 403 whatever
-    // protocol it tried (kubectl falls back from WebSocket to SPDY and reports the last).
-    if let Err(e) = api.authorize(Attributes::resource("create", "", "pods", "exec", &ns, &name)).await {
-        return e.into_response();
+    match stream_for(api, user, "exec", &ns, &name, ws).await {
+        Ok((api, ws)) => super::exec::handle(api, ns, name, query.unwrap_or_default(), ws).await,
+        Err(r) => r,
     }
-    let ws = match ws {
-        Ok(ws) => ws,
-        Err(rejection) => return rejection.into_response(),
-    };
-    super::exec::handle(api, ns, name, query.unwrap_or_default(), ws).await
 }
 
 async fn pod_portforward(
@@ -188,19 +200,12 @@ async fn pod_portforward(
     user: Option<Extension<User>>,
     Path((ns, name)): Path<(String, String)>,
     RawQuery(query): RawQuery,
-    ws: Result<axum::extract::ws::WebSocketUpgrade, axum::extract::ws::rejection::WebSocketUpgradeRejection>,
+    ws: Upgrade,
 ) -> Response {
-    let api = api.acting_for(user.as_deref());
-    // Authorized before the upgrade is looked at: a denied caller hears 403 whatever
-    // protocol it tried (kubectl falls back from WebSocket to SPDY and reports the last).
-    if let Err(e) = api.authorize(Attributes::resource("create", "", "pods", "portforward", &ns, &name)).await {
-        return e.into_response();
+    match stream_for(api, user, "portforward", &ns, &name, ws).await {
+        Ok((api, ws)) => super::portforward::handle(api, ns, name, query.unwrap_or_default(), ws).await,
+        Err(r) => r,
     }
-    let ws = match ws {
-        Ok(ws) => ws,
-        Err(rejection) => return rejection.into_response(),
-    };
-    super::portforward::handle(api, ns, name, query.unwrap_or_default(), ws).await
 }
 
 async fn pod_log(
