@@ -263,3 +263,79 @@ async fn endpoints_leave_the_rotation_before_their_pods_stop_and_when_unready() 
     let (_, out, _) = exec(&c, 0, "client", "for i in $(seq 60); do wget -q -O- http://api/ || echo FAILED; done");
     assert!(!out.contains("FAILED"), "{out}");
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn pods_reach_the_api_through_the_kubernetes_service() {
+    let c = Cluster::start_opts(1, 1, Options { containerd: true, ..Default::default() }).await.expect("cluster starts");
+    load_busybox(&c, 0).unwrap();
+    // The Service and its Endpoints (the head's API) are kept by the leader.
+    let svc = until(Duration::from_secs(30), "the kubernetes Service and its endpoints", || async {
+        let svc = c.client.json(Method::GET, &c.url(0, "/api/v1/namespaces/default/services/kubernetes"), None).await.ok()?;
+        let ep = c.client.json(Method::GET, &c.url(0, "/api/v1/namespaces/default/endpoints/kubernetes"), None).await.ok()?;
+        (ep["subsets"][0]["addresses"][0]["ip"] == c.nodes[0].ip.to_string().as_str()).then_some(svc)
+    })
+    .await;
+    let vip = svc["spec"]["clusterIP"].as_str().unwrap().to_string();
+    assert_eq!(vip, "10.96.0.1", "the first address of the service range");
+    let worker = c.nodes[1].name.clone();
+    let created = pods::create(&c, 0, &pod("client", &worker, "Always", json!([container("c", "exec sleep 3600")]))).await.unwrap();
+    pods::wait_pod(&c, "client", "client running", Duration::from_secs(60), all_running, String::new).await;
+    let (code, env, err) = exec(&c, 1, "client", "echo $KUBERNETES_SERVICE_HOST:$KUBERNETES_SERVICE_PORT");
+    assert_eq!((code, env.trim()), (0, format!("{vip}:443").as_str()), "{err}");
+    // From inside the pod's network namespace, the API answers at the VIP, and its
+    // certificate is valid for that address (kubectl verifies it against the cluster CA).
+    let uid = created["metadata"]["uid"].as_str().unwrap();
+    let netns = c.work_dir().join(format!("{worker}-run")).join("netns").join(uid);
+    let out = Command::new("nsenter")
+        .arg(format!("--net={}", netns.display()))
+        .arg("kubectl")
+        .arg("--kubeconfig")
+        .arg(c.kubeconfig())
+        .args(["--server", &format!("https://{vip}:443"), "--request-timeout", "10s", "get", "namespaces", "-o", "name"])
+        .env_remove("KUBECONFIG")
+        .output()
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success() && stdout.contains("namespace/default"), "{stdout}{}", String::from_utf8_lossy(&out.stderr));
+
+    // The pod's own token, as an in-cluster client uses it: the files in the container,
+    // the Service from the environment, the CA from ca.crt.
+    let (code, files, err) = exec(&c, 0, "client", "cd /var/run/secrets/kubernetes.io/serviceaccount && ls && cat namespace && head -c 3 token");
+    assert_eq!(code, 0, "{err}");
+    assert!(files.contains("ca.crt") && files.contains("token") && files.contains("default") && files.contains("eyJ"), "{files}");
+    let sa_dir = c.nodes[1].data_dir.join("kubelet").join("pods").join(uid).join("serviceaccount");
+    let token = std::fs::read_to_string(sa_dir.join("token")).unwrap();
+    let in_pod = |args: &[&str]| {
+        let out = Command::new("nsenter")
+            .arg(format!("--net={}", netns.display()))
+            .arg("kubectl")
+            .args(["--server", &format!("https://{vip}:443"), "--token", &token, "--certificate-authority"])
+            .arg(sa_dir.join("ca.crt"))
+            .args(["--request-timeout", "10s"])
+            .args(args)
+            .env("KUBECONFIG", "/dev/null")
+            .output()
+            .unwrap();
+        (out.status.success(), String::from_utf8_lossy(&out.stdout).into_owned() + &String::from_utf8_lossy(&out.stderr))
+    };
+    let (ok, who) = in_pod(&["auth", "whoami", "-o", "jsonpath={.status.userInfo.username}"]);
+    assert!(ok && who.trim() == "system:serviceaccount:default:default", "{who}");
+    let (ok, out) = in_pod(&["get", "pods", "-n", "default"]);
+    assert!(!ok && out.contains("forbidden"), "no role yet: {out}");
+    let binding = json!({"apiVersion": "rbac.authorization.k8s.io/v1", "kind": "RoleBinding", "metadata": {"name": "pods-view"},
+        "roleRef": {"apiGroup": "rbac.authorization.k8s.io", "kind": "ClusterRole", "name": "view"},
+        "subjects": [{"kind": "ServiceAccount", "name": "default", "namespace": "default"}]});
+    post(&c, "/apis/rbac.authorization.k8s.io/v1/namespaces/default/rolebindings", &binding).await;
+    let listed = until(Duration::from_secs(20), "the pod's account lists pods", || async {
+        let (ok, out) = in_pod(&["get", "pods", "-n", "default", "-o", "name"]);
+        (ok && out.contains("pod/client")).then_some(out)
+    })
+    .await;
+    assert!(listed.contains("pod/client"));
+    c.client.json(Method::DELETE, &c.url(0, "/apis/rbac.authorization.k8s.io/v1/namespaces/default/rolebindings/pods-view"), None).await.unwrap();
+    until(Duration::from_secs(20), "the pod's account is refused again", || async {
+        let (ok, out) = in_pod(&["get", "pods", "-n", "default"]);
+        (!ok && out.contains("forbidden")).then_some(())
+    })
+    .await;
+}

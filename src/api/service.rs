@@ -224,10 +224,11 @@ fn free_ip(ranges: &ServiceRanges, taken: &Taken, seed: u64) -> Option<Ipv4Addr>
     if size < 4 {
         return None;
     }
-    // Offsets 1..size-1 exclude the network and broadcast addresses.
-    let usable = size - 2;
+    // Offsets 2..size-1 exclude the network and broadcast addresses and the first address,
+    // which is the `kubernetes` Service's (it asks for it by name).
+    let usable = size - 3;
     (0..usable)
-        .map(|i| Ipv4Addr::from(base + 1 + ((seed.wrapping_add(i)) % usable) as u32))
+        .map(|i| Ipv4Addr::from(base + 2 + ((seed.wrapping_add(i)) % usable) as u32))
         .find(|ip| !taken.ips.contains(ip))
 }
 
@@ -267,11 +268,13 @@ mod tests {
     fn the_range_can_run_out_and_never_hands_out_network_or_broadcast() {
         let r = ranges();
         let mut taken = Taken::default();
-        for seed in 0..6 {
+        // 8 addresses: the network, the broadcast and the `kubernetes` Service's are never
+        // handed out at random; the other 5 are.
+        for seed in 0..5 {
             let mut s = svc(json!({"ports": [{"port": 80}]}));
             prepare(&mut s, None, &r, &taken, seed * 7).unwrap();
             let ip: Ipv4Addr = s["spec"]["clusterIP"].as_str().unwrap().parse().unwrap();
-            assert!(ip != r.cidr.network() && ip != r.cidr.broadcast() && taken.ips.insert(ip), "{ip}");
+            assert!(ip != r.cidr.network() && ip != r.cidr.broadcast() && ip != kubernetes_cluster_ip(&r) && taken.ips.insert(ip), "{ip}");
         }
         let mut s = svc(json!({"ports": [{"port": 80}]}));
         assert!(prepare(&mut s, None, &r, &taken, 0).unwrap_err().0.contains("no ClusterIP is free"));

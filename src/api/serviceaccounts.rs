@@ -13,20 +13,31 @@ use super::status::ApiError;
 use super::store::Consistency;
 use super::{resources, AppState};
 use crate::auth::tokens::{self, KubernetesClaims, Ref};
+use crate::auth::{node, User};
+use axum::Extension;
 
 /// `POST /api/v1/namespaces/{ns}/serviceaccounts/{name}/token`.
-pub async fn token_request(State(st): State<AppState>, Path((ns, name)): Path<(String, String)>, headers: HeaderMap, body: Bytes) -> Response {
+pub async fn token_request(
+    State(st): State<AppState>,
+    user: Option<Extension<User>>,
+    Path((ns, name)): Path<(String, String)>,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Response {
     let body = match super::reviews::spec_of(&headers, &body, "TokenRequest") {
         Ok(spec) => json!({"spec": spec}),
         Err(e) => return e.into_response(),
     };
-    match issue(&st, &ns, &name, &body).await {
+    let node = user.as_deref().and_then(node::node_name).map(String::from);
+    match issue(&st, &ns, &name, &body, node.as_deref()).await {
         Ok(r) => (StatusCode::CREATED, Json(r)).into_response(),
         Err(e) => e.into_response(),
     }
 }
 
-async fn issue(st: &AppState, ns: &str, name: &str, body: &Value) -> Result<Value, ApiError> {
+/// `node`: the node asking (NodeRestriction: only for a pod bound to it that runs as this
+/// account).
+async fn issue(st: &AppState, ns: &str, name: &str, body: &Value, node: Option<&str>) -> Result<Value, ApiError> {
     let spec = &body["spec"];
     let ttl = spec["expirationSeconds"].as_i64().unwrap_or(tokens::DEFAULT_TTL_S);
     if !(tokens::MIN_TTL_S..=tokens::MAX_TTL_S).contains(&ttl) {
@@ -42,11 +53,18 @@ async fn issue(st: &AppState, ns: &str, name: &str, body: &Value) -> Result<Valu
     let sa = st.store.get(sas, Some(ns), name, Consistency::Linearizable).await?;
     let uid = |o: &Value| o["metadata"]["uid"].as_str().unwrap_or_default().to_string();
     let pod = match spec.get("boundObjectRef").filter(|r| !r.is_null()) {
+        None if node.is_some() => return Err(ApiError::forbidden("a node may only request tokens bound to its own pods")),
         None => None,
         Some(r) if r["kind"] == "Pod" => {
             let pod_name = r["name"].as_str().ok_or_else(|| ApiError::invalid("spec.boundObjectRef.name: Required value"))?;
             let pods = resources::by_plural("", "pods").expect("registered");
             let pod = st.store.get(pods, Some(ns), pod_name, Consistency::Linearizable).await?;
+            if let Some(node) = node {
+                let account = pod["spec"]["serviceAccountName"].as_str().filter(|s| !s.is_empty()).unwrap_or("default");
+                if pod["spec"]["nodeName"].as_str() != Some(node) || account != name {
+                    return Err(ApiError::forbidden(format!("node {node:?} may only request tokens for its own pods' ServiceAccounts")));
+                }
+            }
             if let Some(want) = r["uid"].as_str().filter(|u| !u.is_empty()) {
                 if want != uid(&pod) {
                     return Err(ApiError::conflict(format!("pod {pod_name:?} has another uid than the bound object reference")));

@@ -64,6 +64,16 @@ pub fn decide(user: &User, a: &Attributes, graph: &dyn NodeGraph) -> Decision {
                 Decision::Deny(format!("no pod bound to node {node:?} uses {kind} {name:?} in namespace {namespace:?}"))
             }
         }
+        // Tokens for the ServiceAccounts its pods run as (the TokenRequest handler checks
+        // that the token is bound to one of its pods).
+        ("", "serviceaccounts", "token") if a.verb == "create" => {
+            let account = |p: &Value| p["spec"]["serviceAccountName"].as_str().filter(|s| !s.is_empty()).unwrap_or("default").to_string();
+            if graph.pods_on(node, namespace).iter().any(|p| account(p) == *name) {
+                Decision::Allow
+            } else {
+                Decision::Deny(format!("no pod bound to node {node:?} runs as ServiceAccount {name:?} in namespace {namespace:?}"))
+            }
+        }
         ("" | "events.k8s.io", "events", "") if matches!(a.verb.as_str(), "create" | "patch" | "update") => Decision::Allow,
         ("authorization.k8s.io", "subjectaccessreviews", "") | ("authentication.k8s.io", "tokenreviews", "") if a.verb == "create" => Decision::Allow,
         _ => Decision::NoOpinion,
@@ -176,6 +186,8 @@ mod tests {
         }
         assert!(matches!(decide_on("get", "secrets", "", "dev", "other"), Decision::Deny(_)), "used only by another node's pod");
         assert!(matches!(decide_on("get", "secrets", "", "prod", "db"), Decision::Deny(_)), "another namespace");
+        assert_eq!(decide_on("create", "serviceaccounts", "token", "dev", "default"), Decision::Allow, "its pods run as default");
+        assert!(matches!(decide_on("create", "serviceaccounts", "token", "dev", "builder"), Decision::Deny(_)));
         assert_eq!(decide_on("list", "secrets", "", "dev", ""), Decision::NoOpinion, "no listing of secrets");
     }
 

@@ -12,6 +12,7 @@ pub mod events;
 pub mod gc;
 pub mod informer;
 pub mod job;
+pub mod kubernetes_service;
 pub mod namespace;
 pub mod nodelifecycle;
 pub mod owners;
@@ -41,6 +42,8 @@ pub struct ControlConfig {
     pub node_monitor_grace: Duration,
     /// Unreachable time before a node's pods are evicted.
     pub pod_eviction_timeout: Duration,
+    /// The `kubernetes` Service's ClusterIP (the first address of the service range).
+    pub kubernetes_ip: std::net::Ipv4Addr,
 }
 
 /// Run the controllers whenever this head leads, until the process ends.
@@ -54,6 +57,7 @@ pub async fn run(store: ObjectStore, cfg: ControlConfig) {
             let fenced = store.fenced(term);
             tasks.spawn(podcidr::run(fenced.clone(), cfg.clone()));
             tasks.spawn(serviceaccounts::run(fenced.clone(), cfg.clone()));
+            tasks.spawn(kubernetes_service::run(fenced.clone(), cfg.clone()));
             tasks.spawn(scheduler::run(fenced.clone(), cfg.clone()));
             tasks.spawn(replicaset::run(fenced.clone(), cfg.clone()));
             tasks.spawn(deployment::run(fenced.clone(), cfg.clone()));

@@ -142,7 +142,7 @@ async fn run_head(s: Settings, mut state: NodeState) -> anyhow::Result<()> {
 
     let api_base = format!("https://{}", state.api_addr);
     let proxy = service_roles::start(&s, &state.name, &client, &api_base)?;
-    let images = start_kubelet(&s, &state, &client);
+    let images = start_kubelet(&s, &state, &client, &node_tls.ca_pem);
     tokio::spawn(heartbeat::run(client.clone(), api_base, identity(&state, &s, proxy.clone(), images), s.node_heartbeat, clock));
     tokio::spawn(crate::control::run(store.clone(), control_config(&s)));
     tokio::spawn(ensure_default_policy(store.clone(), authz.clone()));
@@ -268,7 +268,7 @@ async fn run_worker(s: Settings, state: NodeState) -> anyhow::Result<()> {
         .with_context(|| format!("binding the API port {}", s.api_port))?;
     let api_base = format!("https://{}", state.api_addr);
     let service_proxy = service_roles::start(&s, &state.name, &client, &api_base)?;
-    let images = start_kubelet(&s, &state, &client);
+    let images = start_kubelet(&s, &state, &client, &node_tls.ca_pem);
     tokio::spawn(heartbeat::run(client.clone(), api_base.clone(), identity(&state, &s, service_proxy.clone(), images), s.node_heartbeat, Arc::new(SystemClock)));
     tracing::info!(api = %state.api_addr, heads = ?state.seeds, "serving the API (forwarding to heads)");
     let authz = Authorize::Remote(crate::auth::authorizer::Remote::new(client.clone(), &api_base));
@@ -324,12 +324,13 @@ fn control_config(s: &Settings) -> crate::control::ControlConfig {
         resync: Duration::from_secs(10),
         node_monitor_grace: s.node_monitor_grace,
         pod_eviction_timeout: s.pod_eviction_timeout,
+        kubernetes_ip: crate::api::service::kubernetes_cluster_ip(&s.service_ranges),
     }
 }
 
 /// The kubelet role: connect to containerd (retrying until it is there), then run pods.
 /// Returns the node's image list as the kubelet keeps it (for the heartbeat).
-fn start_kubelet(s: &Settings, state: &NodeState, client: &ApiClient) -> Option<SharedImages> {
+fn start_kubelet(s: &Settings, state: &NodeState, client: &ApiClient, ca_pem: &str) -> Option<SharedImages> {
     use crate::kubelet::{containerd::ContainerdRuntime, network::NetlinkNetwork, plan::Backoff, registry::OciRegistry, sync};
     if !s.kubelet {
         tracing::info!("--no-kubelet: this node runs no pods");
@@ -340,6 +341,8 @@ fn start_kubelet(s: &Settings, state: &NodeState, client: &ApiClient) -> Option<
         node_ip: s.advertise.to_string(),
         api_base: format!("https://{}", state.api_addr),
         api_client: client.clone(),
+        kubernetes_ip: crate::api::service::kubernetes_cluster_ip(&s.service_ranges),
+        ca_pem: ca_pem.to_string(),
         data_dir: s.data_dir.join("kubelet"),
         run_dir: s.run_dir.clone(),
         cgroup_parent: s.cgroup_parent.clone(),

@@ -32,6 +32,7 @@ use crate::watch_cache::{Changed, WatchCache};
 
 mod probing;
 mod start;
+mod token;
 use start::StartError;
 
 pub const LABEL_UID: &str = "orch.dev/pod-uid";
@@ -61,6 +62,10 @@ pub struct KubeletConfig {
     pub api_base: String,
     /// Its credentials (the node certificate).
     pub api_client: ApiClient,
+    /// The `kubernetes` Service's ClusterIP (containers are told it).
+    pub kubernetes_ip: std::net::Ipv4Addr,
+    /// The cluster CA, written beside pods' tokens (`ca.crt`).
+    pub ca_pem: String,
     /// Pod directories (volumes, logs, /etc files) and IP leases.
     pub data_dir: PathBuf,
     /// Pinned namespaces (a tmpfs: they cannot outlive a reboot anyway).
@@ -492,6 +497,7 @@ impl<R: ContainerRuntime + 'static, N: PodNetwork + 'static, G: Registry + 'stat
         let idle = p.actions.is_empty();
         let acted = self.execute_all(Some(pod), uid, &spec, p.actions).await;
         if !deleting {
+            self.refresh_token(pod, uid).await;
             // Without actions the containers are as this pass saw them: no need to ask again.
             self.report_status(pod, uid, &spec, &p.waiting, &readiness, idle.then_some(observed.containers)).await;
         }

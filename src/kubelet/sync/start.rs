@@ -4,6 +4,7 @@
 
 use k8s_openapi::api::core::v1::Container;
 
+use super::token;
 use super::*;
 
 impl<R: ContainerRuntime + 'static, N: PodNetwork + 'static, G: Registry + 'static> Kubelet<R, N, G> {
@@ -35,6 +36,14 @@ impl<R: ContainerRuntime + 'static, N: PodNetwork + 'static, G: Registry + 'stat
         let image_id = pull::digest_name(&image, &local.digest);
         let ip = self.lease(uid).map(|ip| ip.to_string()).unwrap_or_default();
         let mut env = image_cfg.env.clone();
+        // Where the API is, for in-cluster clients (the `kubernetes` Service), as Kubernetes
+        // sets it in every container; the container's own env wins.
+        let api = [("KUBERNETES_SERVICE_HOST", self.cfg.kubernetes_ip.to_string()), ("KUBERNETES_SERVICE_PORT", "443".to_string()),
+            ("KUBERNETES_SERVICE_PORT_HTTPS", "443".to_string()), ("KUBERNETES_PORT", format!("tcp://{}:443", self.cfg.kubernetes_ip))];
+        for (k, v) in api {
+            env.retain(|(n, _)| n != k);
+            env.push((k.to_string(), v));
+        }
         for (k, v) in inputs::resolve_env(pod, c, &refs, &ip, &self.cfg.node_ip).map_err(StartError::Config)? {
             env.retain(|(n, _)| *n != k);
             env.push((k, v));
@@ -51,6 +60,11 @@ impl<R: ContainerRuntime + 'static, N: PodNetwork + 'static, G: Registry + 'stat
         let mut mounts = inputs::mounts_for(c, &volumes, &read_only).map_err(StartError::Config)?;
         for f in ["hosts", "hostname", "resolv.conf"] {
             mounts.push((pod_dir.join("etc").join(f), format!("/etc/{f}"), false));
+        }
+        if let Some(dir) = self.token_mount(pod, uid).await.map_err(|e| StartError::Config(inputs::InputError::Api(e)))? {
+            if !mounts.iter().any(|(_, path, _)| path == token::MOUNT_PATH) {
+                mounts.push((dir, token::MOUNT_PATH.to_string(), true));
+            }
         }
         let limits = c.resources.as_ref().and_then(|r| r.limits.as_ref());
         let requests = c.resources.as_ref().and_then(|r| r.requests.as_ref());
