@@ -14,6 +14,7 @@ pub mod net;
 pub mod nsd;
 pub mod objects;
 pub mod pods;
+pub mod python;
 pub mod registry;
 pub mod watch;
 

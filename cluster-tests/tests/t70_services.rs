@@ -332,6 +332,24 @@ async fn pods_reach_the_api_through_the_kubernetes_service() {
     })
     .await;
     assert!(listed.contains("pod/client"));
+    // The official Python client's in-cluster configuration, from the pod's network
+    // namespace with the pod's environment, token and CA.
+    let python = cluster_tests::python::kubernetes_client().expect("the Python client installs");
+    let script = "import sys\nfrom kubernetes import client\nfrom kubernetes.config.incluster_config import InClusterConfigLoader\n\
+        InClusterConfigLoader(token_filename=sys.argv[1], cert_filename=sys.argv[2]).load_and_set()\n\
+        print(' '.join(p.metadata.name for p in client.CoreV1Api().list_namespaced_pod('default').items))\n";
+    let out = Command::new("nsenter")
+        .arg(format!("--net={}", netns.display()))
+        .arg(&python)
+        .args(["-c", script])
+        .arg(sa_dir.join("token"))
+        .arg(sa_dir.join("ca.crt"))
+        .env("KUBERNETES_SERVICE_HOST", &vip)
+        .env("KUBERNETES_SERVICE_PORT", "443")
+        .output()
+        .unwrap();
+    let names = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success() && names.split_whitespace().any(|n| n == "client"), "{names}{}", String::from_utf8_lossy(&out.stderr));
     c.client.json(Method::DELETE, &c.url(0, "/apis/rbac.authorization.k8s.io/v1/namespaces/default/rolebindings/pods-view"), None).await.unwrap();
     until(Duration::from_secs(20), "the pod's account is refused again", || async {
         let (ok, out) = in_pod(&["get", "pods", "-n", "default"]);
