@@ -160,4 +160,20 @@ async fn identities_by_verbs_through_a_head_and_a_worker() {
         let allowed = kubectl_as(&c, &editor_kc, via, &["exec", "-n", "team", "on-worker", "--", "sh", "-c", "echo $P"], None).unwrap();
         assert_eq!((allowed.code, allowed.stdout.trim()), (0, "p"), "edit may exec: {allowed:?}");
     }
+
+    // A namespace's LimitRange: defaults filled in, bounds refused (and nothing stored).
+    let limits = json!({"apiVersion": "v1", "kind": "LimitRange", "metadata": {"name": "per-container"},
+        "spec": {"limits": [{"type": "Container", "default": {"cpu": "500m"}, "max": {"cpu": "1"}}]}});
+    post("/api/v1/namespaces/team/limitranges", limits).await.unwrap();
+    let plain = json!({"apiVersion": "v1", "kind": "Pod", "metadata": {"name": "limited", "namespace": "team"},
+        "spec": {"containers": [{"name": "app", "image": IMAGE, "command": ["sleep", "3600"]}]}});
+    let created = editor.json(Method::POST, &c.url(1, "/api/v1/namespaces/team/pods"), Some(&plain)).await.unwrap();
+    assert_eq!(created["spec"]["containers"][0]["resources"], json!({"limits": {"cpu": "500m"}, "requests": {"cpu": "500m"}}));
+    let mut greedy = plain.clone();
+    greedy["metadata"]["name"] = "greedy".into();
+    greedy["spec"]["containers"][0]["resources"] = json!({"limits": {"cpu": "2"}});
+    let r = editor.json(Method::POST, &c.url(0, "/api/v1/namespaces/team/pods"), Some(&greedy)).await;
+    assert_eq!(code(&r), 403);
+    assert!(message(&r).contains("maximum cpu usage per Container is 1, but limit is 2"), "{}", message(&r));
+    assert_eq!(code(&admin.json(Method::GET, &c.url(0, "/api/v1/namespaces/team/pods/greedy"), None).await), 404);
 }

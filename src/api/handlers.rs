@@ -144,6 +144,7 @@ async fn handle(
             let obj = manifest(&t, read_body(headers, body).await?, None)?;
             let obj = t.res.validate(obj).map_err(ApiError::invalid)?;
             crate::auth::node::admit_create(user, t.res.kind, &obj).map_err(ApiError::forbidden)?;
+            let obj = if t.res.kind == "Pod" { limit_pod(store, ns, obj).await? } else { obj };
             Ok(json_response(StatusCode::CREATED, &store.create(t.res, ns, obj).await?))
         }
         (Method::PUT, Some(name)) => {
@@ -192,6 +193,18 @@ fn refuse_dry_run(q: &HashMap<String, String>) -> Result<(), ApiError> {
             "dryRun={v} is not supported by this server yet; the request was not carried out and nothing was changed"
         ))),
     }
+}
+
+/// A new pod with its namespace's LimitRanges applied (defaults filled, bounds checked).
+async fn limit_pod(store: &super::store::ObjectStore, ns: Option<&str>, mut pod: Value) -> Result<Value, ApiError> {
+    let ranges = resources::by_plural("", "limitranges").expect("registered");
+    let (items, _) = store.list(ranges, ns, &Filter::default(), Consistency::Local).await?;
+    if items.is_empty() {
+        return Ok(pod);
+    }
+    let name = object::name_of(&pod).unwrap_or_default().to_string();
+    super::limitrange::admit(&mut pod, &items).map_err(|why| ApiError::forbidden(format!("pods {name:?} is forbidden: {why}")))?;
+    resources::by_plural("", "pods").expect("registered").validate(pod).map_err(ApiError::invalid)
 }
 
 fn filter(q: &HashMap<String, String>) -> Result<Filter, ApiError> {

@@ -4,6 +4,7 @@
 pub mod cascade;
 pub mod discovery;
 pub mod handlers;
+pub mod limitrange;
 pub mod object;
 pub mod patch;
 pub mod protobuf;

@@ -46,6 +46,7 @@ resources! {
     core::Endpoints => "Endpoints", "endpoints", "", true, ["ep"];
     core::Event => "Event", "events", "", true, ["ev"];
     core::ServiceAccount => "ServiceAccount", "serviceaccounts", "", true, ["sa"];
+    core::LimitRange => "LimitRange", "limitranges", "", true, ["limits"];
     core::PersistentVolume => "PersistentVolume", "persistentvolumes", "", false, ["pv"];
     core::PersistentVolumeClaim => "PersistentVolumeClaim", "persistentvolumeclaims", "", true, ["pvc"];
     apps::Deployment => "Deployment", "deployments", "apps", true, ["deploy"];
