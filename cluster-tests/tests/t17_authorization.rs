@@ -176,4 +176,26 @@ async fn identities_by_verbs_through_a_head_and_a_worker() {
     assert_eq!(code(&r), 403);
     assert!(message(&r).contains("maximum cpu usage per Container is 1, but limit is 2"), "{}", message(&r));
     assert_eq!(code(&admin.json(Method::GET, &c.url(0, "/api/v1/namespaces/team/pods/greedy"), None).await), 404);
+
+    // A ResourceQuota: creates past it are refused through either node; its status counts.
+    post("/api/v1/namespaces", json!({"metadata": {"name": "capped"}})).await.unwrap();
+    let quota = json!({"apiVersion": "v1", "kind": "ResourceQuota", "metadata": {"name": "small"},
+        "spec": {"hard": {"configmaps": "1", "requests.cpu": "1"}}});
+    post("/api/v1/namespaces/capped/resourcequotas", quota).await.unwrap();
+    let cm = |n: &str| json!({"apiVersion": "v1", "kind": "ConfigMap", "metadata": {"name": n}});
+    admin.json(Method::POST, &c.url(1, "/api/v1/namespaces/capped/configmaps"), Some(&cm("one"))).await.unwrap();
+    let r = admin.json(Method::POST, &c.url(0, "/api/v1/namespaces/capped/configmaps"), Some(&cm("two"))).await;
+    assert_eq!(code(&r), 403);
+    assert!(message(&r).contains("exceeded quota: small, requested: configmaps=1, used: configmaps=1, limited: configmaps=1"), "{}", message(&r));
+    let mut big = plain.clone();
+    big["metadata"] = json!({"name": "big", "namespace": "capped"});
+    big["spec"]["containers"][0]["resources"] = json!({"requests": {"cpu": "2"}});
+    let r = admin.json(Method::POST, &c.url(1, "/api/v1/namespaces/capped/pods"), Some(&big)).await;
+    assert!(code(&r) == 403 && message(&r).contains("requested: requests.cpu=2, used: requests.cpu=0, limited: requests.cpu=1"), "{}", message(&r));
+    let url = c.url(0, "/api/v1/namespaces/capped/resourcequotas/small");
+    until(Duration::from_secs(20), "the quota's status counts what the namespace holds", || async {
+        let q = admin.json(Method::GET, &url, None).await.unwrap();
+        ((q["status"]["used"] == json!({"configmaps": "1", "requests.cpu": "0"})).then_some(()), q["status"].to_string())
+    })
+    .await;
 }

@@ -7,6 +7,7 @@ pub mod handlers;
 pub mod limitrange;
 pub mod object;
 pub mod patch;
+pub mod quota;
 pub mod protobuf;
 pub mod quantity;
 pub mod resources;
@@ -119,6 +120,17 @@ async fn sign_user(State(st): State<AppState>, axum::Json(body): axum::Json<Valu
         Ok(cert) => axum::Json(json!({"certificate": cert, "ca": ca.cert_pem})).into_response(),
         Err(e) => ApiError::invalid(e.to_string()).into_response(),
     }
+}
+
+/// What namespace `ns` holds of the kinds `quotas` limit, as this node's replica has it.
+pub async fn quota_usage(store: &ObjectStore, ns: &str, quotas: &[Value]) -> Result<std::collections::BTreeMap<String, i64>, ApiError> {
+    let mut used = std::collections::BTreeMap::new();
+    for (plural, group) in quota::kinds_needed(quotas) {
+        let Some(res) = resources::by_plural(&group, &plural) else { continue };
+        let (objects, _) = store.list(res, Some(ns), &Filter::default(), Consistency::Local).await?;
+        quota::add_usage(&mut used, &plural, &group, &objects);
+    }
+    Ok(used)
 }
 
 async fn metrics(State(st): State<AppState>) -> Response {

@@ -47,6 +47,7 @@ resources! {
     core::Event => "Event", "events", "", true, ["ev"];
     core::ServiceAccount => "ServiceAccount", "serviceaccounts", "", true, ["sa"];
     core::LimitRange => "LimitRange", "limitranges", "", true, ["limits"];
+    core::ResourceQuota => "ResourceQuota", "resourcequotas", "", true, ["quota"];
     core::PersistentVolume => "PersistentVolume", "persistentvolumes", "", false, ["pv"];
     core::PersistentVolumeClaim => "PersistentVolumeClaim", "persistentvolumeclaims", "", true, ["pvc"];
     apps::Deployment => "Deployment", "deployments", "apps", true, ["deploy"];

@@ -17,6 +17,7 @@ pub mod namespace;
 pub mod nodelifecycle;
 pub mod owners;
 pub mod podcidr;
+pub mod quota;
 pub mod replicaset;
 pub mod scheduler;
 pub mod serviceaccounts;
@@ -58,6 +59,7 @@ pub async fn run(store: ObjectStore, cfg: ControlConfig) {
             tasks.spawn(podcidr::run(fenced.clone(), cfg.clone()));
             tasks.spawn(serviceaccounts::run(fenced.clone(), cfg.clone()));
             tasks.spawn(kubernetes_service::run(fenced.clone(), cfg.clone()));
+            tasks.spawn(quota::run(fenced.clone(), cfg.clone()));
             tasks.spawn(scheduler::run(fenced.clone(), cfg.clone()));
             tasks.spawn(replicaset::run(fenced.clone(), cfg.clone()));
             tasks.spawn(deployment::run(fenced.clone(), cfg.clone()));
