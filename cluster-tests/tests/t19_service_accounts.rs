@@ -19,6 +19,15 @@ fn code(r: &anyhow::Result<Value>) -> u16 {
     }
 }
 
+/// Poll until `client` gets `want` for a GET of `url`.
+async fn until_code(client: &orch::client::ApiClient, url: &str, want: u16, what: &str) {
+    until(Duration::from_secs(30), what, || async {
+        let r = client.json(Method::GET, url, None).await;
+        ((code(&r) == want).then_some(()), format!("{r:?}"))
+    })
+    .await
+}
+
 #[tokio::test(flavor = "multi_thread")]
 async fn service_account_tokens_authenticate_and_are_revoked_with_their_account() {
     let c = Cluster::start(1, 1).await.expect("cluster starts");
@@ -52,12 +61,7 @@ async fn service_account_tokens_authenticate_and_are_revoked_with_their_account(
         "subjects": [{"kind": "ServiceAccount", "name": "default", "namespace": "team"}]});
     admin.json(Method::POST, &c.url(0, "/apis/rbac.authorization.k8s.io/v1/namespaces/team/rolebindings"), Some(&binding)).await.unwrap();
     for node in [0, 1] {
-        let url = c.url(node, "/api/v1/namespaces/team/pods");
-        until(Duration::from_secs(20), "the ServiceAccount may list pods", || async {
-            let r = as_sa.json(Method::GET, &url, None).await;
-            ((code(&r) == 200).then_some(()), format!("{r:?}"))
-        })
-        .await;
+        until_code(&as_sa, &c.url(node, "/api/v1/namespaces/team/pods"), 200, "the ServiceAccount may list pods").await;
     }
 
     // Forged tokens: another signature, a changed subject, alg none.
@@ -87,20 +91,10 @@ async fn service_account_tokens_authenticate_and_are_revoked_with_their_account(
     let bound = c.client_as(None, bound["status"]["token"].as_str()).unwrap();
     assert_eq!(code(&bound.json(Method::GET, &c.url(0, "/api/v1/namespaces/team/pods"), None).await), 200);
     admin.json(Method::DELETE, &c.url(0, "/api/v1/namespaces/team/pods/holder?gracePeriodSeconds=0"), None).await.unwrap();
-    let url = c.url(0, "/api/v1/namespaces/team/pods");
-    until(Duration::from_secs(20), "the pod-bound token stops working", || async {
-        let r = bound.json(Method::GET, &url, None).await;
-        ((code(&r) == 401).then_some(()), format!("{r:?}"))
-    })
-    .await;
+    until_code(&bound, &c.url(0, "/api/v1/namespaces/team/pods"), 401, "the pod-bound token stops working").await;
     admin.json(Method::DELETE, &sa_url, None).await.unwrap();
     // (The controller makes a new `default`, with a new uid: the old token stays dead.)
     for node in [0, 1] {
-        let url = c.url(node, "/api/v1/namespaces/team/pods");
-        until(Duration::from_secs(30), "the account's token stops working", || async {
-            let r = as_sa.json(Method::GET, &url, None).await;
-            ((code(&r) == 401).then_some(()), format!("{r:?}"))
-        })
-        .await;
+        until_code(&as_sa, &c.url(node, "/api/v1/namespaces/team/pods"), 401, "the account's token stops working").await;
     }
 }

@@ -10,6 +10,6 @@ pub mod transport;
 pub mod types;
 pub mod watchdog;
 
-pub use node::{AddHead, HeadSecretsHook, MemberStatus, NodeConfig, ProposeError, RaftNode, RaftTuning};
+pub use node::{write_private, AddHead, HeadSecretsHook, MemberStatus, NodeConfig, ProposeError, RaftNode, RaftTuning};
 pub use store::{HistoryError, StateReader, StoreOptions};
 pub use types::{Command, Condition, Event, EventKind, KeyValue, Member, NodeId, Op, Outcome, Response, Txn};

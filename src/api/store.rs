@@ -105,6 +105,13 @@ impl ObjectStore {
         self.unsafe_local_reads = true;
     }
 
+    /// An object as this node's replica holds it now (no read barrier), if it is there and
+    /// readable: for decisions made on every request, such as authorization.
+    pub fn local_object(&self, res: &Resource, ns: Option<&str>, name: &str) -> Option<Value> {
+        let kv = self.node.reader().get(&res.key(ns, name)).ok()??;
+        decode(&self.codec, &kv).ok()
+    }
+
     /// What seals and opens Secrets in this store.
     pub fn codec(&self) -> &Arc<Codec> {
         &self.codec

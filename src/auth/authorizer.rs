@@ -5,13 +5,13 @@
 //! for the Node authorizer. A worker, for what it serves itself (a pod's logs, exec,
 //! port-forward), asks a head with a SubjectAccessReview and keeps the answer briefly.
 
-use std::collections::HashMap;
-use std::sync::{Arc, Mutex, RwLock};
-use std::time::{Duration, Instant};
+use std::sync::{Arc, RwLock};
+use std::time::Duration;
 
 use hyper::Method;
 use serde_json::{json, Value};
 
+use super::answers::Answers;
 use super::attributes::{Attributes, Target};
 use super::node::{self, NodeGraph};
 use super::rbac::Policy;
@@ -140,8 +140,7 @@ impl StoreGraph<'_> {
 
 impl NodeGraph for StoreGraph<'_> {
     fn pod_node(&self, ns: &str, name: &str) -> Option<String> {
-        let kv = self.0.node().reader().get(&Self::pods().key(Some(ns), name)).ok()??;
-        let pod: Value = serde_json::from_slice(&kv.value).ok()?;
+        let pod = self.0.local_object(Self::pods(), Some(ns), name)?;
         pod["spec"]["nodeName"].as_str().filter(|n| !n.is_empty()).map(String::from)
     }
 
@@ -159,22 +158,20 @@ impl NodeGraph for StoreGraph<'_> {
 pub struct Remote {
     client: ApiClient,
     api_base: String,
-    cache: Arc<Mutex<HashMap<(User, Attributes), (Instant, Result<(), ApiError>)>>>,
+    answers: Answers<(User, Attributes), Result<(), ApiError>>,
 }
 
 const TTL: Duration = Duration::from_secs(10);
 
 impl Remote {
     pub fn new(client: ApiClient, api_base: &str) -> Remote {
-        Remote { client, api_base: api_base.to_string(), cache: Arc::default() }
+        Remote { client, api_base: api_base.to_string(), answers: Answers::new(TTL) }
     }
 
     pub async fn decide(&self, user: &User, a: &Attributes) -> Result<(), ApiError> {
         let key = (user.clone(), a.clone());
-        if let Some((at, answer)) = self.cache.lock().expect("cache lock").get(&key) {
-            if at.elapsed() < TTL {
-                return answer.clone();
-            }
+        if let Some(answer) = self.answers.get(&key) {
+            return answer;
         }
         let url = format!("{}/apis/authorization.k8s.io/v1/subjectaccessreviews", self.api_base);
         let review = json!({"apiVersion": "authorization.k8s.io/v1", "kind": "SubjectAccessReview",
@@ -185,9 +182,7 @@ impl Remote {
         } else {
             Err(forbidden(user, a, status["status"]["reason"].as_str().filter(|r| !r.is_empty())))
         };
-        let mut cache = self.cache.lock().expect("cache lock");
-        cache.retain(|_, (at, _)| at.elapsed() < TTL);
-        cache.insert(key, (Instant::now(), answer.clone()));
+        self.answers.keep(key, answer.clone());
         answer
     }
 }

@@ -4,13 +4,13 @@
 //! the answer briefly, then forwards the request with the identity it learnt, as it does
 //! for certificates.
 
-use std::collections::HashMap;
-use std::sync::{Arc, Mutex, OnceLock};
-use std::time::{Duration, Instant};
+use std::sync::{Arc, OnceLock};
+use std::time::Duration;
 
 use hyper::Method;
-use serde_json::{json, Value};
+use serde_json::json;
 
+use super::answers::Answers;
 use super::tokens::{self, Bindings, SigningKey, KEY_SIGNING};
 use super::User;
 use crate::api::resources;
@@ -58,9 +58,7 @@ struct Replica<'a>(&'a ObjectStore);
 
 impl Replica<'_> {
     fn uid(&self, plural: &str, ns: &str, name: &str) -> Option<String> {
-        let res = resources::by_plural("", plural)?;
-        let kv = self.0.node().reader().get(&res.key(Some(ns), name)).ok()??;
-        let obj: Value = serde_json::from_slice(&kv.value).ok()?;
+        let obj = self.0.local_object(resources::by_plural("", plural)?, Some(ns), name)?;
         obj["metadata"]["uid"].as_str().map(String::from)
     }
 }
@@ -79,21 +77,19 @@ impl Bindings for Replica<'_> {
 pub struct Remote {
     client: ApiClient,
     api_base: String,
-    cache: Arc<Mutex<HashMap<String, (Instant, Option<User>)>>>,
+    answers: Answers<String, Option<User>>,
 }
 
 const TTL: Duration = Duration::from_secs(10);
 
 impl Remote {
     pub fn new(client: ApiClient, api_base: &str) -> Remote {
-        Remote { client, api_base: api_base.to_string(), cache: Arc::default() }
+        Remote { client, api_base: api_base.to_string(), answers: Answers::new(TTL) }
     }
 
     pub async fn authenticate(&self, token: &str) -> Result<User, ApiError> {
-        if let Some((at, answer)) = self.cache.lock().expect("cache lock").get(token) {
-            if at.elapsed() < TTL {
-                return answer.clone().ok_or_else(super::unauthorized);
-            }
+        if let Some(answer) = self.answers.get(&token.to_string()) {
+            return answer.ok_or_else(super::unauthorized);
         }
         let url = format!("{}/apis/authentication.k8s.io/v1/tokenreviews", self.api_base);
         let review = json!({"apiVersion": "authentication.k8s.io/v1", "kind": "TokenReview", "spec": {"token": token}});
@@ -103,9 +99,7 @@ impl Remote {
             name: status["user"]["username"].as_str().unwrap_or_default().to_string(),
             groups: status["user"]["groups"].as_array().into_iter().flatten().filter_map(|g| g.as_str().map(String::from)).collect(),
         });
-        let mut cache = self.cache.lock().expect("cache lock");
-        cache.retain(|_, (at, _)| at.elapsed() < TTL);
-        cache.insert(token.to_string(), (Instant::now(), user.clone()));
+        self.answers.keep(token.to_string(), user.clone());
         user.ok_or_else(super::unauthorized)
     }
 }

@@ -4,6 +4,7 @@
 //! every request of a node's API, and `forwarded_headers` is how a node passes the
 //! caller's identity on when it relays a request.
 
+pub mod answers;
 pub mod attributes;
 pub mod audit;
 pub mod authorizer;

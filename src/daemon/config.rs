@@ -379,14 +379,7 @@ pub fn node_id(name: &str) -> u64 {
 
 /// Write a file readable only by its owner, atomically (write, fsync, rename).
 pub fn write_private(path: &Path, bytes: &[u8]) -> anyhow::Result<()> {
-    use std::io::Write;
-    use std::os::unix::fs::OpenOptionsExt;
-    let tmp = path.with_extension("tmp");
-    let mut f = std::fs::OpenOptions::new().create(true).write(true).truncate(true).mode(0o600).open(&tmp)?;
-    f.write_all(bytes)?;
-    f.sync_all()?;
-    std::fs::rename(&tmp, path)?;
-    Ok(())
+    Ok(orch_raft::write_private(path, bytes)?)
 }
 
 #[cfg(test)]
