@@ -14,7 +14,7 @@ use axum::Router;
 use hyper::Method;
 
 use crate::api::status::ApiError;
-use crate::auth::{self, User};
+use crate::auth;
 use crate::client::{base_url, ApiClient};
 
 #[derive(Clone)]
@@ -67,10 +67,11 @@ async fn forward(State(p): State<Proxy>, req: Request) -> Response {
     };
     let path = parts.uri.path_and_query().map(|p| p.as_str()).unwrap_or("/");
     let ct = parts.headers.get(hyper::header::CONTENT_TYPE).and_then(|v| v.to_str().ok());
-    // The head authorizes the caller, not this node: the caller's identity goes along
-    // (the authentication layer put it in the extensions; anonymous included).
-    let caller = parts.extensions.get::<User>().cloned().unwrap_or_else(User::anonymous);
-    let client = p.client.with_headers(auth::forwarded_headers(&caller));
+    // The head authorizes the caller, not this node: the caller's credential goes along
+    // (the authentication layer put it in the extensions; anonymous included), and the
+    // head verifies it again.
+    let relay = parts.extensions.get::<auth::Relay>().cloned().unwrap_or_else(|| auth::Relay::of(&auth::Credential::Anonymous));
+    let client = p.client.with_headers(relay.0);
     let mut last_error = String::from("no head is known");
     // Rotate the start so load spreads; try every head once.
     let heads = p.heads();

@@ -233,7 +233,15 @@ impl Cluster {
 
     /// Start a stopped or killed node again and wait until it serves.
     pub async fn restart(&mut self, i: usize) -> anyhow::Result<()> {
-        self.start_process(i)?;
+        self.restart_with(i, &[]).await
+    }
+
+    /// `restart` with flags of its own added for this start.
+    pub async fn restart_with(&mut self, i: usize, args: &[&str]) -> anyhow::Result<()> {
+        if self.nodes[i].is_running() {
+            bail!("{} is still running", self.nodes[i].name);
+        }
+        self.spawn(i, args)?;
         self.wait_ready(i).await
     }
 

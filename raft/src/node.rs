@@ -453,6 +453,12 @@ impl RaftNode {
 }
 
 /// Write `bytes` to `path` readable by its owner only, replacing it atomically.
+/// A key of the replicated store as this head's replica holds it, read while the node is
+/// not running (see `store::read_key`).
+pub fn read_stored(data_dir: &std::path::Path, key: &str) -> Result<Option<crate::types::KeyValue>, crate::types::StorageError> {
+    store::read_key(&data_dir.join("raft"), key)
+}
+
 pub fn write_private(path: &std::path::Path, bytes: &[u8]) -> std::io::Result<()> {
     use std::io::Write;
     use std::os::unix::fs::OpenOptionsExt;

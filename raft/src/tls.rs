@@ -20,6 +20,9 @@ use tonic::transport::{Certificate, ClientTlsConfig, Identity, ServerTlsConfig};
 
 /// The DNS name every node certificate carries and every peer verifies.
 pub const NODE_DNS_NAME: &str = "orch-node";
+/// How long a node certificate is valid (k3s's one year); nodes renew theirs when they
+/// start inside the last 90 days (see `orchd`'s `--renew-certificate-within`).
+pub const NODE_CERT_DAYS: i64 = 365;
 /// The name only heads' certificates carry: Raft and cluster RPCs require it, so a worker's
 /// certificate can neither vote, propose nor add itself as a head.
 pub const HEAD_DNS_NAME: &str = "orch-head";
@@ -86,7 +89,9 @@ impl ClusterCa {
         csr.params.is_ca = IsCa::ExplicitNoCa;
         csr.params.key_usages = vec![KeyUsagePurpose::DigitalSignature, KeyUsagePurpose::KeyEncipherment];
         csr.params.extended_key_usages = vec![ExtendedKeyUsagePurpose::ServerAuth, ExtendedKeyUsagePurpose::ClientAuth];
-        csr.params.not_after = rcgen::date_time_ymd(2125, 1, 1);
+        let now = time::OffsetDateTime::now_utc();
+        csr.params.not_before = now - time::Duration::minutes(5);
+        csr.params.not_after = now + time::Duration::days(NODE_CERT_DAYS);
         Ok(csr.signed_by(&issuer)?.pem())
     }
 }
@@ -183,6 +188,14 @@ pub fn is_head_certificate(der: &[u8]) -> bool {
     let Ok((_, cert)) = X509Certificate::from_der(der) else { return false };
     let Ok(Some(san)) = cert.subject_alternative_name() else { return false };
     san.value.general_names.iter().any(|n| matches!(n, GeneralName::DNSName(d) if *d == HEAD_DNS_NAME))
+}
+
+/// When the certificate in `cert_pem` stops being valid (seconds since the Unix epoch).
+pub fn not_after(cert_pem: &str) -> Result<i64, TlsError> {
+    use x509_parser::prelude::{FromDer, X509Certificate};
+    let der = pem_der(cert_pem)?;
+    let (_, cert) = X509Certificate::from_der(&der).map_err(|_| TlsError::BadPem)?;
+    Ok(cert.validity().not_after.timestamp())
 }
 
 pub fn ca_hash(cert_pem: &str) -> Result<String, TlsError> {
@@ -341,6 +354,9 @@ mod tests {
         let (_key, node_csr) = client_csr("system:node:w1", Some("system:nodes")).unwrap();
         assert!(ca.sign_client(&node_csr, 30).is_err(), "no node identity through the user path");
         assert!(cert.starts_with("-----BEGIN CERTIFICATE-----"));
+        let left = not_after(&cert).unwrap() - time::OffsetDateTime::now_utc().unix_timestamp();
+        let day = 86_400;
+        assert!((NODE_CERT_DAYS * day - day..=NODE_CERT_DAYS * day).contains(&left), "a node certificate lasts a year: {left} s left");
 
         let token = JoinToken { ca_hash: ca.hash().unwrap(), secret: "x".repeat(32) };
         token.verify_ca(&ca.cert_pem).unwrap();

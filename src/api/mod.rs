@@ -1,7 +1,8 @@
 //! The Kubernetes-shaped HTTP API a head serves: resource paths, discovery, watch, and
-//! orch's own endpoints (CA certificate, cluster status, health, metrics).
+//! orch's own endpoints (credentials, cluster status, health, metrics).
 
 pub mod cascade;
+pub mod credentials;
 pub mod discovery;
 pub mod handlers;
 pub mod limitrange;
@@ -27,8 +28,6 @@ use axum::http::{header, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{any, get, post};
 use axum::Router;
-use orch_raft::node::KEY_CA;
-use orch_raft::tls::ClusterCa;
 use serde_json::{json, Value};
 
 use self::status::ApiError;
@@ -71,8 +70,11 @@ pub fn router(state: AppState) -> Router {
         .route("/api/v1/namespaces/{ns}/serviceaccounts/{name}/token", post(serviceaccounts::token_request))
         .route("/api/v1/{*rest}", any(handlers::core))
         .route("/apis/{group}/{version}/{*rest}", any(handlers::grouped))
-        .route("/orch/v1/ca.crt", get(ca_cert))
-        .route("/orch/v1/certificates/users", post(sign_user))
+        .route("/orch/v1/ca.crt", get(credentials::ca_cert))
+        .route("/orch/v1/certificates/users", post(credentials::sign_user))
+        .route(credentials::RENEW_NODE_PATH, post(credentials::renew_node))
+        .route("/orch/v1/cluster/tokens", get(credentials::tokens))
+        .route("/orch/v1/cluster/tokens/rotate", post(credentials::rotate_token))
         .route("/orch/v1/encryption/rotate", post(rotation::rotate))
         .route("/orch/v1/cluster/status", get(cluster_status))
         .route("/metrics", get(metrics))
@@ -94,31 +96,6 @@ async fn readyz(State(st): State<AppState>) -> Response {
     match st.store.node().read_barrier().await {
         Ok(_) => "ok".into_response(),
         Err(e) => (StatusCode::SERVICE_UNAVAILABLE, e.to_string()).into_response(),
-    }
-}
-
-/// The cluster CA certificate (public). A joining node checks it against its token's hash.
-async fn ca_cert(State(st): State<AppState>) -> Response {
-    let ca = st.store.node().reader().get(KEY_CA).ok().flatten().and_then(|kv| serde_json::from_slice::<ClusterCa>(&kv.value).ok());
-    match ca {
-        Some(ca) => ([(header::CONTENT_TYPE, "application/x-pem-file")], ca.cert_pem).into_response(),
-        None => ApiError::unavailable("this node has not received the cluster CA yet").into_response(),
-    }
-}
-
-/// Sign a person's CSR (`orchctl kubeconfig user`): `{"csr": PEM, "days": N}` → `{"certificate": PEM}`.
-/// Authorized as `post` on this path, which only `cluster-admin` holds by default.
-async fn sign_user(State(st): State<AppState>, axum::Json(body): axum::Json<Value>) -> Response {
-    let Some(csr) = body["csr"].as_str() else { return ApiError::invalid("csr: Required value").into_response() };
-    let days = body["days"].as_i64().unwrap_or(365);
-    if !(1..=3650).contains(&days) {
-        return ApiError::invalid("days: must be between 1 and 3650").into_response();
-    }
-    let ca = st.store.node().reader().get(KEY_CA).ok().flatten().and_then(|kv| serde_json::from_slice::<ClusterCa>(&kv.value).ok());
-    let Some(ca) = ca else { return ApiError::unavailable("this node has not received the cluster CA yet").into_response() };
-    match ca.sign_client(csr, days) {
-        Ok(cert) => axum::Json(json!({"certificate": cert, "ca": ca.cert_pem})).into_response(),
-        Err(e) => ApiError::invalid(e.to_string()).into_response(),
     }
 }
 

@@ -34,7 +34,8 @@ pub fn should_record(attrs: &Attributes, code: u16) -> bool {
         Target::Resource { resource, subresource, .. } => {
             mutating || resource == "secrets" || matches!(subresource.as_str(), "exec" | "attach" | "portforward")
         }
-        Target::Path(_) => mutating,
+        // Reading the join tokens is reading a credential.
+        Target::Path(p) => mutating || p.starts_with("/orch/v1/cluster/tokens"),
     }
 }
 
@@ -175,6 +176,7 @@ mod tests {
         assert!(should_record(&a("GET", "/api/v1/namespaces/d/pods"), 403), "every refusal");
         assert!(!should_record(&a("GET", "/api/v1/namespaces/d/pods"), 200), "plain reads are not");
         assert!(!should_record(&a("GET", "/version"), 200));
+        assert!(should_record(&a("GET", "/orch/v1/cluster/tokens"), 200), "reading the join tokens");
     }
 
     #[test]

@@ -22,9 +22,42 @@ use super::Subject;
 #[derive(Clone, Debug)]
 pub struct Peer {
     pub addr: SocketAddr,
-    /// The subject of the client certificate, if the client sent one (it was verified
-    /// against the cluster CA by the handshake).
-    pub subject: Option<Subject>,
+    /// The client certificate, if the client sent one (verified against the cluster CA by
+    /// the handshake).
+    pub cert: Option<ClientCert>,
+}
+
+/// A verified client certificate: its subject, and its DER (which a node relaying the
+/// request passes on for the next node to verify for itself).
+#[derive(Clone, Debug)]
+pub struct ClientCert {
+    pub subject: Subject,
+    pub der: Arc<[u8]>,
+}
+
+/// Checks a client certificate outside a handshake (one a node relays) as the handshake
+/// checks it: issued by the cluster CA, valid now, for client authentication.
+pub type CertVerifier = Arc<dyn rustls::server::danger::ClientCertVerifier>;
+
+/// The verifier of client certificates issued by the CA in `ca_pem`; optional at the
+/// handshake (anonymous and bearer-token clients send none).
+pub fn client_verifier(ca_pem: &str) -> anyhow::Result<CertVerifier> {
+    let provider = Arc::new(rustls::crypto::ring::default_provider());
+    let mut roots = rustls::RootCertStore::empty();
+    for cert in CertificateDer::pem_slice_iter(ca_pem.as_bytes()) {
+        roots.add(cert.context("the cluster CA is not PEM")?)?;
+    }
+    rustls::server::WebPkiClientVerifier::builder_with_provider(Arc::new(roots), provider)
+        .allow_unauthenticated()
+        .build()
+        .context("building the client certificate verifier")
+}
+
+/// The subject of `der` if `verifier` accepts it now.
+pub fn verify_relayed(verifier: &CertVerifier, der: &[u8]) -> Result<Subject, String> {
+    let cert = CertificateDer::from(der.to_vec());
+    verifier.verify_client_cert(&cert, &[], rustls::pki_types::UnixTime::now()).map_err(|e| e.to_string())?;
+    Subject::from_der(der)
 }
 
 impl Connected<IncomingStream<'_, TlsListener>> for Peer {
@@ -35,16 +68,8 @@ impl Connected<IncomingStream<'_, TlsListener>> for Peer {
 
 /// The server side of the API's TLS: this node's certificate; client certificates are
 /// optional (anonymous and bearer-token clients send none) and verified when sent.
-pub fn server_config(tls: &orch_raft::tls::NodeTls) -> anyhow::Result<Arc<rustls::ServerConfig>> {
+pub fn server_config(tls: &orch_raft::tls::NodeTls, verifier: CertVerifier) -> anyhow::Result<Arc<rustls::ServerConfig>> {
     let provider = Arc::new(rustls::crypto::ring::default_provider());
-    let mut roots = rustls::RootCertStore::empty();
-    for cert in CertificateDer::pem_slice_iter(tls.ca_pem.as_bytes()) {
-        roots.add(cert.context("the cluster CA is not PEM")?)?;
-    }
-    let verifier = rustls::server::WebPkiClientVerifier::builder_with_provider(Arc::new(roots), provider.clone())
-        .allow_unauthenticated()
-        .build()
-        .context("building the client certificate verifier")?;
     let chain = CertificateDer::pem_slice_iter(tls.cert_pem.as_bytes()).collect::<Result<Vec<_>, _>>().context("the node certificate is not PEM")?;
     let key = PrivateKeyDer::from_pem_slice(tls.key_pem.as_bytes()).context("the node key is not PEM")?;
     let mut config = rustls::ServerConfig::builder_with_provider(provider)
@@ -87,8 +112,10 @@ impl TlsListener {
                 tokio::spawn(async move {
                     match tokio::time::timeout(HANDSHAKE_TIMEOUT, acceptor.accept(stream)).await {
                         Ok(Ok(tls)) => {
-                            let subject = tls.get_ref().1.peer_certificates().and_then(|c| c.first()).and_then(|c| Subject::from_der(c).ok());
-                            let _ = tx.send((tls, Peer { addr, subject })).await;
+                            let cert = tls.get_ref().1.peer_certificates().and_then(|c| c.first()).and_then(|c| {
+                                Subject::from_der(c).ok().map(|subject| ClientCert { subject, der: Arc::from(c.as_ref()) })
+                            });
+                            let _ = tx.send((tls, Peer { addr, cert })).await;
                         }
                         Ok(Err(e)) => tracing::debug!(%addr, error = %e, "TLS handshake failed"),
                         Err(_) => tracing::debug!(%addr, "TLS handshake timed out"),
@@ -113,6 +140,6 @@ impl axum::serve::Listener for TlsListener {
     }
 
     fn local_addr(&self) -> std::io::Result<Peer> {
-        Ok(Peer { addr: self.local, subject: None })
+        Ok(Peer { addr: self.local, cert: None })
     }
 }

@@ -33,7 +33,13 @@ pub fn node_name(user: &User) -> Option<&str> {
 
 pub fn decide(user: &User, a: &Attributes, graph: &dyn NodeGraph) -> Decision {
     let Some(node) = node_name(user) else { return Decision::NoOpinion };
-    let Target::Resource { group, resource, subresource, namespace, name } = &a.target else { return Decision::NoOpinion };
+    let Target::Resource { group, resource, subresource, namespace, name } = &a.target else {
+        // Renewing its own certificate (the handler signs for the caller's name only).
+        return match &a.target {
+            Target::Path(p) if a.verb == "post" && p == crate::api::credentials::RENEW_NODE_PATH => Decision::Allow,
+            _ => Decision::NoOpinion,
+        };
+    };
     let read = matches!(a.verb.as_str(), "get" | "list" | "watch");
     let change = matches!(a.verb.as_str(), "update" | "patch");
     let own = |what: &str| Decision::Deny(format!("node {node:?} may only change {what}"));
@@ -202,5 +208,13 @@ mod tests {
         assert!(admit_create(&w1(), "Node", &json!({"metadata": {"name": "w1"}})).is_ok());
         assert!(admit_create(&w1(), "Node", &json!({"metadata": {"name": "w2"}})).is_err());
         assert!(admit_create(&alice, "Node", &json!({"metadata": {"name": "w2"}})).is_ok(), "RBAC decided alice may");
+    }
+
+    #[test]
+    fn a_node_may_ask_to_renew_its_certificate_and_nothing_else_of_orchs_paths() {
+        let path = |verb: &str, p: &str| decide(&w1(), &Attributes::path(verb, p), &graph());
+        assert_eq!(path("post", crate::api::credentials::RENEW_NODE_PATH), Decision::Allow);
+        assert_eq!(path("get", crate::api::credentials::RENEW_NODE_PATH), Decision::NoOpinion);
+        assert_eq!(path("post", "/orch/v1/cluster/tokens/rotate"), Decision::NoOpinion);
     }
 }

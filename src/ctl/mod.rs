@@ -150,6 +150,33 @@ pub enum ClusterCommand {
     /// Rotate the key that seals Secrets at rest: a new key on every head, every Secret
     /// rewritten with it, the old key removed. Needs every head reachable, and cluster-admin.
     RotateEncryptionKey,
+    /// Print a join token as it is now (`--role worker` joins workers only). Needs cluster-admin.
+    Token {
+        #[arg(long, value_enum, default_value = "head")]
+        role: TokenRole,
+    },
+    /// Replace a join token with a new one and print it: the old one stops joining nodes at
+    /// once; nodes that joined with it keep working. Needs cluster-admin.
+    RotateToken {
+        #[arg(long, value_enum)]
+        role: TokenRole,
+    },
+}
+
+/// Which join token: the head token joins heads and workers, the worker token workers only.
+#[derive(clap::ValueEnum, Clone, Copy, Debug)]
+pub enum TokenRole {
+    Head,
+    Worker,
+}
+
+impl TokenRole {
+    fn as_str(self) -> &'static str {
+        match self {
+            TokenRole::Head => "head",
+            TokenRole::Worker => "worker",
+        }
+    }
 }
 
 #[derive(Subcommand, Debug)]
@@ -278,6 +305,17 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Cluster { command: ClusterCommand::RotateEncryptionKey } => {
             let r = ctx.client.json(Method::POST, &format!("{}/orch/v1/encryption/rotate", ctx.base), Some(&json!({}))).await?;
             println!("primary key {}; {} Secrets rewritten; retired {}", r["primary"].as_str().unwrap_or("?"), r["rewritten"], r["retired"]);
+            Ok(())
+        }
+        Command::Cluster { command: ClusterCommand::Token { role } } => {
+            let r = ctx.client.json(Method::GET, &format!("{}/orch/v1/cluster/tokens", ctx.base), None).await?;
+            println!("{}", r[role.as_str()].as_str().context("the server sent no token")?);
+            Ok(())
+        }
+        Command::Cluster { command: ClusterCommand::RotateToken { role } } => {
+            let body = json!({"role": role.as_str()});
+            let r = ctx.client.json(Method::POST, &format!("{}/orch/v1/cluster/tokens/rotate", ctx.base), Some(&body)).await?;
+            println!("{}", r["token"].as_str().context("the server sent no token")?);
             Ok(())
         }
         Command::Kubeconfig { command: KubeconfigCommand::User { name, group, days, output } } => {

@@ -52,6 +52,9 @@ pub struct Flags {
     #[arg(long, value_delimiter = ',')]
     #[serde(default)]
     pub tls_san: Vec<String>,
+    /// Renew this node's certificate when it starts with fewer days than this left of it.
+    #[arg(long)]
+    pub renew_certificate_within_days: Option<u64>,
     /// Node-to-node gRPC (mutual TLS) port.
     #[arg(long)]
     pub raft_port: Option<u16>,
@@ -167,6 +170,8 @@ pub struct Settings {
     pub raft_port: u16,
     /// Extra names (DNS or IP) in this node's serving certificate.
     pub tls_san: Vec<String>,
+    /// A node certificate with less than this left is renewed at start.
+    pub renew_certificate_within: Duration,
     pub audit_log: PathBuf,
     pub audit_log_max_bytes: u64,
     pub role: Role,
@@ -316,6 +321,7 @@ impl Flags {
             bind: self.bind.or(file.bind).unwrap_or(advertise),
             api_port: self.api_port.or(file.api_port).unwrap_or(6443),
             tls_san: if self.tls_san.is_empty() { file.tls_san } else { self.tls_san },
+            renew_certificate_within: Duration::from_secs(86_400 * self.renew_certificate_within_days.or(file.renew_certificate_within_days).unwrap_or(90)),
             audit_log_max_bytes: self.audit_log_max_bytes.or(file.audit_log_max_bytes).unwrap_or(100 << 20).max(4096),
             raft_port: self.raft_port.or(file.raft_port).unwrap_or(7443),
             role: self.role.or(file.role).unwrap_or(Role::Head),

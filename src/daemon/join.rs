@@ -16,7 +16,7 @@ use crate::client::{base_url, host_port, ApiClient, Tls};
 use crate::auth::encryption::{Keyring, KEY_FILE};
 use crate::kubeconfig::Kubeconfig;
 
-const TLS_FILE: &str = "tls.json";
+pub const TLS_FILE: &str = "tls.json";
 const CA_FILE: &str = "ca.json";
 /// The head token (joins heads and workers) and the worker token (workers only).
 pub const TOKEN_FILE: &str = "token";

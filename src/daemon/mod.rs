@@ -10,6 +10,7 @@ pub mod logs;
 pub mod node_api;
 pub mod portforward;
 pub mod relay;
+pub mod renewal;
 pub mod service_roles;
 
 use std::net::SocketAddr;
@@ -71,6 +72,7 @@ pub async fn run(s: Settings) -> anyhow::Result<()> {
         },
     };
     tracing::info!(name = %state.name, id = state.id, role = ?state.role, api = %state.api_addr, raft = %state.raft_addr, "starting");
+    renewal::renew_if_due(&s, &state).await?;
     match state.role {
         Role::Head => run_head(s, state).await,
         Role::Worker => run_worker(s, state).await,
@@ -149,7 +151,8 @@ async fn run_head(s: Settings, mut state: NodeState) -> anyhow::Result<()> {
     tokio::spawn(ensure_signing_key(node.clone()));
     let router = api::router(app).merge(node_api::router(node_api(&s, &state, proxy, &client, Authorize::Local(authz.clone()))));
     tracing::info!(api = %state.api_addr, "serving the API");
-    let gate = Gate { authz: Some(authz), tokens: auth::bearer::Tokens::Local(tokens), audit: audit_log(&s)? };
+    let verifier = auth::listener::client_verifier(&node_tls.ca_pem)?;
+    let gate = Gate { authz: Some(authz), tokens: auth::bearer::Tokens::Local(tokens), audit: audit_log(&s)?, verifier };
     serve(listener, &node_tls, router, gate).await?;
     node.shutdown().await;
     Ok(())
@@ -274,7 +277,8 @@ async fn run_worker(s: Settings, state: NodeState) -> anyhow::Result<()> {
     let authz = Authorize::Remote(crate::auth::authorizer::Remote::new(client.clone(), &api_base));
     let router = crate::proxy::router(proxy).merge(node_api::router(node_api(&s, &state, service_proxy, &client, authz)));
     let tokens = auth::bearer::Tokens::Remote(auth::bearer::Remote::new(client.clone(), &api_base));
-    serve(listener, &node_tls, router, Gate { authz: None, tokens, audit: audit_log(&s)? }).await?;
+    let verifier = auth::listener::client_verifier(&node_tls.ca_pem)?;
+    serve(listener, &node_tls, router, Gate { authz: None, tokens, audit: audit_log(&s)?, verifier }).await?;
     Ok(())
 }
 
@@ -393,7 +397,7 @@ async fn serve(
     router: axum::Router,
     gate: Gate,
 ) -> anyhow::Result<()> {
-    let listener = TlsListener::new(listener, auth::listener::server_config(tls)?)?;
+    let listener = TlsListener::new(listener, auth::listener::server_config(tls, gate.verifier.clone())?)?;
     let app = router.layer(axum::middleware::from_fn_with_state(gate, auth::middleware)).into_make_service_with_connect_info::<Peer>();
     let (tx, rx) = tokio::sync::watch::channel(false);
     tokio::spawn(async move {

@@ -22,8 +22,7 @@ use crate::api::status::ApiError;
 use crate::api::API_ADDR_ANNOTATION;
 use crate::auth::attributes::Attributes;
 use crate::auth::authorizer::Authorize;
-use crate::auth::{self, User};
-use axum::Extension;
+use crate::auth::{Relay, User};
 use hyper::header::{HeaderName, HeaderValue};
 use super::logs;
 use crate::client::{ApiClient, HttpError};
@@ -66,8 +65,8 @@ pub fn router(api: NodeApi) -> Router {
 
 /// This node's proxy: mode, last sync, and the revisions of Services and Endpoints its
 /// rules reflect (what the service benchmark waits for).
-async fn proxy_status(State(api): State<NodeApi>, user: Option<Extension<User>>) -> Result<axum::Json<Value>, ApiError> {
-    let api = api.acting_for(user.as_deref());
+async fn proxy_status(State(api): State<NodeApi>, ext: axum::http::Extensions) -> Result<axum::Json<Value>, ApiError> {
+    let api = api.acting_for(&ext);
     api.authorize(Attributes::path("get", "/orch/v1/proxy")).await?;
     let Some(p) = &api.proxy else { return Err(ApiError::not_found(format!("node {} runs no proxy", api.name))) };
     let p = p.lock().expect("proxy status lock").clone();
@@ -85,8 +84,9 @@ impl NodeApi {
     }
 
     /// This node API serving a request of `user` (whose identity goes with any relay).
-    pub fn acting_for(self, user: Option<&User>) -> Self {
-        NodeApi { caller: user.map(auth::forwarded_headers).unwrap_or_default(), user: user.cloned(), ..self }
+    pub fn acting_for(self, ext: &axum::http::Extensions) -> Self {
+        let caller = ext.get::<Relay>().map(|r| r.0.clone()).unwrap_or_default();
+        NodeApi { caller, user: ext.get::<User>().cloned(), ..self }
     }
 
     /// May the caller do `a`? (Every request here passed authentication, so it has a user.)
@@ -170,13 +170,13 @@ type Upgrade = Result<axum::extract::ws::WebSocketUpgrade, axum::extract::ws::re
 /// protocol it tried (kubectl falls back from WebSocket to SPDY and reports the last).
 async fn stream_for(
     api: NodeApi,
-    user: Option<Extension<User>>,
+    ext: axum::http::Extensions,
     subresource: &str,
     ns: &str,
     name: &str,
     ws: Upgrade,
 ) -> Result<(NodeApi, axum::extract::ws::WebSocketUpgrade), Response> {
-    let api = api.acting_for(user.as_deref());
+    let api = api.acting_for(&ext);
     api.authorize(Attributes::resource("create", "", "pods", subresource, ns, name)).await.map_err(IntoResponse::into_response)?;
     let ws = ws.map_err(IntoResponse::into_response)?;
     Ok((api, ws))
@@ -184,12 +184,12 @@ async fn stream_for(
 
 async fn pod_exec(
     State(api): State<NodeApi>,
-    user: Option<Extension<User>>,
+    ext: axum::http::Extensions,
     Path((ns, name)): Path<(String, String)>,
     RawQuery(query): RawQuery,
     ws: Upgrade,
 ) -> Response {
-    match stream_for(api, user, "exec", &ns, &name, ws).await {
+    match stream_for(api, ext, "exec", &ns, &name, ws).await {
         Ok((api, ws)) => super::exec::handle(api, ns, name, query.unwrap_or_default(), ws).await,
         Err(r) => r,
     }
@@ -197,12 +197,12 @@ async fn pod_exec(
 
 async fn pod_portforward(
     State(api): State<NodeApi>,
-    user: Option<Extension<User>>,
+    ext: axum::http::Extensions,
     Path((ns, name)): Path<(String, String)>,
     RawQuery(query): RawQuery,
     ws: Upgrade,
 ) -> Response {
-    match stream_for(api, user, "portforward", &ns, &name, ws).await {
+    match stream_for(api, ext, "portforward", &ns, &name, ws).await {
         Ok((api, ws)) => super::portforward::handle(api, ns, name, query.unwrap_or_default(), ws).await,
         Err(r) => r,
     }
@@ -214,7 +214,7 @@ async fn pod_log(
     Query(q): Query<HashMap<String, String>>,
     req: Request,
 ) -> Response {
-    let api = api.acting_for(req.extensions().get::<User>());
+    let api = api.acting_for(req.extensions());
     if let Err(e) = api.authorize(Attributes::resource("get", "", "pods", "log", &ns, &name)).await {
         return e.into_response();
     }
@@ -255,7 +255,7 @@ async fn pod_log(
 }
 
 async fn load_image(State(api): State<NodeApi>, Path(node): Path<String>, req: Request) -> Response {
-    let api = api.acting_for(req.extensions().get::<User>());
+    let api = api.acting_for(req.extensions());
     if let Err(e) = api.authorize(Attributes::path("post", &format!("/orch/v1/nodes/{node}/images"))).await {
         return e.into_response();
     }

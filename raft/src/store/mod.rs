@@ -61,6 +61,18 @@ pub fn open(dir: &Path, options: StoreOptions) -> Result<(LogStore, StateMachine
     Ok((log, sm))
 }
 
+/// One key of the state machine in the database under `dir`, read with the database opened
+/// read-only (for a node that is not running yet: a head renewing its certificate with
+/// the CA its replica holds). `None` when the database or the key does not exist.
+pub fn read_key(dir: &Path, key: &str) -> Result<Option<crate::types::KeyValue>, StorageError> {
+    if !dir.join("CURRENT").exists() {
+        return Ok(None);
+    }
+    let names = [CF_LOG, CF_META, CF_KV, CF_HISTORY, CF_REQUESTS];
+    let db = DB::open_cf_for_read_only(&Options::default(), dir, names, false).map_err(|e| io_err(openraft::ErrorSubject::Store, e))?;
+    state_machine::read_kv(&db, key)
+}
+
 pub(crate) fn cf<'a>(db: &'a DB, name: &str) -> &'a rocksdb::ColumnFamily {
     db.cf_handle(name).expect("column family is created at open")
 }

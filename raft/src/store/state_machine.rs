@@ -149,7 +149,7 @@ fn to_kv(key: &[u8], raw: &[u8]) -> Result<KeyValue, StorageError> {
     Ok(KeyValue { key, value: s.value, create_revision: s.create_revision, mod_revision: s.mod_revision })
 }
 
-fn read_kv(db: &DB, key: &str) -> Result<Option<KeyValue>, StorageError> {
+pub(crate) fn read_kv(db: &DB, key: &str) -> Result<Option<KeyValue>, StorageError> {
     let raw = db.get_cf(cf(db, CF_KV), key.as_bytes()).map_err(|e| read_err(ErrorSubject::Store, e))?;
     raw.map(|r| to_kv(key.as_bytes(), &r)).transpose()
 }
