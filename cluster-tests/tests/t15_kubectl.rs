@@ -75,3 +75,45 @@ async fn patches_change_only_what_was_asked_and_previews_never_write() {
         assert_eq!(get.unwrap_err().downcast_ref::<HttpError>().map(|e| e.code), Some(404));
     }
 }
+
+/// The official Python client with the admin kubeconfig, through a worker and the head:
+/// /version, create, strategic merge and JSON patches, read, and a delete answered with a
+/// Status as Kubernetes answers it for a ConfigMap.
+#[tokio::test(flavor = "multi_thread")]
+async fn the_python_client_creates_patches_and_deletes() {
+    let c = Cluster::start(1, 1).await.expect("cluster starts");
+    let python = cluster_tests::python::kubernetes_client().expect("the Python client installs");
+    let script = r#"
+import sys
+from kubernetes import client, config
+config.load_kube_config(config_file=sys.argv[1])
+conf = client.Configuration.get_default_copy()
+conf.host = sys.argv[2]
+client.Configuration.set_default(conf)
+name = sys.argv[3]
+print(client.VersionApi().get_code().git_version)
+v1 = client.CoreV1Api()
+v1.create_namespaced_config_map("default", client.V1ConfigMap(metadata=client.V1ObjectMeta(name=name), data={"a": "1"}))
+v1.patch_namespaced_config_map(name, "default", {"data": {"b": "2"}})
+v1.patch_namespaced_config_map(name, "default", [{"op": "replace", "path": "/data/a", "value": "3"}])
+got = v1.read_namespaced_config_map(name, "default")
+assert got.data == {"a": "3", "b": "2"}, got.data
+st = v1.delete_namespaced_config_map(name, "default")
+assert st.status == "Success" and st.details.name == name, st
+print("done")
+"#;
+    for node in [1, 0] {
+        let name = format!("py-{node}");
+        let out = std::process::Command::new(&python)
+            .args(["-c", script])
+            .arg(c.kubeconfig())
+            .arg(format!("https://{}", c.api(node)))
+            .arg(&name)
+            .output()
+            .unwrap();
+        let stdout = String::from_utf8_lossy(&out.stdout);
+        assert!(out.status.success() && stdout.contains("done"), "through node {node}: {stdout}{}", String::from_utf8_lossy(&out.stderr));
+        let gone = c.client.json(Method::GET, &c.url(0, &format!("/api/v1/namespaces/default/configmaps/{name}")), None).await;
+        assert_eq!(gone.unwrap_err().downcast_ref::<HttpError>().map(|e| e.code), Some(404));
+    }
+}

@@ -6,9 +6,16 @@ use serde_json::{json, Value};
 use super::resources::RESOURCES;
 
 pub fn version() -> Value {
+    // Every field of Kubernetes' version.Info (clients such as the Python one require them
+    // all); the build's commit and date when the build sets them, Kubernetes' defaults else.
     json!({
         "major": "1", "minor": "33",
         "gitVersion": concat!("v1.33.0-orch.", env!("CARGO_PKG_VERSION")),
+        "gitCommit": option_env!("ORCH_GIT_COMMIT").unwrap_or(""),
+        "gitTreeState": if option_env!("ORCH_GIT_COMMIT").is_some() { "clean" } else { "" },
+        "buildDate": option_env!("ORCH_BUILD_DATE").unwrap_or("1970-01-01T00:00:00Z"),
+        "goVersion": "none (orch is written in Rust)",
+        "compiler": "rustc",
         "platform": format!("{}/{}", std::env::consts::OS, std::env::consts::ARCH),
     })
 }

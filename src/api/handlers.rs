@@ -179,7 +179,8 @@ async fn handle(
                 let owner = store.mark_deleting(t.res, ns, name).await?;
                 cascade::before_delete(store, t.res, ns, &owner, policy).await?;
             }
-            Ok(json_response(StatusCode::OK, &store.delete_gracefully(t.res, ns, name, expected, grace).await?))
+            let last = store.delete_gracefully(t.res, ns, name, expected, grace).await?;
+            Ok(json_response(StatusCode::OK, &super::status::deleted(t.res, last)))
         }
         (m, _) => Err(ApiError::new(405, "MethodNotAllowed", format!("{m} is not supported on this path"))),
     }

@@ -102,3 +102,17 @@ impl IntoResponse for ApiError {
         (code, axum::Json(self.to_status())).into_response()
     }
 }
+
+/// What a DELETE answers, as Kubernetes' generic registry does: kinds whose storage returns
+/// the deleted object (pods, services, volumes and claims) answer with it; the others with
+/// a `Success` Status naming what was deleted (`details.kind` is the resource, as there).
+pub fn deleted(res: &super::resources::Resource, obj: Value) -> Value {
+    if matches!(res.kind, "Pod" | "Service" | "PersistentVolume" | "PersistentVolumeClaim") {
+        return obj;
+    }
+    let meta = &obj["metadata"];
+    json!({
+        "kind": "Status", "apiVersion": "v1", "metadata": {}, "status": "Success",
+        "details": {"name": meta["name"], "group": res.group, "kind": res.plural, "uid": meta["uid"]},
+    })
+}
