@@ -198,4 +198,40 @@ async fn identities_by_verbs_through_a_head_and_a_worker() {
         ((q["status"]["used"] == json!({"configmaps": "1", "requests.cpu": "0"})).then_some(()), q["status"].to_string())
     })
     .await;
+
+    // Creates racing for the last places of a quota, through both nodes at once: exactly
+    // the quota's worth is stored, and every other create is refused.
+    post("/api/v1/namespaces", json!({"metadata": {"name": "race"}})).await.unwrap();
+    let quota = json!({"apiVersion": "v1", "kind": "ResourceQuota", "metadata": {"name": "five"}, "spec": {"hard": {"configmaps": "5"}}});
+    post("/api/v1/namespaces/race/resourcequotas", quota).await.unwrap();
+    let racers = (0..24).map(|i| {
+        let (admin, url) = (admin.clone(), c.url(i % 2, "/api/v1/namespaces/race/configmaps"));
+        async move { code(&admin.json(Method::POST, &url, Some(&cm(&format!("cm-{i}")))).await) }
+    });
+    let answers = futures::future::join_all(racers).await;
+    let stored = admin.json(Method::GET, &c.url(0, "/api/v1/namespaces/race/configmaps"), None).await.unwrap();
+    let stored = stored["items"].as_array().unwrap().len();
+    let created = answers.iter().filter(|a| **a == 200).count();
+    assert_eq!((stored, created), (5, 5), "answers {answers:?}");
+    assert!(answers.iter().all(|a| matches!(a, 200 | 403 | 409)), "{answers:?}");
+
+    // Controllers are held to quotas too: a ReplicaSet asking for more pods than the quota
+    // allows gets what the quota allows.
+    let quota = json!({"apiVersion": "v1", "kind": "ResourceQuota", "metadata": {"name": "two-pods"}, "spec": {"hard": {"pods": "2"}}});
+    post("/api/v1/namespaces/race/resourcequotas", quota).await.unwrap();
+    let rs = json!({"apiVersion": "apps/v1", "kind": "ReplicaSet", "metadata": {"name": "many"}, "spec": {"replicas": 4,
+        "selector": {"matchLabels": {"app": "many"}},
+        "template": {"metadata": {"labels": {"app": "many"}}, "spec": {"containers": [{"name": "c", "image": "busybox"}]}}}});
+    post("/apis/apps/v1/namespaces/race/replicasets", rs).await.unwrap();
+    let pods_url = c.url(0, "/api/v1/namespaces/race/pods");
+    until(Duration::from_secs(20), "the ReplicaSet's pods, as many as the quota allows", || async {
+        let n = admin.json(Method::GET, &pods_url, None).await.unwrap()["items"].as_array().map_or(0, Vec::len);
+        ((n == 2).then_some(n), format!("{n} pods"))
+    })
+    .await;
+    let events = admin.json(Method::GET, &c.url(0, "/api/v1/namespaces/race/events"), None).await.unwrap();
+    let refused = events["items"].as_array().into_iter().flatten().any(|e| e["reason"] == "FailedCreate" && e["message"].as_str().unwrap_or("").contains("exceeded quota: two-pods"));
+    assert!(refused, "the ReplicaSet reports the refusal: {events}");
+    let n = admin.json(Method::GET, &pods_url, None).await.unwrap()["items"].as_array().map_or(0, Vec::len);
+    assert_eq!(n, 2, "never more than the quota");
 }

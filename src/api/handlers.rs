@@ -145,7 +145,6 @@ async fn handle(
             let obj = t.res.validate(obj).map_err(ApiError::invalid)?;
             crate::auth::node::admit_create(user, t.res.kind, &obj).map_err(ApiError::forbidden)?;
             let obj = if t.res.kind == "Pod" { limit_pod(store, ns, obj).await? } else { obj };
-            admit_quota(store, t.res, ns, &obj).await?;
             Ok(json_response(StatusCode::CREATED, &store.create(t.res, ns, obj).await?))
         }
         (Method::PUT, Some(name)) => {
@@ -195,20 +194,6 @@ fn refuse_dry_run(q: &HashMap<String, String>) -> Result<(), ApiError> {
             "dryRun={v} is not supported by this server yet; the request was not carried out and nothing was changed"
         ))),
     }
-}
-
-/// Refuse a create that would take its namespace past a ResourceQuota.
-async fn admit_quota(store: &super::store::ObjectStore, res: &Resource, ns: Option<&str>, obj: &Value) -> Result<(), ApiError> {
-    let Some(ns) = ns.filter(|_| res.namespaced) else { return Ok(()) };
-    let quotas = resources::by_plural("", "resourcequotas").expect("registered");
-    let (items, _) = store.list(quotas, Some(ns), &Filter::default(), Consistency::Local).await?;
-    if items.is_empty() {
-        return Ok(());
-    }
-    let used = super::quota_usage(store, ns, &items).await?;
-    let name = object::name_of(obj).unwrap_or_default();
-    super::quota::check(&items, &used, &super::quota::demand(res.plural, res.group, obj))
-        .map_err(|why| ApiError::forbidden(format!("{} {name:?} is forbidden: {why}", res.plural)))
 }
 
 /// A new pod with its namespace's LimitRanges applied (defaults filled, bounds checked).

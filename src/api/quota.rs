@@ -2,10 +2,9 @@
 //! `configmaps`, `secrets`, `persistentvolumeclaims`, `count/<resource>[.<group>]`; compute:
 //! `requests.cpu|memory`, `limits.cpu|memory`, `cpu`, `memory`). A create that would take a
 //! namespace past a quota's `hard` is refused (403, worded as Kubernetes' quota admission);
-//! the leader keeps each quota's `status.used`. Usage is what the serving head's replica
-//! holds when the create is admitted: two creates admitted at the same moment on different
-//! heads can pass a limit together (Kubernetes serializes them through the quota's status;
-//! orch does not yet). Pure.
+//! an admitted create charges the quotas it counts toward in its own transaction (see
+//! `ObjectStore::charge_quotas`), so creates under one quota are serialized; the leader
+//! recomputes each quota's `status.used`. Pure.
 
 use std::collections::BTreeMap;
 
@@ -84,6 +83,11 @@ pub fn check(quotas: &[Value], used: &BTreeMap<String, i64>, adding: &BTreeMap<S
     Ok(())
 }
 
+/// Does quota `q` limit anything in `demand`?
+pub fn limits_any(q: &Value, demand: &BTreeMap<String, i64>) -> bool {
+    q["spec"]["hard"].as_object().is_some_and(|hard| hard.keys().any(|k| demand.get(k).is_some_and(|n| *n > 0)))
+}
+
 /// The `status` of quota `q` given the namespace's usage.
 pub fn status(q: &Value, used: &BTreeMap<String, i64>) -> Value {
     let hard = q["spec"]["hard"].clone();
@@ -149,6 +153,8 @@ mod tests {
         used.insert("pods".into(), 2);
         assert_eq!(check(&q, &used, &d).unwrap_err(), "exceeded quota: team-quota, requested: pods=1, used: pods=2, limited: pods=2");
         assert_eq!(status(&q[0], &used)["used"], json!({"pods": "2", "requests.cpu": "500m"}));
+        assert!(limits_any(&q[0], &d));
+        assert!(!limits_any(&q[0], &demand("configmaps", "", &json!({}))), "pods and cpu only");
         assert_eq!(kinds_needed(&[quota(json!({"pods": "1", "count/jobs.batch": "1", "configmaps": "3"}))]),
             vec![("configmaps".into(), "".into()), ("jobs".into(), "batch".into()), ("pods".into(), "".into())]);
     }

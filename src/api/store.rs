@@ -213,6 +213,12 @@ impl ObjectStore {
             }
             let first_claim = conditions.len();
             let mut ops = vec![];
+            if let (true, Some(ns)) = (res.namespaced, ns) {
+                for (key, revision, charged) in self.charge_quotas(res, ns, &obj).await? {
+                    conditions.push(Condition::ModRevision { key: key.clone(), revision });
+                    ops.push(Op::Put { key, value: serde_json::to_vec(&charged).map_err(|e| ApiError::internal(e.to_string()))? });
+                }
+            }
             if res.kind == "Service" {
                 let taken = self.taken()?;
                 service::prepare(&mut obj, None, &self.services, &taken, rand::random()).map_err(|e| ApiError::invalid(e.0))?;
@@ -226,14 +232,56 @@ impl ObjectStore {
             return match self.propose(Txn { conditions, ops }).await? {
                 (rev, Outcome::Applied { .. }) => Ok(object::with_revision(obj, rev)),
                 (_, Outcome::ConditionFailed { index: 0, .. }) => Err(ApiError::already_exists(what(res, ns, &name))),
-                (_, Outcome::ConditionFailed { index, .. }) if index >= first_claim => continue,
+                // A claim or a quota changed since it was read: once this replica has
+                // applied the change, look again.
+                (rev, Outcome::ConditionFailed { index, .. }) if index >= first_claim => {
+                    self.applied(rev).await;
+                    continue;
+                }
                 // The namespace changed since it was read: look again.
                 (_, Outcome::ConditionFailed { current, .. }) if current != 0 => continue,
                 (_, Outcome::ConditionFailed { .. }) => Err(ApiError::not_found(format!("namespace {}", ns.unwrap_or_default()))),
                 (_, other) => Err(ApiError::internal(format!("unexpected outcome {other:?}"))),
             };
         }
-        Err(ApiError::conflict(format!("{} could not claim an address or port; try again", what(res, ns, &name))))
+        Err(ApiError::conflict(format!("{} lost every race for an address, a port or its namespace's quota; try again", what(res, ns, &name))))
+    }
+
+    /// ResourceQuota admission of a create in `ns`: refused (403, worded as Kubernetes words
+    /// it) if it takes the namespace past any quota. Otherwise every quota limiting what the
+    /// object uses comes back charged with it (`status.used`), with the revision it was read
+    /// at: the create writes them in its own transaction on the condition that they have not
+    /// changed. Creates under one quota thereby commit one after another, each checked
+    /// against a usage that holds the ones before it (the quotas are read before the usage,
+    /// so a usage older than a quota's revision cannot pass the condition).
+    async fn charge_quotas(&self, res: &Resource, ns: &str, obj: &Value) -> Result<Vec<(String, u64, Value)>, ApiError> {
+        let quotas = resources::by_plural("", "resourcequotas").expect("registered");
+        let (items, _) = self.list(quotas, Some(ns), &Filter::default(), Consistency::Local).await?;
+        if items.is_empty() {
+            return Ok(vec![]);
+        }
+        let mut used = super::quota_usage(self, ns, &items).await?;
+        let demand = super::quota::demand(res.plural, res.group, obj);
+        let name = object::name_of(obj).unwrap_or_default();
+        super::quota::check(&items, &used, &demand).map_err(|why| ApiError::forbidden(format!("{} {name:?} is forbidden: {why}", res.plural)))?;
+        for (k, v) in &demand {
+            *used.entry(k.clone()).or_default() += v;
+        }
+        let mut charged = vec![];
+        for mut q in items.into_iter().filter(|q| super::quota::limits_any(q, &demand)) {
+            let revision = object::str_field(&q, "resourceVersion").map(parse_rv).transpose()?.unwrap_or(0);
+            let qname = object::name_of(&q).unwrap_or_default().to_string();
+            q["status"] = super::quota::status(&q, &used);
+            object::meta_mut(&mut q).remove("resourceVersion");
+            charged.push((quotas.key(Some(ns), &qname), revision, q));
+        }
+        Ok(charged)
+    }
+
+    /// Wait (a little, at most) until this replica has applied `revision`.
+    async fn applied(&self, revision: u64) {
+        let mut applied = self.node.reader().subscribe();
+        let _ = tokio::time::timeout(Duration::from_secs(2), applied.wait_for(|r| *r >= revision)).await;
     }
 
     /// ClusterIPs and NodePorts held by any service (as this node has applied them: a

@@ -40,12 +40,33 @@ pub async fn record(store: &ObjectStore, involved: &Value, res: &Resource, norma
     }
 }
 
-/// Pass `result` through, recording the event when the write it reports succeeded.
-pub async fn on_success<T, E>(result: Result<T, E>, store: &ObjectStore, involved: &Value, res: &Resource, reason: &str, message: &str) -> Result<T, E> {
-    if result.is_ok() {
-        record(store, involved, res, true, reason, message).await;
+/// Pass `result` through, recording the event when the write it reports succeeded, and a
+/// Warning when a create or delete failed (`SuccessfulCreate` → `FailedCreate` "Error
+/// creating: ...", as Kubernetes' controllers report a pod refused by a quota).
+pub async fn on_success<T, E: std::fmt::Display>(result: Result<T, E>, store: &ObjectStore, involved: &Value, res: &Resource, reason: &str, message: &str) -> Result<T, E> {
+    match &result {
+        Ok(_) => record(store, involved, res, true, reason, message).await,
+        Err(e) => {
+            if let Some((failed, doing)) = failure(reason) {
+                record(store, involved, res, false, failed, &format!("Error {doing}: {}", refusal(&e.to_string()))).await;
+            }
+        }
     }
     result
+}
+
+/// The Warning reason and the verb for the failure of what `reason` reports.
+fn failure(reason: &str) -> Option<(&'static str, &'static str)> {
+    match reason {
+        "SuccessfulCreate" => Some(("FailedCreate", "creating")),
+        "SuccessfulDelete" => Some(("FailedDelete", "deleting")),
+        _ => None,
+    }
+}
+
+/// An API error's message without its code and reason (`403 (Forbidden): pods "x" is ...`).
+fn refusal(error: &str) -> &str {
+    error.split_once("): ").map_or(error, |(_, m)| m)
 }
 
 /// Whether event `e` is older than `TTL` at `now`.
@@ -57,6 +78,14 @@ pub fn expired(e: &Value, now: DateTime<Utc>) -> bool {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn failures_are_reported_as_kubernetes_reports_them() {
+        assert_eq!(failure("SuccessfulCreate"), Some(("FailedCreate", "creating")));
+        assert_eq!(failure("ScalingReplicaSet"), None);
+        let e = crate::api::status::ApiError::forbidden("pods \"p\" is forbidden: exceeded quota: q").to_string();
+        assert_eq!(refusal(&e), "pods \"p\" is forbidden: exceeded quota: q");
+    }
 
     #[test]
     fn an_event_names_its_object_and_ages_out_after_an_hour() {
