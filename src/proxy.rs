@@ -71,7 +71,12 @@ async fn forward(State(p): State<Proxy>, req: Request) -> Response {
     // (the authentication layer put it in the extensions; anonymous included), and the
     // head verifies it again.
     let relay = parts.extensions.get::<auth::Relay>().cloned().unwrap_or_else(|| auth::Relay::of(&auth::Credential::Anonymous));
-    let client = p.client.with_headers(relay.0);
+    let mut headers = relay.0;
+    // What the caller accepts decides the answer's shape (a Table for `kubectl get`).
+    if let Some(accept) = parts.headers.get(hyper::header::ACCEPT) {
+        headers.push((hyper::header::ACCEPT, accept.clone()));
+    }
+    let client = p.client.with_headers(headers);
     let mut last_error = String::from("no head is known");
     // Rotate the start so load spreads; try every head once.
     let heads = p.heads();

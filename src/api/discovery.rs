@@ -49,13 +49,29 @@ pub fn resource_list(group: &str, version: &str) -> Option<Value> {
     let verbs = ["create", "delete", "get", "list", "patch", "update", "watch"];
     let mut resources = Vec::new();
     for r in RESOURCES.iter().filter(|r| r.group == group) {
-        resources.push(json!({"name": r.plural, "singularName": r.kind.to_ascii_lowercase(), "namespaced": r.namespaced,
-            "kind": r.kind, "verbs": verbs, "shortNames": r.short_names}));
+        let mut entry = json!({"name": r.plural, "singularName": r.kind.to_ascii_lowercase(), "namespaced": r.namespaced,
+            "kind": r.kind, "verbs": verbs, "shortNames": r.short_names});
+        if let Some(c) = categories(r.kind) {
+            entry["categories"] = json!(c);
+        }
+        resources.push(entry);
         resources.push(json!({"name": format!("{}/status", r.plural), "singularName": "", "namespaced": r.namespaced,
             "kind": r.kind, "verbs": ["get", "patch", "update"]}));
+        if super::scale::scalable(r) {
+            resources.push(json!({"name": format!("{}/scale", r.plural), "singularName": "", "namespaced": r.namespaced,
+                "group": "autoscaling", "version": "v1", "kind": "Scale", "verbs": ["get", "patch", "update"]}));
+        }
     }
     let gv = if group.is_empty() { "v1".to_string() } else { format!("{group}/v1") };
     Some(json!({"kind": "APIResourceList", "apiVersion": "v1", "groupVersion": gv, "resources": resources}))
+}
+
+/// The categories a kind is in, as Kubernetes puts them (`kubectl get all` lists `all`).
+fn categories(kind: &str) -> Option<&'static [&'static str]> {
+    match kind {
+        "Pod" | "Service" | "Deployment" | "ReplicaSet" | "StatefulSet" | "DaemonSet" | "Job" | "CronJob" => Some(&["all"]),
+        _ => None,
+    }
 }
 
 #[cfg(test)]
@@ -67,8 +83,15 @@ mod tests {
         let core = resource_list("", "v1").unwrap();
         let names: Vec<&str> = core["resources"].as_array().unwrap().iter().filter_map(|r| r["name"].as_str()).collect();
         assert!(names.contains(&"pods") && names.contains(&"pods/status") && !names.contains(&"deployments"));
-        assert!(resource_list("apps", "v1").unwrap()["resources"].as_array().unwrap().len() == 8);
+        assert!(resource_list("apps", "v1").unwrap()["resources"].as_array().unwrap().len() == 11, "with three /scale");
         assert!(resource_list("apps", "v2").is_none() && resource_list("nope", "v1").is_none());
         assert_eq!(api_groups()["groups"].as_array().unwrap().len(), 3);
+        let in_all: Vec<String> = ["", "apps", "batch"]
+            .iter()
+            .flat_map(|g| resource_list(g, "v1").unwrap()["resources"].as_array().unwrap().clone())
+            .filter(|r| r["categories"] == json!(["all"]))
+            .map(|r| r["name"].as_str().unwrap().to_string())
+            .collect();
+        assert_eq!(in_all, ["pods", "services", "deployments", "replicasets", "daemonsets", "statefulsets", "jobs", "cronjobs"]);
     }
 }

@@ -19,6 +19,7 @@ use super::patch::PatchType;
 use super::resources::{self, Resource};
 use super::status::ApiError;
 use super::store::{parse_rv, Consistency, Filter, WatchItem};
+use super::{fields, scale, table};
 use super::AppState;
 use crate::auth::User;
 use axum::Extension;
@@ -30,6 +31,8 @@ struct Target {
     ns: Option<String>,
     name: Option<String>,
     status: bool,
+    /// `/scale` of a scalable kind.
+    scale: bool,
 }
 
 fn parse_target(group: &str, rest: &str) -> Result<Target, ApiError> {
@@ -45,12 +48,13 @@ fn parse_target(group: &str, rest: &str) -> Result<Target, ApiError> {
     if res.namespaced != ns.is_some() && seg.len() > 1 {
         return Err(ApiError::not_found(format!("{} is {}", res.plural, if res.namespaced { "namespaced" } else { "cluster-scoped" })));
     }
-    let status = match seg.get(2) {
-        None => false,
-        Some(&"status") if seg.len() == 3 => true,
+    let (status, scale) = match seg.get(2) {
+        None => (false, false),
+        Some(&"status") if seg.len() == 3 => (true, false),
+        Some(&"scale") if seg.len() == 3 && scale::scalable(res) => (false, true),
         Some(other) => return Err(ApiError::not_found(format!("subresource {other:?}"))),
     };
-    Ok(Target { res, ns, name: seg.get(1).map(|s| s.to_string()), status })
+    Ok(Target { res, ns, name: seg.get(1).map(|s| s.to_string()), status, scale })
 }
 
 pub async fn core(
@@ -127,11 +131,23 @@ async fn handle(
     if method != Method::GET {
         refuse_dry_run(q)?;
     }
+    // `kubectl get` asks for the rows it prints (a Table) before plain JSON.
+    let table = match table::requested(headers.get(header::ACCEPT).and_then(|v| v.to_str().ok())) {
+        Some(v) if method == Method::GET => Some((v, table::Include::parse(q.get("includeObject").map(String::as_str))?)),
+        _ => None,
+    };
+    if t.scale {
+        return scale(store, &t, method, headers, body).await;
+    }
     match (method, t.name.as_deref()) {
-        (Method::GET, None) if matches!(q.get("watch").map(String::as_str), Some("true" | "1")) => watch(st, &t, q).await,
+        (Method::GET, None) if matches!(q.get("watch").map(String::as_str), Some("true" | "1")) => watch(st, &t, q, table).await,
         (Method::GET, None) => {
             let filter = filter(q)?;
             let (items, revision) = store.list(t.res, ns, &filter, consistency).await?;
+            if let Some((v, include)) = table {
+                let rv = revision.to_string();
+                return Ok(json_response(StatusCode::OK, &table::of_list(t.res, &items, Some(&rv), v, include, chrono::Utc::now())));
+            }
             Ok(json_response(StatusCode::OK, &json!({
                 "kind": format!("{}List", t.res.kind),
                 "apiVersion": t.res.api_version(),
@@ -139,24 +155,35 @@ async fn handle(
                 "items": items,
             })))
         }
-        (Method::GET, Some(name)) => Ok(json_response(StatusCode::OK, &store.get(t.res, ns, name, consistency).await?)),
+        (Method::GET, Some(name)) => {
+            let obj = store.get(t.res, ns, name, consistency).await?;
+            Ok(json_response(StatusCode::OK, &match table {
+                Some((v, include)) => table::of_object(t.res, &obj, v, include, chrono::Utc::now()),
+                None => obj,
+            }))
+        }
         (Method::POST, None) => {
-            let obj = manifest(&t, read_body(headers, body).await?, None)?;
-            let obj = t.res.validate(obj).map_err(ApiError::invalid)?;
+            let input = manifest(&t, read_body(headers, body).await?, None)?;
+            let kept = t.res.typed(input.clone()).map_err(ApiError::invalid)?;
+            let warnings = fields::judge(t.res, fields::Mode::of(q)?, &fields::unknown(&input, &kept))?;
+            let obj = t.res.finish(kept).map_err(ApiError::invalid)?;
             crate::auth::node::admit_create(user, t.res.kind, &obj).map_err(ApiError::forbidden)?;
             let obj = if t.res.kind == "Pod" { limit_pod(store, ns, obj).await? } else { obj };
-            Ok(json_response(StatusCode::CREATED, &store.create(t.res, ns, obj).await?))
+            Ok(warned(json_response(StatusCode::CREATED, &store.create(t.res, ns, obj).await?), &warnings))
         }
         (Method::PUT, Some(name)) => {
             let obj = manifest(&t, read_body(headers, body).await?, Some(name))?;
+            let warnings = fields::judge(t.res, fields::Mode::of(q)?, &fields::of_body(t.res, &obj)?)?;
             let expected = object::str_field(&obj, "resourceVersion").map(parse_rv).transpose()?;
-            Ok(json_response(StatusCode::OK, &store.update(t.res, ns, name, obj, expected, t.status).await?))
+            Ok(warned(json_response(StatusCode::OK, &store.update(t.res, ns, name, obj, expected, t.status).await?), &warnings))
         }
         (Method::PATCH, Some(name)) => {
             let ct = headers.get(header::CONTENT_TYPE).and_then(|v| v.to_str().ok()).unwrap_or("");
             let kind = PatchType::from_content_type(ct)?;
+            let mode = fields::Mode::of(q)?;
             let patch = read_body(headers, body).await?;
-            Ok(json_response(StatusCode::OK, &store.patch_as(t.res, ns, name, patch, kind, t.status).await?))
+            let (obj, warnings) = store.patch_checked(t.res, ns, name, patch, kind, t.status, mode).await?;
+            Ok(warned(json_response(StatusCode::OK, &obj), &warnings))
         }
         (Method::DELETE, Some(name)) => {
             let opts = read_body(headers, body).await.unwrap_or(Value::Null);
@@ -182,6 +209,42 @@ async fn handle(
             Ok(json_response(StatusCode::OK, &super::status::deleted(t.res, last)))
         }
         (m, _) => Err(ApiError::new(405, "MethodNotAllowed", format!("{m} is not supported on this path"))),
+    }
+}
+
+/// `/scale`: read the object's Scale, or set its replicas from a Scale written or patched.
+async fn scale(store: &super::store::ObjectStore, t: &Target, method: Method, headers: &HeaderMap, body: Body) -> Result<Response, ApiError> {
+    let (res, ns) = (t.res, t.ns.as_deref());
+    let name = t.name.as_deref().ok_or_else(|| ApiError::not_found("scale"))?;
+    let set = |replicas, rv: Option<String>| async move {
+        let obj = store.patch_as(res, ns, name, scale::object_patch(replicas, rv.as_deref()), PatchType::Merge, false).await?;
+        Ok::<_, ApiError>(json_response(StatusCode::OK, &scale::of(&obj)))
+    };
+    match method {
+        Method::GET => Ok(json_response(StatusCode::OK, &scale::of(&store.get(res, ns, name, Consistency::Linearizable).await?))),
+        Method::PUT => {
+            let (replicas, rv) = scale::requested(name, &read_body(headers, body).await?)?;
+            set(replicas, rv).await
+        }
+        Method::PATCH => {
+            let ct = headers.get(header::CONTENT_TYPE).and_then(|v| v.to_str().ok()).unwrap_or("");
+            let kind = PatchType::from_content_type(ct)?;
+            let patch = read_body(headers, body).await?;
+            let named = patch.pointer("/metadata/resourceVersion").and_then(Value::as_str).map(str::to_string);
+            // The replicas are computed from the Scale as read, so the write is conditioned
+            // on that read; a conflict the caller did not ask for is retried on a new read.
+            for _ in 0..5 {
+                let current = store.get(res, ns, name, Consistency::Linearizable).await?;
+                let replicas = scale::patched(name, &current, &patch, kind)?;
+                let read = object::str_field(&current, "resourceVersion").map(str::to_string);
+                match set(replicas, named.clone().or(read)).await {
+                    Err(e) if e.code == 409 && named.is_none() => continue,
+                    answer => return answer,
+                }
+            }
+            Err(ApiError::conflict(format!("{}.{} {name:?} kept changing while its scale was patched; try again", res.plural, res.group)))
+        }
+        m => Err(ApiError::new(405, "MethodNotAllowed", format!("{m} is not supported on /scale"))),
     }
 }
 
@@ -292,11 +355,19 @@ pub async fn read_limited(body: Body) -> Result<Bytes, ApiError> {
     Ok(buf.freeze())
 }
 
+/// `resp` with a `Warning` header for each of `warnings`.
+fn warned(mut resp: Response, warnings: &[String]) -> Response {
+    for w in fields::warning_headers(warnings) {
+        resp.headers_mut().append(header::WARNING, w);
+    }
+    resp
+}
+
 pub fn json_response(code: StatusCode, v: &Value) -> Response {
     (code, [(header::CONTENT_TYPE, "application/json")], serde_json::to_vec(v).unwrap_or_default()).into_response()
 }
 
-async fn watch(st: &AppState, t: &Target, q: &HashMap<String, String>) -> Result<Response, ApiError> {
+async fn watch(st: &AppState, t: &Target, q: &HashMap<String, String>, table: Option<(table::Version, table::Include)>) -> Result<Response, ApiError> {
     let from = match q.get("resourceVersion").map(String::as_str) {
         None | Some("") | Some("0") => None,
         Some(rv) => Some(parse_rv(rv)?),
@@ -305,6 +376,7 @@ async fn watch(st: &AppState, t: &Target, q: &HashMap<String, String>) -> Result
     let timeout = q.get("timeoutSeconds").and_then(|s| s.parse().ok()).map(Duration::from_secs);
     let mut rx = st.store.watch(t.res, t.ns.clone(), filter(q)?, from, bookmarks).await?;
     let api_version = t.res.api_version();
+    let res = t.res;
     let kind = t.res.kind;
     let stream = async_stream(move |tx| async move {
         let deadline = timeout.map(|d| tokio::time::Instant::now() + d);
@@ -318,7 +390,11 @@ async fn watch(st: &AppState, t: &Target, q: &HashMap<String, String>) -> Result
             };
             let Some(item) = item else { return };
             let line = match item {
-                WatchItem::Event { kind, object } => json!({"type": kind, "object": object}),
+                WatchItem::Event { kind, object } => match table {
+                    // Each event's object is a Table of one row (`kubectl get -w`).
+                    Some((v, include)) => json!({"type": kind, "object": table::of_object(res, &object, v, include, chrono::Utc::now())}),
+                    None => json!({"type": kind, "object": object}),
+                },
                 WatchItem::Bookmark(rev) => json!({"type": "BOOKMARK", "object": {
                     "kind": kind, "apiVersion": api_version, "metadata": {"resourceVersion": rev.to_string()}}}),
                 WatchItem::Error(e) => json!({"type": "ERROR", "object": e.to_status()}),
@@ -367,6 +443,8 @@ mod tests {
         assert_eq!(parse_target("", "widgets").unwrap_err().code, 404);
         assert_eq!(parse_target("", "pods/web").unwrap_err().code, 404);
         assert_eq!(parse_target("", "namespaces/x/pods/a/exec2").unwrap_err().code, 404);
+        assert!(parse_target("apps", "namespaces/x/deployments/d/scale").unwrap().scale);
+        assert_eq!(parse_target("", "namespaces/x/pods/a/scale").unwrap_err().code, 404, "pods have no scale");
     }
 
     #[test]

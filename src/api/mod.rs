@@ -3,7 +3,9 @@
 
 pub mod cascade;
 pub mod credentials;
+pub mod defaults;
 pub mod discovery;
+pub mod fields;
 pub mod handlers;
 pub mod limitrange;
 pub mod object;
@@ -14,10 +16,13 @@ pub mod quantity;
 pub mod resources;
 pub mod reviews;
 pub mod rotation;
+pub mod scale;
 pub mod serviceaccounts;
 pub mod service;
 pub mod status;
+pub mod validation;
 pub mod store;
+pub mod table;
 pub mod watch_hub;
 
 use std::sync::Arc;

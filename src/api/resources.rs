@@ -1,6 +1,7 @@
 //! The kinds orch stores: names, API groups, scope, storage keys, and validation by a
 //! round trip through the k8s-openapi type (which rejects ill-typed fields and prunes
-//! unknown ones, as the Kubernetes API server does by default). Pure.
+//! unknown ones, as the Kubernetes API server does by default) followed by Kubernetes'
+//! defaults (`defaults.rs`). Pure.
 
 use k8s_openapi::api::{apps::v1 as apps, batch::v1 as batch, core::v1 as core, rbac::v1 as rbac};
 use serde_json::Value;
@@ -95,11 +96,28 @@ impl Resource {
         format!("{}{name}", self.ns_prefix(ns))
     }
 
+    /// The object as the kind's type reads it: ill-typed fields refused, unknown ones
+    /// dropped (no defaults, no other rule).
+    pub fn typed(&self, obj: Value) -> Result<Value, String> {
+        (self.validate)(obj).map_err(|e| format!("{} is invalid: {e}", self.kind))
+    }
+
     /// Check the object's shape against the Kubernetes schema of this kind (and the few
     /// values the schema cannot check, such as a CronJob's schedule); returns the
     /// normalized object (unknown fields dropped).
     pub fn validate(&self, obj: Value) -> Result<Value, String> {
         let obj = (self.validate)(obj).map_err(|e| format!("{} is invalid: {e}", self.kind))?;
+        self.finish(obj)
+    }
+
+    /// `validate` after the type check: defaults and the rules the schema cannot state.
+    pub fn finish(&self, mut obj: Value) -> Result<Value, String> {
+        super::defaults::apply(self.kind, &mut obj);
+        let errs = super::validation::check(self.kind, &obj);
+        if !errs.is_empty() {
+            let name = obj.pointer("/metadata/name").and_then(Value::as_str).unwrap_or_default();
+            return Err(super::validation::message(self.kind, self.group, name, &errs));
+        }
         if self.kind == "CronJob" {
             crate::control::cronjob::parse_schedule(&obj).map_err(|e| format!("CronJob is invalid: {e}"))?;
         }

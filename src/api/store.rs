@@ -185,6 +185,9 @@ impl ObjectStore {
         } else {
             object::validate_name(&name, res.kind == "Namespace").map_err(ApiError::invalid)?;
         }
+        // Every create, a controller's too, gets Kubernetes' defaults and rules (the API
+        // handler has type-checked what a client sent).
+        obj = res.finish(obj).map_err(ApiError::invalid)?;
         let uid = uuid::Uuid::new_v4().to_string();
         object::prepare_create(&mut obj, &uid, &self.clock.now_rfc3339());
         if let Some(term) = self.fence {
@@ -320,6 +323,34 @@ impl ObjectStore {
         self.patch_as(res, ns, name, patch, PatchType::Merge, status_only).await
     }
 
+    /// `patch_as`, with the patched object's unknown fields judged by `mode` (refused when
+    /// Strict, else returned as warnings).
+    #[allow(clippy::too_many_arguments)]
+    pub async fn patch_checked(
+        &self,
+        res: &Resource,
+        ns: Option<&str>,
+        name: &str,
+        patch: Value,
+        kind: PatchType,
+        status_only: bool,
+        mode: super::fields::Mode,
+    ) -> Result<(Value, Vec<String>), ApiError> {
+        let warnings = std::sync::Mutex::new(Vec::new());
+        let expected = object::str_field(&patch, "resourceVersion").map(parse_rv).transpose()?;
+        let obj = self
+            .modify(res, ns, name, expected, |current| {
+                let merged = kind.apply(res.kind, current, &patch)?;
+                if mode != super::fields::Mode::Ignore {
+                    let found = super::fields::unknown(&merged, &res.typed(merged.clone()).map_err(ApiError::invalid)?);
+                    *warnings.lock().expect("warnings lock") = super::fields::judge(res, mode, &found)?;
+                }
+                Ok(if status_only { status_of(current, &merged) } else { merged })
+            }, false)
+            .await?;
+        Ok((obj, warnings.into_inner().expect("warnings lock")))
+    }
+
     /// A patch of the given type, applied to the current object under compare-and-set.
     pub async fn patch_as(
         &self,
@@ -333,12 +364,7 @@ impl ObjectStore {
         let expected = object::str_field(&patch, "resourceVersion").map(parse_rv).transpose()?;
         self.modify(res, ns, name, expected, |current| {
             let merged = kind.apply(res.kind, current, &patch)?;
-            if status_only {
-                let mut only = current.clone();
-                only["status"] = merged.get("status").cloned().unwrap_or(Value::Null);
-                return Ok(only);
-            }
-            Ok(merged)
+            Ok(if status_only { status_of(current, &merged) } else { merged })
         }, false)
         .await
     }
@@ -366,6 +392,10 @@ impl ObjectStore {
             let mut next = res.validate(change(&current)?).map_err(ApiError::invalid)?;
             if object::name_of(&next) != Some(name) {
                 return Err(ApiError::bad_request(format!("metadata.name must be {name:?}, as in the request path")));
+            }
+            let errs = super::validation::check_update(res.kind, &current, &next);
+            if !errs.is_empty() {
+                return Err(ApiError::invalid(super::validation::message(res.kind, res.group, name, &errs)));
             }
             let marks: Vec<(String, Value)> = if marks_deletion {
                 ["deletionTimestamp", "deletionGracePeriodSeconds"]
@@ -622,4 +652,11 @@ fn stale(res: &Resource, ns: Option<&str>, name: &str) -> ApiError {
 
 pub fn parse_rv(s: &str) -> Result<u64, ApiError> {
     s.parse().map_err(|_| ApiError::bad_request(format!("invalid resourceVersion {s:?}: expected a number")))
+}
+
+/// `current` with only its `.status` taken from `patched` (a patch of `/status`).
+fn status_of(current: &Value, patched: &Value) -> Value {
+    let mut only = current.clone();
+    only["status"] = patched.get("status").cloned().unwrap_or(Value::Null);
+    only
 }
