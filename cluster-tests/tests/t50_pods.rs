@@ -137,6 +137,17 @@ async fn restart_count(c: &Cluster, pod: &str) -> u64 {
     get(c, 0, pod).await.map_or(0, |p| container_status(&p, "app")["restartCount"].as_u64().unwrap_or(0))
 }
 
+/// The Events about pod `name`, once `done` holds for them.
+async fn pod_events(c: &Cluster, name: &str, done: impl Fn(&[Value]) -> bool) -> Vec<Value> {
+    let url = c.url(0, &format!("/api/v1/namespaces/default/events?fieldSelector=involvedObject.name={name}"));
+    cluster_tests::cluster::until(Duration::from_secs(30), "the kubelet's events", || async {
+        let items = c.client.json(hyper::Method::GET, &url, None).await.map(|l| l["items"].as_array().cloned().unwrap_or_default()).unwrap_or_default();
+        let summary: Vec<String> = items.iter().map(|e| format!("{} x{}: {}", e["reason"], e["count"], e["message"])).collect();
+        (done(&items).then_some(items), summary.join("; "))
+    })
+    .await
+}
+
 #[tokio::test(flavor = "multi_thread")]
 async fn crashing_containers_back_off_and_oom_kills_are_reported() {
     let c = cluster().await;
@@ -167,6 +178,21 @@ async fn crashing_containers_back_off_and_oom_kills_are_reported() {
     assert!(gaps[1] > gaps[0] * 1.4 && gaps[2] > gaps[1] * 1.4, "restart gaps do not grow: {gaps:?}");
     assert!(saw_backoff, "never reported CrashLoopBackOff");
     assert!(restart_count(&c, "crash").await >= 4);
+
+    // The kubelet told of it in Events, repeats counted on one; kubectl describe shows them.
+    let reasons = pod_events(&c, "crash", |evs| {
+        let backoff = evs.iter().find(|e| e["reason"] == "BackOff");
+        backoff.is_some_and(|b| b["count"].as_u64() >= Some(2)) && evs.iter().any(|e| e["reason"] == "Started")
+    })
+    .await;
+    let backoff = reasons.iter().find(|e| e["reason"] == "BackOff").unwrap();
+    assert_eq!((backoff["type"].as_str(), backoff["involvedObject"]["fieldPath"].as_str()), (Some("Warning"), Some("spec.containers{app}")));
+    assert!(backoff["message"].as_str().unwrap().starts_with("Back-off restarting failed container app in pod crash_default("), "{backoff}");
+    assert_eq!(reasons.iter().filter(|e| e["reason"] == "BackOff").count(), 1, "repeats are counted, not written again");
+    let r = cluster_tests::kubectl::kubectl(&c, 1, &["describe", "pod", "crash"], None).unwrap();
+    for want in ["Created container: app", "Started container app", "Back-off restarting failed container app"] {
+        assert!(r.stdout.contains(want), "describe lacks {want:?}: {r:?}");
+    }
 
     let oom = wait_pod(&c, "hog", "the memory hog to be killed", |p| p["status"]["phase"] == "Failed").await;
     assert_eq!(container_status(&oom, "app")["state"]["terminated"]["reason"], "OOMKilled", "{}", oom["status"]);
@@ -298,6 +324,12 @@ async fn probes_gate_readiness_and_restart_unhealthy_containers() {
     let from_first_ready: Vec<bool> = seen.iter().copied().skip_while(|r| !r).collect();
     assert_eq!(&from_first_ready[..3], &[true, false, true], "readiness transitions: {seen:?}");
     assert_eq!(seen.first(), Some(&false), "ready before any probe passed: {seen:?}");
+    // Each failure is an Unhealthy event; the restart is told as a Killing.
+    let said = |evs: &[Value], reason: &str, start: &str| evs.iter().any(|e| e["reason"] == reason && e["message"].as_str().unwrap_or("").starts_with(start));
+    pod_events(&c, "probed", |evs| {
+        said(evs, "Unhealthy", "Readiness probe failed: ") && said(evs, "Unhealthy", "Liveness probe failed: ") && said(evs, "Killing", "Stopping container app")
+    })
+    .await;
 }
 
 #[tokio::test(flavor = "multi_thread")]

@@ -5,6 +5,7 @@
 //! (`sync`).
 
 pub mod containerd;
+pub mod events;
 pub mod image;
 pub mod inputs;
 pub mod ipam;

@@ -16,6 +16,7 @@ use k8s_openapi::api::core::v1::{Pod, PodSpec};
 use serde_json::Value;
 use tokio::sync::Notify;
 
+use super::events;
 use super::inputs::{self, Api};
 use super::ipam::Ipam;
 use super::network::{NodeNet, PodNetwork, SandboxPaths};
@@ -90,6 +91,8 @@ struct Local {
     /// The resourceVersion of the kubelet's last status write: the change it causes needs
     /// no sync of its own.
     written: Option<String>,
+    /// The pod, for events about it (probe failures arrive with its uid only).
+    pod: Option<events::PodRef>,
 }
 
 /// A finished probe run: pod uid, container id, which probe, its spec, outcome, when.
@@ -113,6 +116,7 @@ struct LoopState {
 pub struct Kubelet<R, N, G> {
     cfg: KubeletConfig,
     api: Api,
+    events: events::Recorder,
     runtime: Arc<R>,
     puller: Puller<G>,
     /// The runtime's images, listed at most every `IMAGE_LIST_INTERVAL` for the heartbeat.
@@ -171,9 +175,11 @@ impl<R: ContainerRuntime + 'static, N: PodNetwork + 'static, G: Registry + 'stat
         let puller = Puller::new(registry, cfg.backoff);
         let api = Api { client: cfg.api_client.with_timeout(Duration::from_secs(10)), base: cfg.api_base.clone() };
         let (probe_tx, probe_rx) = tokio::sync::mpsc::unbounded_channel();
+        let events = events::Recorder::start(api.clone(), cfg.node_name.clone());
         Ok(Kubelet {
             cfg,
             api,
+            events,
             runtime: Arc::new(runtime),
             puller,
             images,
@@ -493,6 +499,12 @@ impl<R: ContainerRuntime + 'static, N: PodNetwork + 'static, G: Registry + 'stat
             now,
             backoff: self.cfg.backoff,
         });
+        let me = pod_ref(pod);
+        self.local().entry(uid.to_string()).or_default().pod = Some(me.clone());
+        for (name, _) in p.waiting.iter().filter(|(_, w)| w.reason == "CrashLoopBackOff") {
+            let message = format!("Back-off restarting failed container {name} in pod {}_{}({uid})", me.name, me.namespace);
+            self.events.note(&me, events::Note::warning("BackOff", message, Some(name)));
+        }
         // Looked at again right away after progress; after a failure, at the next full pass.
         let idle = p.actions.is_empty();
         let acted = self.execute_all(Some(pod), uid, &spec, p.actions).await;
@@ -563,6 +575,7 @@ impl<R: ContainerRuntime + 'static, N: PodNetwork + 'static, G: Registry + 'stat
                 let c = spec.init_containers.iter().flatten().chain(&spec.containers).find(|c| c.name == container).cloned();
                 let c = c.ok_or_else(|| anyhow::anyhow!("container {container} is not in the spec"))?;
                 let result = self.start(pod, uid, &c, init, attempt).await;
+                self.note_start(pod, &c, &result);
                 let mut all = self.local();
                 let local = all.entry(uid.into()).or_default();
                 match &result {
@@ -582,6 +595,9 @@ impl<R: ContainerRuntime + 'static, N: PodNetwork + 'static, G: Registry + 'stat
                 result?;
             }
             Action::Term { id } => {
+                if let (Some(pod), Some(name)) = (pod, events::Recorder::container_of(&id, container_names(spec))) {
+                    self.events.note(&pod_ref(pod), events::Note::normal("Killing", format!("Stopping container {name}"), Some(name)));
+                }
                 self.signal(&id, 15).await?;
                 self.local().entry(uid.into()).or_default().terminating.insert(id, SystemTime::now());
             }
@@ -685,6 +701,18 @@ impl<R: ContainerRuntime + 'static, N: PodNetwork + 'static, G: Registry + 'stat
 /// compared as JSON so an unchanged pod is never rewritten.
 fn same_status(old: &Value, new: &Value) -> bool {
     old == new
+}
+
+fn pod_ref(pod: &Pod) -> events::PodRef {
+    events::PodRef {
+        namespace: namespace(pod).to_string(),
+        name: pod_name(pod).to_string(),
+        uid: pod.metadata.uid.clone().unwrap_or_default(),
+    }
+}
+
+fn container_names(spec: &PodSpec) -> impl Iterator<Item = &str> {
+    spec.init_containers.iter().flatten().chain(&spec.containers).map(|c| c.name.as_str())
 }
 
 fn pod_name(pod: &Pod) -> &str {

@@ -16,13 +16,28 @@ impl<R: ContainerRuntime + 'static, N: PodNetwork + 'static, G: Registry + 'stat
                 Ok(m) => (true, m),
                 Err(m) => (false, m),
             };
-            if !ok {
-                tracing::info!(container = %id, ?kind, %message, "probe failed");
-            }
+            let failed = (!ok).then(|| message.clone());
             *state = probe::record(&spec, state, ok, message, at);
             drop(probes);
+            if let Some(message) = failed {
+                tracing::info!(container = %id, ?kind, %message, "probe failed");
+                self.note_probe_failure(&uid, &id, kind, message);
+            }
             self.workers().requeue(&uid);
         }
+    }
+
+    /// An `Unhealthy` event for a failed probe of the container `id` of pod `uid`.
+    fn note_probe_failure(&self, uid: &str, id: &str, kind: probe::Kind, message: String) {
+        let Some(pod) = self.local().get(uid).and_then(|l| l.pod.clone()) else { return };
+        // The container's name is in its id (the spec is not at hand here).
+        let name = id.split_once('-').and_then(|(_, rest)| rest.rsplit_once('-')).map(|(n, _)| n.to_string());
+        let what = match kind {
+            probe::Kind::Startup => "Startup",
+            probe::Kind::Liveness => "Liveness",
+            probe::Kind::Readiness => "Readiness",
+        };
+        self.events.note(&pod, events::Note::warning("Unhealthy", format!("{what} probe failed: {message}"), name.as_deref()));
     }
 
     /// Start the probes that are due for the pod's running containers; returns the

@@ -27,6 +27,31 @@ impl<R: ContainerRuntime + 'static, N: PodNetwork + 'static, G: Registry + 'stat
         Ok(())
     }
 
+    /// The events of a container start: created and started, or why not (Kubernetes'
+    /// kubelet's words).
+    pub(super) fn note_start(&self, pod: &Pod, c: &Container, result: &Result<(), StartError>) {
+        let (me, name) = (pod_ref(pod), Some(c.name.as_str()));
+        let image = c.image.as_deref().unwrap_or_default();
+        let notes = match result {
+            Ok(()) => vec![
+                events::Note::normal("Created", format!("Created container: {}", c.name), name),
+                events::Note::normal("Started", format!("Started container {}", c.name), name),
+            ],
+            Err(StartError::Image(e)) if e.reason() == "ImagePullBackOff" => vec![
+                events::Note::normal("BackOff", format!("Back-off pulling image {image:?}"), name),
+                events::Note::warning("Failed", "Error: ImagePullBackOff".to_string(), name),
+            ],
+            Err(StartError::Image(e)) => vec![
+                events::Note::warning("Failed", format!("Failed to pull image {image:?}: {e}"), name),
+                events::Note::warning("Failed", format!("Error: {}", e.reason()), name),
+            ],
+            Err(e) => vec![events::Note::warning("Failed", format!("Error: {e}"), name)],
+        };
+        for note in notes {
+            self.events.note(&me, note);
+        }
+    }
+
     pub(super) async fn start(&self, pod: &Pod, uid: &str, c: &Container, init: bool, attempt: u32) -> Result<(), StartError> {
         let began = std::time::Instant::now();
         let refs = inputs::fetch_refs(&self.api, pod).await.map_err(StartError::Config)?;
