@@ -341,3 +341,59 @@ async fn deleting_a_namespace_deletes_everything_in_it_then_the_namespace() {
     })
     .await;
 }
+
+/// `kubectl drain` evicts a node's pods through `pods/eviction`, except where a
+/// PodDisruptionBudget forbids it: of three guarded pods with `minAvailable: 2`, one may
+/// go; the other on the drained node stays (429) and the node stays cordoned until
+/// `uncordon`. Through a worker.
+#[tokio::test(flavor = "multi_thread")]
+async fn drain_evicts_all_but_what_a_disruption_budget_protects() {
+    let c = Cluster::start_opts(1, 2, Options { containerd: true, ..Default::default() }).await.expect("cluster starts");
+    load_busybox(&c, 0).unwrap();
+    let (w1, w2) = (c.nodes[1].name.clone(), c.nodes[2].name.clone());
+    let labeled = |name: &str, node: &str, app: &str| {
+        let mut p = pods::pod(name, node, "Always", json!([container("app", "exec sleep 3600")]));
+        p["metadata"]["labels"] = json!({"app": app});
+        p
+    };
+    for (name, node, app) in [("free", &w1, "free"), ("guarded-1", &w1, "guarded"), ("guarded-2", &w1, "guarded"), ("guarded-3", &w2, "guarded")] {
+        pods::create(&c, 0, &labeled(name, node, app)).await.unwrap();
+    }
+    let pdb = json!({"apiVersion": "policy/v1", "kind": "PodDisruptionBudget", "metadata": {"name": "guard"},
+        "spec": {"minAvailable": 2, "selector": {"matchLabels": {"app": "guarded"}}}});
+    c.client.json(Method::POST, &c.url(1, "/apis/policy/v1/namespaces/default/poddisruptionbudgets"), Some(&pdb)).await.unwrap();
+    let pdb_url = c.url(0, "/apis/policy/v1/namespaces/default/poddisruptionbudgets/guard");
+    until(Duration::from_secs(60), "three healthy guarded pods, one disruption allowed", || async {
+        let b = c.client.json(Method::GET, &pdb_url, None).await.unwrap();
+        ((b["status"]["currentHealthy"] == 3 && b["status"]["disruptionsAllowed"] == 1).then_some(()), b["status"].to_string())
+    })
+    .await;
+    let r = cluster_tests::kubectl::kubectl(&c, 1, &["get", "pdb"], None).unwrap();
+    assert!(r.stdout.lines().next().unwrap().split_whitespace().eq(["NAME", "MIN", "AVAILABLE", "MAX", "UNAVAILABLE", "ALLOWED", "DISRUPTIONS", "AGE"]), "{r:?}");
+
+    let r = cluster_tests::kubectl::kubectl(&c, 1, &["drain", &w1, "--force", "--ignore-daemonsets", "--timeout=20s"], None).unwrap();
+    assert!(!r.ok(), "the budget keeps one pod: drain cannot finish: {r:?}");
+    assert!(r.stderr.contains("disruption budget"), "{r:?}");
+    let node = c.client.json(Method::GET, &c.url(0, &format!("/api/v1/nodes/{w1}")), None).await.unwrap();
+    assert_eq!(node["spec"]["unschedulable"], true, "drain cordons the node");
+    let list = c.client.json(Method::GET, &c.url(0, "/api/v1/namespaces/default/pods"), None).await.unwrap();
+    let live: BTreeSet<String> = list["items"].as_array().unwrap().iter()
+        .filter(|p| p["metadata"]["deletionTimestamp"].is_null())
+        .map(|p| p["metadata"]["name"].as_str().unwrap().to_string())
+        .collect();
+    let left_guarded: Vec<&String> = live.iter().filter(|n| n.starts_with("guarded-") && *n != "guarded-3").collect();
+    assert_eq!(left_guarded.len(), 1, "exactly one guarded pod on the node was evicted: {live:?}");
+    assert!(!live.contains("free") && live.contains("guarded-3"), "{live:?}");
+
+    // The API answers as Kubernetes does: the budget is spent, so a 429.
+    let kept = left_guarded[0];
+    let eviction = json!({"apiVersion": "policy/v1", "kind": "Eviction", "metadata": {"name": kept, "namespace": "default"}});
+    let err = c.client.json(Method::POST, &c.url(2, &format!("/api/v1/namespaces/default/pods/{kept}/eviction")), Some(&eviction)).await.unwrap_err();
+    assert_eq!(err.downcast_ref::<orch::client::HttpError>().map(|e| e.code), Some(429), "{err}");
+    assert!(pods::get(&c, 0, kept).await.unwrap()["metadata"]["deletionTimestamp"].is_null(), "a refused eviction deletes nothing");
+
+    let r = cluster_tests::kubectl::kubectl(&c, 1, &["uncordon", &w1], None).unwrap();
+    assert!(r.ok(), "{r:?}");
+    let node = c.client.json(Method::GET, &c.url(0, &format!("/api/v1/nodes/{w1}")), None).await.unwrap();
+    assert!(node["spec"]["unschedulable"].as_bool() != Some(true), "{}", node["spec"]);
+}

@@ -57,6 +57,10 @@ pub fn resource_list(group: &str, version: &str) -> Option<Value> {
         resources.push(entry);
         resources.push(json!({"name": format!("{}/status", r.plural), "singularName": "", "namespaced": r.namespaced,
             "kind": r.kind, "verbs": ["get", "patch", "update"]}));
+        if r.kind == "Pod" {
+            resources.push(json!({"name": "pods/eviction", "singularName": "", "namespaced": true,
+                "group": "policy", "version": "v1", "kind": "Eviction", "verbs": ["create"]}));
+        }
         if super::scale::scalable(r) {
             resources.push(json!({"name": format!("{}/scale", r.plural), "singularName": "", "namespaced": r.namespaced,
                 "group": "autoscaling", "version": "v1", "kind": "Scale", "verbs": ["get", "patch", "update"]}));
@@ -85,8 +89,8 @@ mod tests {
         assert!(names.contains(&"pods") && names.contains(&"pods/status") && !names.contains(&"deployments"));
         assert!(resource_list("apps", "v1").unwrap()["resources"].as_array().unwrap().len() == 11, "with three /scale");
         assert!(resource_list("apps", "v2").is_none() && resource_list("nope", "v1").is_none());
-        assert_eq!(api_groups()["groups"].as_array().unwrap().len(), 3);
-        let in_all: Vec<String> = ["", "apps", "batch"]
+        assert_eq!(api_groups()["groups"].as_array().unwrap().len(), 4);
+        let in_all: Vec<String> = ["", "apps", "batch", "policy"]
             .iter()
             .flat_map(|g| resource_list(g, "v1").unwrap()["resources"].as_array().unwrap().clone())
             .filter(|r| r["categories"] == json!(["all"]))

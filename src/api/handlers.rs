@@ -33,6 +33,8 @@ struct Target {
     status: bool,
     /// `/scale` of a scalable kind.
     scale: bool,
+    /// `pods/{name}/eviction`.
+    eviction: bool,
 }
 
 fn parse_target(group: &str, rest: &str) -> Result<Target, ApiError> {
@@ -48,13 +50,15 @@ fn parse_target(group: &str, rest: &str) -> Result<Target, ApiError> {
     if res.namespaced != ns.is_some() && seg.len() > 1 {
         return Err(ApiError::not_found(format!("{} is {}", res.plural, if res.namespaced { "namespaced" } else { "cluster-scoped" })));
     }
-    let (status, scale) = match seg.get(2) {
-        None => (false, false),
-        Some(&"status") if seg.len() == 3 => (true, false),
-        Some(&"scale") if seg.len() == 3 && scale::scalable(res) => (false, true),
+    let (mut status, mut scale, mut eviction) = (false, false, false);
+    match seg.get(2) {
+        None => {}
+        Some(&"status") if seg.len() == 3 => status = true,
+        Some(&"scale") if seg.len() == 3 && scale::scalable(res) => scale = true,
+        Some(&"eviction") if seg.len() == 3 && res.kind == "Pod" => eviction = true,
         Some(other) => return Err(ApiError::not_found(format!("subresource {other:?}"))),
-    };
-    Ok(Target { res, ns, name: seg.get(1).map(|s| s.to_string()), status, scale })
+    }
+    Ok(Target { res, ns, name: seg.get(1).map(|s| s.to_string()), status, scale, eviction })
 }
 
 pub async fn core(
@@ -138,6 +142,12 @@ async fn handle(
     };
     if t.scale {
         return scale(store, &t, method, headers, body).await;
+    }
+    if t.eviction {
+        return match (method, ns, t.name.as_deref()) {
+            (Method::POST, Some(ns), Some(name)) => super::eviction::evict(store, ns, name, &read_body(headers, body).await?).await,
+            (m, _, _) => Err(ApiError::new(405, "MethodNotAllowed", format!("{m} is not supported on pods/eviction; POST an Eviction"))),
+        };
     }
     match (method, t.name.as_deref()) {
         (Method::GET, None) if matches!(q.get("watch").map(String::as_str), Some("true" | "1")) => watch(st, &t, q, table).await,
@@ -445,6 +455,8 @@ mod tests {
         assert_eq!(parse_target("", "namespaces/x/pods/a/exec2").unwrap_err().code, 404);
         assert!(parse_target("apps", "namespaces/x/deployments/d/scale").unwrap().scale);
         assert_eq!(parse_target("", "namespaces/x/pods/a/scale").unwrap_err().code, 404, "pods have no scale");
+        assert!(parse_target("", "namespaces/x/pods/a/eviction").unwrap().eviction);
+        assert_eq!(parse_target("", "namespaces/x/configmaps/a/eviction").unwrap_err().code, 404);
     }
 
     #[test]

@@ -5,6 +5,8 @@ pub mod cascade;
 pub mod credentials;
 pub mod defaults;
 pub mod discovery;
+pub mod disruption;
+pub mod eviction;
 pub mod fields;
 pub mod handlers;
 pub mod limitrange;

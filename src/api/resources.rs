@@ -3,7 +3,7 @@
 //! unknown ones, as the Kubernetes API server does by default) followed by Kubernetes'
 //! defaults (`defaults.rs`). Pure.
 
-use k8s_openapi::api::{apps::v1 as apps, batch::v1 as batch, core::v1 as core, rbac::v1 as rbac};
+use k8s_openapi::api::{apps::v1 as apps, batch::v1 as batch, core::v1 as core, policy::v1 as policy, rbac::v1 as rbac};
 use serde_json::Value;
 
 /// One storable kind.
@@ -57,6 +57,7 @@ resources! {
     apps::StatefulSet => "StatefulSet", "statefulsets", "apps", true, ["sts"];
     batch::Job => "Job", "jobs", "batch", true, [];
     batch::CronJob => "CronJob", "cronjobs", "batch", true, ["cj"];
+    policy::PodDisruptionBudget => "PodDisruptionBudget", "poddisruptionbudgets", "policy", true, ["pdb"];
     rbac::Role => "Role", "roles", "rbac.authorization.k8s.io", true, [];
     rbac::ClusterRole => "ClusterRole", "clusterroles", "rbac.authorization.k8s.io", false, [];
     rbac::RoleBinding => "RoleBinding", "rolebindings", "rbac.authorization.k8s.io", true, [];

@@ -61,6 +61,7 @@ pub fn cluster_roles() -> Vec<Value> {
             rule(&[""], &["namespaces", "namespaces/status"], READ),
             rule(&["apps"], &[WORKLOADS, &["deployments/status", "replicasets/status", "statefulsets/status", "daemonsets/status"]].concat(), READ),
             rule(&["batch"], &["jobs", "jobs/status", "cronjobs", "cronjobs/status"], READ),
+            rule(&["policy"], &["poddisruptionbudgets", "poddisruptionbudgets/status"], READ),
         ]),
         cluster_role("system:aggregate-to-edit", json!({AGGREGATE_TO_EDIT: "true"}), vec![
             rule(&[""], &["pods", "pods/exec", "pods/attach", "pods/portforward", "pods/eviction", "services", "endpoints",
@@ -70,6 +71,7 @@ pub fn cluster_roles() -> Vec<Value> {
             rule(&[""], &["secrets"], READ),
             rule(&["apps"], WORKLOADS, WRITE),
             rule(&["batch"], &["jobs", "cronjobs"], WRITE),
+            rule(&["policy"], &["poddisruptionbudgets"], WRITE),
         ]),
         cluster_role("system:aggregate-to-admin", json!({AGGREGATE_TO_ADMIN: "true"}), vec![
             rule(&["rbac.authorization.k8s.io"], &["roles", "rolebindings"], &[READ, WRITE].concat()),

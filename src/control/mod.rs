@@ -6,6 +6,7 @@
 
 pub mod cronjob;
 pub mod daemonset;
+pub mod disruption;
 pub mod deployment;
 pub mod endpoints;
 pub mod events;
@@ -60,6 +61,7 @@ pub async fn run(store: ObjectStore, cfg: ControlConfig) {
             tasks.spawn(serviceaccounts::run(fenced.clone(), cfg.clone()));
             tasks.spawn(kubernetes_service::run(fenced.clone(), cfg.clone()));
             tasks.spawn(quota::run(fenced.clone(), cfg.clone()));
+            tasks.spawn(disruption::run(fenced.clone(), cfg.clone()));
             tasks.spawn(scheduler::run(fenced.clone(), cfg.clone()));
             tasks.spawn(replicaset::run(fenced.clone(), cfg.clone()));
             tasks.spawn(deployment::run(fenced.clone(), cfg.clone()));

@@ -156,6 +156,13 @@ pub fn columns(kind: &str) -> &'static [Column] {
             col("Request", "string", 0, "Used out of hard, for what is not a limit."),
             col("Limit", "string", 0, "Used out of hard, for limits."),
         ] },
+        "PodDisruptionBudget" => const { &[
+            NAME,
+            col("Min Available", "string", 0, "The healthy pods it keeps at least."),
+            col("Max Unavailable", "string", 0, "The pods it lets be unavailable at most."),
+            col("Allowed Disruptions", "integer", 0, "Evictions it allows now."),
+            AGE,
+        ] },
         "LimitRange" | "Role" | "ClusterRole" => const { &[NAME, CREATED_AT] },
         "RoleBinding" | "ClusterRoleBinding" => const { &[
             NAME,
@@ -310,6 +317,14 @@ pub fn cells(kind: &str, obj: &Value, now: DateTime<Utc>) -> Vec<Value> {
                 if resource.starts_with("limits") { limits.push(entry) } else { requests.push(entry) }
             }
             vec![name, age, json!(requests.join(", ")), json!(limits.join(", "))]
+        }
+        "PodDisruptionBudget" => {
+            let shown = |v: &Value| match v {
+                Value::Null => "N/A".to_string(),
+                Value::String(s) => s.clone(),
+                other => other.to_string(),
+            };
+            vec![name, json!(shown(&spec["minAvailable"])), json!(shown(&spec["maxUnavailable"])), json!(n(&status["disruptionsAllowed"])), age]
         }
         "LimitRange" | "Role" | "ClusterRole" => vec![name, obj["metadata"]["creationTimestamp"].clone()],
         "RoleBinding" | "ClusterRoleBinding" => {
