@@ -148,6 +148,9 @@ async fn get_prints_the_servers_tables_and_scale_uses_the_scale_subresource() {
         assert_eq!(rows[0], ["NAME", "STATUS", "ROLES", "AGE", "VERSION"], "{r:?}");
         assert_eq!(rows.len(), 3, "two nodes: {r:?}");
         assert!(rows[1..].iter().all(|row| row[1] == "Ready"), "{r:?}");
+        let mut roles: Vec<&str> = rows[1..].iter().map(|row| row[2].as_str()).collect();
+        roles.sort();
+        assert_eq!(roles, ["<none>", "control-plane"], "the head shows its role: {r:?}");
     }
 
     // `kubectl scale` sets spec.replicas through /scale; the ReplicaSet follows.

@@ -107,11 +107,17 @@ fn status_fields(id: &Identity, now: &str, status: &mut Value) {
 
 /// The Node object a node registers itself with.
 pub fn node_object(id: &Identity, now: &str) -> Value {
+    let mut labels = json!({ROLE_LABEL: role_name(id.role), "kubernetes.io/hostname": id.name,
+        "kubernetes.io/os": "linux", "kubernetes.io/arch": arch()});
+    if id.role != Role::Worker {
+        // As k3s marks its servers (kubectl get nodes shows the role).
+        labels["node-role.kubernetes.io/control-plane"] = "true".into();
+    }
     let mut node = json!({
         "apiVersion": "v1", "kind": "Node",
         "metadata": {
             "name": id.name,
-            "labels": {ROLE_LABEL: role_name(id.role), "kubernetes.io/hostname": id.name},
+            "labels": labels,
             "annotations": {API_ADDR_ANNOTATION: id.api_addr},
         },
         "status": {
@@ -123,6 +129,15 @@ pub fn node_object(id: &Identity, now: &str) -> Value {
     node
 }
 
+/// The architecture as Kubernetes names it (Go's GOARCH).
+fn arch() -> &'static str {
+    match std::env::consts::ARCH {
+        "x86_64" => "amd64",
+        "aarch64" => "arm64",
+        other => other,
+    }
+}
+
 fn node_info() -> Value {
     let read = |p: &str| std::fs::read_to_string(p).map(|s| s.trim().to_string()).unwrap_or_default();
     let os = read("/etc/os-release").lines().find_map(|l| l.strip_prefix("PRETTY_NAME=").map(|v| v.trim_matches('"').to_string())).unwrap_or_default();
@@ -131,7 +146,7 @@ fn node_info() -> Value {
         "kernelVersion": read("/proc/sys/kernel/osrelease"),
         "osImage": os,
         "operatingSystem": "linux",
-        "architecture": match std::env::consts::ARCH { "x86_64" => "amd64", "aarch64" => "arm64", other => other },
+        "architecture": arch(),
         "containerRuntimeVersion": "containerd",
         "machineID": read("/etc/machine-id"),
         "bootID": read("/proc/sys/kernel/random/boot_id"),
@@ -188,6 +203,10 @@ mod tests {
         let id = Identity { name: "w1".into(), role: Role::Worker, address: "10.0.0.9".into(), api_addr: "10.0.0.9:6443".into(), resources, proxy: None, images: None };
         let n = node_object(&id, "2026-01-01T00:00:00Z");
         assert_eq!(n["metadata"]["labels"][ROLE_LABEL], "worker");
+        assert!(n["metadata"]["labels"].get("node-role.kubernetes.io/control-plane").is_none());
+        let head = Identity { name: "h1".into(), role: Role::Head, address: "10.0.0.8".into(), api_addr: "10.0.0.8:6443".into(), resources: None, proxy: None, images: None };
+        let head = node_object(&head, "2026-01-01T00:00:00Z");
+        assert_eq!(head["metadata"]["labels"]["node-role.kubernetes.io/control-plane"], "true");
         assert_eq!(n["status"]["addresses"][0]["address"], "10.0.0.9");
         assert_eq!(n["status"]["allocatable"], json!({"cpu": "2", "memory": "2048Ki", "pods": "110"}));
         assert_eq!(heartbeat_patch(&id, "t")["status"]["conditions"][0]["lastHeartbeatTime"], "t");
