@@ -33,7 +33,7 @@ fn pairs(v: &[(&str, &str)]) -> Vec<(String, String)> {
 }
 
 #[tokio::test(flavor = "multi_thread")]
-async fn patches_change_only_what_was_asked_and_previews_never_write() {
+async fn patches_change_only_what_was_asked_and_dry_runs_never_write() {
     let c = Cluster::start(1, 1).await.expect("cluster starts");
     let worker = 1;
 
@@ -56,24 +56,38 @@ async fn patches_change_only_what_was_asked_and_previews_never_write() {
     assert!(r.ok(), "{r:?}");
     assert_eq!(containers(&deployment(&c).await), pairs(&[("sidecar", "side:2"), ("app", "app:2")]));
 
-    // `kubectl diff` is a server-side dry run: refused, and nothing stored.
+    // `kubectl diff` is a server-side dry run: it shows the change and stores nothing.
     let before = deployment(&c).await;
     let r = kubectl(&c, worker, &["diff", "-f", "-"], Some(&manifest(5, &[("app", "app:3")]))).unwrap();
-    assert!(r.code > 1, "diff must fail, not report or make a change: {r:?}");
-    assert!(r.stderr.contains("dryRun"), "{r:?}");
+    assert_eq!(r.code, 1, "diff reports a difference: {r:?}");
+    for want in ["-  replicas: 1", "+  replicas: 5", "-      - image: app:2", "+      - image: app:3"] {
+        assert!(r.stdout.contains(want), "diff lacks {want:?}: {r:?}");
+    }
     // (Its status moves on with the controllers; what the user owns must not.)
     let after = deployment(&c).await;
     assert_eq!((&before["spec"], &before["metadata"]["generation"]), (&after["spec"], &after["metadata"]["generation"]), "diff wrote");
     assert_eq!(after["spec"]["replicas"], 1);
+    let r = kubectl(&c, 0, &["diff", "-f", "-"], Some(&manifest(1, &[("app", "app:2")]))).unwrap();
+    assert_eq!(r.code, 0, "the manifest as last applied: no difference: {r:?}");
 
-    // A dry-run create through either node stores nothing.
+    // A dry-run create through either node answers the object and stores nothing; so do a
+    // dry-run delete and scale; an unknown dryRun value is refused.
     for node in [0, worker] {
         let cm = json!({"apiVersion": "v1", "kind": "ConfigMap", "metadata": {"name": format!("preview-{node}")}});
-        let err = c.client.json(Method::POST, &c.url(node, "/api/v1/namespaces/default/configmaps?dryRun=All"), Some(&cm)).await.unwrap_err();
-        assert_eq!(err.downcast_ref::<HttpError>().map(|e| e.code), Some(400), "{err}");
+        let url = c.url(node, "/api/v1/namespaces/default/configmaps");
+        let answered = c.client.json(Method::POST, &format!("{url}?dryRun=All"), Some(&cm)).await.unwrap();
+        assert!(answered["metadata"]["uid"].is_string() && answered["metadata"].get("resourceVersion").is_none(), "{answered}");
         let get = c.client.json(Method::GET, &c.url(0, &format!("/api/v1/namespaces/default/configmaps/preview-{node}")), None).await;
         assert_eq!(get.unwrap_err().downcast_ref::<HttpError>().map(|e| e.code), Some(404));
+        let err = c.client.json(Method::POST, &format!("{url}?dryRun=Some"), Some(&cm)).await.unwrap_err();
+        assert_eq!(err.downcast_ref::<HttpError>().map(|e| e.code), Some(400), "{err}");
     }
+    let r = kubectl(&c, worker, &["delete", "deployment", "web", "--dry-run=server"], None).unwrap();
+    assert!(r.ok() && r.stdout.contains("(server dry run)"), "{r:?}");
+    let r = kubectl(&c, worker, &["scale", "deployment", "web", "--replicas=4", "--dry-run=server"], None).unwrap();
+    assert!(r.ok(), "{r:?}");
+    let kept = deployment(&c).await;
+    assert!(kept["metadata"]["deletionTimestamp"].is_null() && kept["spec"]["replicas"] == 1, "a dry run changed it: {kept}");
 }
 
 /// The official Python client with the admin kubeconfig, through a worker and the head:

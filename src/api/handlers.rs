@@ -127,14 +127,18 @@ async fn handle(
 ) -> Result<Response, ApiError> {
     let t = parse_target(group, rest)?;
     let ns = t.ns.as_deref();
-    let store = &st.store;
+    // A dry run goes through every step of the write, and nothing reaches the log.
+    let rehearsal;
+    let store = if method != Method::GET && dry_run(q)? {
+        rehearsal = st.store.dry_run();
+        &rehearsal
+    } else {
+        &st.store
+    };
     let consistency = match q.get("resourceVersion").map(String::as_str) {
         Some("0") => Consistency::Local,
         _ => Consistency::Linearizable,
     };
-    if method != Method::GET {
-        refuse_dry_run(q)?;
-    }
     // `kubectl get` asks for the rows it prints (a Table) before plain JSON.
     let table = match table::requested(headers.get(header::ACCEPT).and_then(|v| v.to_str().ok())) {
         Some(v) if method == Method::GET => Some((v, table::Include::parse(q.get("includeObject").map(String::as_str))?)),
@@ -179,7 +183,12 @@ async fn handle(
             let obj = t.res.finish(kept).map_err(ApiError::invalid)?;
             crate::auth::node::admit_create(user, t.res.kind, &obj).map_err(ApiError::forbidden)?;
             let obj = if t.res.kind == "Pod" { limit_pod(store, ns, obj).await? } else { obj };
-            Ok(warned(json_response(StatusCode::CREATED, &store.create(t.res, ns, obj).await?), &warnings))
+            let mut created = store.create(t.res, ns, obj).await?;
+            if dry_run(q)? {
+                // Not stored: no version yet, as Kubernetes answers a dry-run create.
+                object::meta_mut(&mut created).remove("resourceVersion");
+            }
+            Ok(warned(json_response(StatusCode::CREATED, &created), &warnings))
         }
         (Method::PUT, Some(name)) => {
             let obj = manifest(&t, read_body(headers, body).await?, Some(name))?;
@@ -197,6 +206,12 @@ async fn handle(
         }
         (Method::DELETE, Some(name)) => {
             let opts = read_body(headers, body).await.unwrap_or(Value::Null);
+            let store = &match opts.get("dryRun") {
+                None | Some(Value::Null) => store.clone(),
+                Some(v) if v.as_array().is_some_and(|a| a.is_empty()) => store.clone(),
+                Some(v) if *v == json!(["All"]) => store.dry_run(),
+                Some(v) => return Err(ApiError::bad_request(format!("DeleteOptions.dryRun {v} is not supported: the only value is [\"All\"]"))),
+            };
             let expected = opts.pointer("/preconditions/resourceVersion").and_then(Value::as_str).map(parse_rv).transpose()?;
             let grace = match q.get("gracePeriodSeconds") {
                 Some(g) => Some(g.parse::<i64>().map_err(|_| ApiError::bad_request(format!("gracePeriodSeconds {g:?} is not a number")))?),
@@ -258,14 +273,12 @@ async fn scale(store: &super::store::ObjectStore, t: &Target, method: Method, he
     }
 }
 
-/// A dry run must never write. Until the server can answer one, it refuses the request
-/// instead of carrying it out (`kubectl diff` then reports the error; nothing changes).
-fn refuse_dry_run(q: &HashMap<String, String>) -> Result<(), ApiError> {
-    match q.get("dryRun") {
-        None => Ok(()),
-        Some(v) => Err(ApiError::bad_request(format!(
-            "dryRun={v} is not supported by this server yet; the request was not carried out and nothing was changed"
-        ))),
+/// Whether the request is a dry run (`dryRun=All`, the only value Kubernetes knows).
+fn dry_run(q: &HashMap<String, String>) -> Result<bool, ApiError> {
+    match q.get("dryRun").map(String::as_str) {
+        None | Some("") => Ok(false),
+        Some("All") => Ok(true),
+        Some(v) => Err(ApiError::bad_request(format!("dryRun={v:?} is not supported: the only value is \"All\"; nothing was changed"))),
     }
 }
 

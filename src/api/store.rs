@@ -48,6 +48,9 @@ pub struct ObjectStore {
     hub: Arc<Hub<Opened>>,
     /// Seals Secrets before they are proposed; opens them when read.
     codec: Arc<Codec>,
+    /// `dryRun=All`: every write is checked (conditions against this replica) and answered
+    /// as if applied, and nothing is proposed.
+    dry_run: bool,
 }
 
 /// Which objects a list or watch wants.
@@ -86,7 +89,7 @@ fn what(res: &Resource, ns: Option<&str>, name: &str) -> String {
 impl ObjectStore {
     pub fn new(node: RaftNode, clock: Arc<dyn Clock>, metrics: Arc<Metrics>, codec: Arc<Codec>) -> Self {
         let hub = Arc::new(Hub::new(Opened { reader: node.reader().clone(), codec: codec.clone() }));
-        ObjectStore { node, clock, metrics, unsafe_local_reads: false, fence: None, services: Arc::default(), hub, codec }
+        ObjectStore { node, clock, metrics, unsafe_local_reads: false, fence: None, services: Arc::default(), hub, codec, dry_run: false }
     }
 
     /// This store, allocating Services' addresses and ports from `ranges`.
@@ -97,6 +100,41 @@ impl ObjectStore {
     /// This store, with every write fenced to Raft term `term`.
     pub fn fenced(&self, term: u64) -> ObjectStore {
         ObjectStore { fence: Some(term), ..self.clone() }
+    }
+
+    /// This store for a dry run (`dryRun=All`): reads as usual, writes go through every
+    /// check and come back as they would be stored, and none reaches the Raft log.
+    pub fn dry_run(&self) -> ObjectStore {
+        ObjectStore { dry_run: true, ..self.clone() }
+    }
+
+    /// A dry run's proposal: its conditions judged against this replica (after a read
+    /// barrier, as a write would see them), the outcome as applying it would give.
+    async fn rehearse(&self, txn: &Txn) -> Result<(u64, Outcome), ApiError> {
+        self.barrier(Consistency::Linearizable).await?;
+        let reader = self.node.reader();
+        for (index, c) in txn.conditions.iter().enumerate() {
+            let (key, want) = match c {
+                Condition::ModRevision { key, revision } => (key, Some(*revision)),
+                Condition::Exists { key } => (key, None),
+            };
+            let current = reader.get(key)?.map_or(0, |kv| kv.mod_revision);
+            let holds = match want {
+                Some(r) => current == r,
+                None => current != 0,
+            };
+            if !holds {
+                return Ok((0, Outcome::ConditionFailed { index, current }));
+            }
+        }
+        let mut prev = Vec::with_capacity(txn.ops.len());
+        let mut revision = 0;
+        for op in &txn.ops {
+            let kv = reader.get(op.key())?;
+            revision = revision.max(kv.as_ref().map_or(0, |kv| kv.mod_revision));
+            prev.push(kv);
+        }
+        Ok((revision, Outcome::Applied { prev }))
     }
 
     /// Break linearizability on purpose (`--unsafe-stale-reads`), so the chaos checker
@@ -129,6 +167,9 @@ impl ObjectStore {
     }
 
     async fn propose(&self, mut txn: Txn) -> Result<(u64, Outcome), ApiError> {
+        if self.dry_run {
+            return self.rehearse(&txn).await;
+        }
         // Secrets are sealed here, before they reach the Raft log.
         for op in &mut txn.ops {
             if let Op::Put { key, value } = op {
