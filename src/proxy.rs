@@ -70,7 +70,7 @@ async fn forward(State(p): State<Proxy>, req: Request) -> Response {
     // The head authorizes the caller, not this node: the caller's credential goes along
     // (the authentication layer put it in the extensions; anonymous included), and the
     // head verifies it again.
-    let relay = parts.extensions.get::<auth::Relay>().cloned().unwrap_or_else(|| auth::Relay::of(&auth::Credential::Anonymous));
+    let relay = auth::Relay::from_extensions(&parts.extensions);
     let mut headers = relay.0;
     // What the caller accepts decides the answer's shape (a Table for `kubectl get`).
     if let Some(accept) = parts.headers.get(hyper::header::ACCEPT) {

@@ -80,7 +80,7 @@ pub fn judge(res: &Resource, mode: Mode, unknown: &[String]) -> Result<Vec<Strin
 
 /// The unknown fields of `body` for kind `res` (a whole object), by its round trip.
 pub fn of_body(res: &Resource, body: &Value) -> Result<Vec<String>, ApiError> {
-    let kept = res.typed(body.clone()).map_err(ApiError::invalid)?;
+    let kept = res.typed(body).map_err(ApiError::invalid)?;
     Ok(unknown(body, &kept))
 }
 

@@ -178,7 +178,7 @@ async fn handle(
         }
         (Method::POST, None) => {
             let input = manifest(&t, read_body(headers, body).await?, None)?;
-            let kept = t.res.typed(input.clone()).map_err(ApiError::invalid)?;
+            let kept = t.res.typed(&input).map_err(ApiError::invalid)?;
             let warnings = fields::judge(t.res, fields::Mode::of(q)?, &fields::unknown(&input, &kept))?;
             let obj = t.res.finish(kept).map_err(ApiError::invalid)?;
             crate::auth::node::admit_create(user, t.res.kind, &obj).map_err(ApiError::forbidden)?;

@@ -15,11 +15,12 @@ pub struct Resource {
     pub version: &'static str,
     pub namespaced: bool,
     pub short_names: &'static [&'static str],
-    validate: fn(Value) -> Result<Value, String>,
+    validate: fn(&Value) -> Result<Value, String>,
 }
 
-fn roundtrip<T: serde::de::DeserializeOwned + serde::Serialize>(v: Value) -> Result<Value, String> {
-    let typed: T = serde_json::from_value(v).map_err(|e| e.to_string())?;
+/// Read through the kind's type (from a reference: the body need not be copied) and back.
+fn roundtrip<T: serde::de::DeserializeOwned + serde::Serialize>(v: &Value) -> Result<Value, String> {
+    let typed = T::deserialize(v).map_err(|e| e.to_string())?;
     serde_json::to_value(typed).map_err(|e| e.to_string())
 }
 
@@ -99,7 +100,7 @@ impl Resource {
 
     /// The object as the kind's type reads it: ill-typed fields refused, unknown ones
     /// dropped (no defaults, no other rule).
-    pub fn typed(&self, obj: Value) -> Result<Value, String> {
+    pub fn typed(&self, obj: &Value) -> Result<Value, String> {
         (self.validate)(obj).map_err(|e| format!("{} is invalid: {e}", self.kind))
     }
 
@@ -107,7 +108,7 @@ impl Resource {
     /// values the schema cannot check, such as a CronJob's schedule); returns the
     /// normalized object (unknown fields dropped).
     pub fn validate(&self, obj: Value) -> Result<Value, String> {
-        let obj = (self.validate)(obj).map_err(|e| format!("{} is invalid: {e}", self.kind))?;
+        let obj = self.typed(&obj)?;
         self.finish(obj)
     }
 

@@ -383,7 +383,7 @@ impl ObjectStore {
             .modify(res, ns, name, expected, |current| {
                 let merged = kind.apply(res.kind, current, &patch)?;
                 if mode != super::fields::Mode::Ignore {
-                    let found = super::fields::unknown(&merged, &res.typed(merged.clone()).map_err(ApiError::invalid)?);
+                    let found = super::fields::unknown(&merged, &res.typed(&merged).map_err(ApiError::invalid)?);
                     *warnings.lock().expect("warnings lock") = super::fields::judge(res, mode, &found)?;
                 }
                 Ok(if status_only { status_of(current, &merged) } else { merged })

@@ -235,7 +235,8 @@ async fn admit(gate: &Gate, user: &User, cred: Credential, attrs: &attributes::A
     req.headers_mut().remove(FORWARDED_CERT);
     req.headers_mut().remove(axum::http::header::AUTHORIZATION);
     req.extensions_mut().insert(user.clone());
-    req.extensions_mut().insert(Relay::of(&cred));
+    // The relay headers are made only if the request is relayed (most are not).
+    req.extensions_mut().insert(cred);
     next.run(req).await
 }
 
@@ -245,6 +246,12 @@ async fn admit(gate: &Gate, user: &User, cred: Credential, attrs: &attributes::A
 pub struct Relay(pub Vec<(HeaderName, HeaderValue)>);
 
 impl Relay {
+    /// The relay of the caller whose credential the authentication layer put in `ext`
+    /// (anonymous when none is there).
+    pub fn from_extensions(ext: &axum::http::Extensions) -> Relay {
+        Relay::of(ext.get::<Credential>().unwrap_or(&Credential::Anonymous))
+    }
+
     pub fn of(cred: &Credential) -> Relay {
         use base64::Engine;
         let header = match cred {

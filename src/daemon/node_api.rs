@@ -85,7 +85,7 @@ impl NodeApi {
 
     /// This node API serving a request of `user` (whose identity goes with any relay).
     pub fn acting_for(self, ext: &axum::http::Extensions) -> Self {
-        let caller = ext.get::<Relay>().map(|r| r.0.clone()).unwrap_or_default();
+        let caller = Relay::from_extensions(ext).0;
         NodeApi { caller, user: ext.get::<User>().cloned(), ..self }
     }
 
