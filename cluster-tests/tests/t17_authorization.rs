@@ -229,9 +229,14 @@ async fn identities_by_verbs_through_a_head_and_a_worker() {
         ((n == 2).then_some(n), format!("{n} pods"))
     })
     .await;
-    let events = admin.json(Method::GET, &c.url(0, "/api/v1/namespaces/race/events"), None).await.unwrap();
-    let refused = events["items"].as_array().into_iter().flatten().any(|e| e["reason"] == "FailedCreate" && e["message"].as_str().unwrap_or("").contains("exceeded quota: two-pods"));
-    assert!(refused, "the ReplicaSet reports the refusal: {events}");
+    // The refusal's event is written after the refused create: looked for until it is in.
+    let events_url = c.url(0, "/api/v1/namespaces/race/events");
+    until(Duration::from_secs(20), "the ReplicaSet reports the refusal", || async {
+        let events = admin.json(Method::GET, &events_url, None).await.unwrap();
+        let refused = events["items"].as_array().into_iter().flatten().any(|e| e["reason"] == "FailedCreate" && e["message"].as_str().unwrap_or("").contains("exceeded quota: two-pods"));
+        (refused.then_some(()), events.to_string())
+    })
+    .await;
     let n = admin.json(Method::GET, &pods_url, None).await.unwrap()["items"].as_array().map_or(0, Vec::len);
     assert_eq!(n, 2, "never more than the quota");
 }
