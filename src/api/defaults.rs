@@ -17,13 +17,7 @@ pub fn apply(kind: &str, obj: &mut Value) {
         "Deployment" => {
             let spec = spec(obj);
             set(spec, "replicas", json!(1));
-            let strategy = spec.entry("strategy").or_insert_with(|| json!({}));
-            set_in(strategy, "type", json!("RollingUpdate"));
-            if strategy["type"] == "RollingUpdate" {
-                let rolling = strategy.as_object_mut().expect("an object").entry("rollingUpdate").or_insert_with(|| json!({}));
-                set_in(rolling, "maxUnavailable", json!("25%"));
-                set_in(rolling, "maxSurge", json!("25%"));
-            }
+            rolling(spec, "strategy", &[("maxUnavailable", json!("25%")), ("maxSurge", json!("25%"))]);
             set(spec, "revisionHistoryLimit", json!(10));
             set(spec, "progressDeadlineSeconds", json!(600));
             template(spec);
@@ -36,12 +30,7 @@ pub fn apply(kind: &str, obj: &mut Value) {
             let spec = spec(obj);
             set(spec, "replicas", json!(1));
             set(spec, "podManagementPolicy", json!("OrderedReady"));
-            let strategy = spec.entry("updateStrategy").or_insert_with(|| json!({}));
-            set_in(strategy, "type", json!("RollingUpdate"));
-            if strategy["type"] == "RollingUpdate" {
-                let rolling = strategy.as_object_mut().expect("an object").entry("rollingUpdate").or_insert_with(|| json!({}));
-                set_in(rolling, "partition", json!(0));
-            }
+            rolling(spec, "updateStrategy", &[("partition", json!(0))]);
             set(spec, "revisionHistoryLimit", json!(10));
             let retention = spec.entry("persistentVolumeClaimRetentionPolicy").or_insert_with(|| json!({}));
             set_in(retention, "whenDeleted", json!("Retain"));
@@ -50,13 +39,7 @@ pub fn apply(kind: &str, obj: &mut Value) {
         }
         "DaemonSet" => {
             let spec = spec(obj);
-            let strategy = spec.entry("updateStrategy").or_insert_with(|| json!({}));
-            set_in(strategy, "type", json!("RollingUpdate"));
-            if strategy["type"] == "RollingUpdate" {
-                let rolling = strategy.as_object_mut().expect("an object").entry("rollingUpdate").or_insert_with(|| json!({}));
-                set_in(rolling, "maxUnavailable", json!(1));
-                set_in(rolling, "maxSurge", json!(0));
-            }
+            rolling(spec, "updateStrategy", &[("maxUnavailable", json!(1)), ("maxSurge", json!(0))]);
             set(spec, "revisionHistoryLimit", json!(10));
             template(spec);
         }
@@ -110,6 +93,19 @@ fn set(map: &mut Map<String, Value>, key: &str, v: Value) {
 
 fn set_in(v: &mut Value, key: &str, value: Value) {
     set(object(v), key, value);
+}
+
+/// A strategy (`field`) of type RollingUpdate unless set, with `defaults` for its
+/// `rollingUpdate` when it rolls.
+fn rolling(spec: &mut Map<String, Value>, field: &str, defaults: &[(&str, Value)]) {
+    let strategy = spec.entry(field).or_insert_with(|| json!({}));
+    set_in(strategy, "type", json!("RollingUpdate"));
+    if strategy["type"] == "RollingUpdate" {
+        let update = object(strategy).entry("rollingUpdate").or_insert_with(|| json!({}));
+        for (k, v) in defaults {
+            set_in(update, k, v.clone());
+        }
+    }
 }
 
 fn template(spec: &mut Map<String, Value>) {

@@ -402,12 +402,7 @@ impl ObjectStore {
         kind: PatchType,
         status_only: bool,
     ) -> Result<Value, ApiError> {
-        let expected = object::str_field(&patch, "resourceVersion").map(parse_rv).transpose()?;
-        self.modify(res, ns, name, expected, |current| {
-            let merged = kind.apply(res.kind, current, &patch)?;
-            Ok(if status_only { status_of(current, &merged) } else { merged })
-        }, false)
-        .await
+        Ok(self.patch_checked(res, ns, name, patch, kind, status_only, super::fields::Mode::Ignore).await?.0)
     }
 
     /// Read, change, compare-and-set (retrying internal conflicts). With `marks_deletion` the

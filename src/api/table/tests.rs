@@ -1,3 +1,5 @@
+//! Table tests for the server-side Tables: durations, Accept negotiation, each kind's cells as kubectl prints them.
+
 use chrono::{Duration, TimeZone, Utc};
 use serde_json::{json, Value};
 

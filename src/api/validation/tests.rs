@@ -1,3 +1,5 @@
+//! Table tests for the field rules: the defects kubectl users met, pod specs wherever they are, Jobs, messages, selectors.
+
 use serde_json::{json, Value};
 
 use super::*;
