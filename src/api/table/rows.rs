@@ -188,6 +188,11 @@ fn list(v: &Value) -> &[Value] {
     v.as_array().map_or(&[], Vec::as_slice)
 }
 
+/// One field of every container of a pod spec, comma-joined (the CONTAINERS and IMAGES columns).
+fn of_containers(pod_spec: &Value, field: &str) -> String {
+    list(&pod_spec["containers"]).iter().map(|c| s(&c[field])).collect::<Vec<_>>().join(",")
+}
+
 fn or(text: &str, fallback: &str) -> String {
     if text.is_empty() { fallback } else { text }.to_string()
 }
@@ -198,8 +203,8 @@ pub fn cells(kind: &str, obj: &Value, now: DateTime<Utc>) -> Vec<Value> {
     let age = json!(since(obj.pointer("/metadata/creationTimestamp").and_then(Value::as_str), now));
     let (spec, status) = (&obj["spec"], &obj["status"]);
     let template = &spec["template"]["spec"];
-    let containers = || json!(list(&template["containers"]).iter().map(|c| s(&c["name"])).collect::<Vec<_>>().join(","));
-    let images = || json!(list(&template["containers"]).iter().map(|c| s(&c["image"])).collect::<Vec<_>>().join(","));
+    let containers = || json!(of_containers(template, "name"));
+    let images = || json!(of_containers(template, "image"));
     match kind {
         "Pod" => pod(obj, now),
         "Node" => node(obj, age),
@@ -249,8 +254,7 @@ pub fn cells(kind: &str, obj: &Value, now: DateTime<Utc>) -> Vec<Value> {
         "Job" => job(obj, now, name, age),
         "CronJob" => {
             let template = &spec["jobTemplate"]["spec"]["template"]["spec"];
-            let names = list(&template["containers"]).iter().map(|c| s(&c["name"])).collect::<Vec<_>>().join(",");
-            let images = list(&template["containers"]).iter().map(|c| s(&c["image"])).collect::<Vec<_>>().join(",");
+            let (names, images) = (of_containers(template, "name"), of_containers(template, "image"));
             let last = match status["lastScheduleTime"].as_str() {
                 Some(t) => since(Some(t), now),
                 None => "<none>".to_string(),
@@ -588,8 +592,8 @@ fn job(obj: &Value, now: DateTime<Utc>, name: Value, age: Value) -> Vec<Value> {
         json!(completions),
         json!(duration),
         age,
-        json!(list(&template["containers"]).iter().map(|c| s(&c["name"])).collect::<Vec<_>>().join(",")),
-        json!(list(&template["containers"]).iter().map(|c| s(&c["image"])).collect::<Vec<_>>().join(",")),
+        json!(of_containers(template, "name")),
+        json!(of_containers(template, "image")),
         json!(selector(&spec["selector"])),
     ]
 }
